@@ -150,15 +150,14 @@ def synthesize(text: str, voice: str, speed: int, pitch: int, cache_dir: str | P
 
 def _noise(rng: np.random.Generator, n_samples: int, colour: str) -> np.ndarray:
     """Unit-variance noise: float64 (n_samples,)."""
-    white = rng.standard_normal(n_samples)
     if colour == "white":
-        return white
+        return rng.standard_normal(n_samples)
     if colour != "pink":
         raise ValueError(f"unknown noise colour {colour!r}; expected one of {NOISE_COLOURS}")
-    spectrum = np.fft.rfft(white)
-    frequencies = np.arange(spectrum.size, dtype=np.float64)
-    spectrum /= np.sqrt(np.maximum(frequencies, 1.0))  # power falls as 1/f
-    pink = np.fft.irfft(spectrum, n=n_samples)
+    n_fft = 1 << max(n_samples - 1, 1).bit_length()  # a power of two: FFTs of odd lengths are slow
+    spectrum = np.fft.rfft(rng.standard_normal(n_fft))
+    spectrum /= np.sqrt(np.maximum(np.arange(spectrum.size, dtype=np.float64), 1.0))  # power falls as 1/f
+    pink = np.fft.irfft(spectrum, n=n_fft)[:n_samples]
     return pink / pink.std()
 
 

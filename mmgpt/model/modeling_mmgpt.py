@@ -188,7 +188,8 @@ class MMGPTModel(MMGPTPreTrainedModel):
                     "build inputs with MMGPTProcessor"
                 )
             patches = self.image_encoder(pixel_values.to(embeds.dtype))
-            embeds = embeds.masked_scatter(slots[..., None], patches.reshape(-1, patches.shape[-1]))
+            patches = patches.reshape(-1, patches.shape[-1]).to(embeds.dtype)
+            embeds = embeds.masked_scatter(slots[..., None], patches)
         if input_features is not None:
             slots = input_ids == self.config.audio_placeholder_id
             lengths = slots.sum(dim=1)
@@ -198,7 +199,7 @@ class MMGPTModel(MMGPTPreTrainedModel):
                     f"audio placeholders {lengths.tolist()} exceed the {frames.shape[1]} tokens the features give"
                 )
             keep = torch.arange(frames.shape[1], device=frames.device)[None, :] < lengths[:, None]
-            embeds = embeds.masked_scatter(slots[..., None], frames[keep])
+            embeds = embeds.masked_scatter(slots[..., None], frames[keep].to(embeds.dtype))
         return embeds
 
     def forward(

@@ -1,0 +1,339 @@
+"""Train mmgpt from scratch on scenes, speech and Tiny Shakespeare: the reference articles' recipe, made real.
+
+Every optimizer step sees three sub-batches, one per task (caption, transcribe, continue text), and sums their
+losses. Runs as one process, or data-parallel under `torchrun --nproc_per_node N -m mmgpt train ...` (gloo on
+CPU, nccl on GPUs): each rank draws its own data and the gradients are averaged with all_reduce.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from .audio import SAMPLE_RATE
+from .model import MMGPTConfig, MMGPTForCausalLM, MMGPTProcessor, train_tokenizer
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    out_dir: str = "runs/mmgpt-tiny"
+    text_path: str | None = None  # Tiny Shakespeare; None means $MMGPT_DATA_DIR or ../shared/data
+    speech_cache_dir: str | None = None  # espeak-ng clips; None means $MMGPT_CACHE_DIR or ~/.cache/mmgpt
+    seed: int = 0
+    steps: int = 3000  # length of the cosine schedule
+    max_minutes: float = 0.0  # stop (and checkpoint) after this much training time in total; 0 = no limit
+    # model
+    vocab_size: int = 2048
+    n_embd: int = 256
+    n_layer: int = 6
+    n_head: int = 8
+    dropout: float = 0.1
+    image_layers: int = 2
+    audio_layers: int = 2
+    # batches, per rank and step
+    text_batch: int = 16
+    text_block: int = 128  # text tokens per training window
+    image_batch: int = 24
+    audio_batch: int = 24
+    speech_pool: int = 12_000  # distinct training utterances synthesized up front
+    # optimization: AdamW, linear warmup then cosine decay, gradient clipping
+    lr: float = 1e-3
+    min_lr: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    # evaluation and checkpoints
+    eval_every: int = 250
+    eval_scenes: int = 64
+    eval_utterances: int = 64
+    eval_text_windows: int = 40
+
+
+# --- distributed ----------------------------------------------------------------------------------------------
+
+
+def init_distributed() -> tuple[int, int]:
+    """(rank, world size): from torchrun's environment when present, else a single process."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return (dist.get_rank(), world) if world > 1 else (0, 1)
+
+
+def average_gradients(model: torch.nn.Module, world: int) -> None:
+    """Average gradients over ranks in one flat all_reduce (what DDP does, without its one-forward rule)."""
+    if world == 1:
+        return
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset:offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def any_rank(flag: bool, world: int) -> bool:
+    """True on every rank if it is true on one, so all ranks stop at the same step."""
+    if world == 1:
+        return flag
+    tensor = torch.tensor([int(flag)])
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item())
+
+
+def broadcast_parameters(model: torch.nn.Module, world: int) -> None:
+    if world > 1:
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, src=0)
+
+
+# --- data -----------------------------------------------------------------------------------------------------
+
+
+def tokenizer_corpus(train_text: str, seed: int):
+    """What the BPE learns from: Shakespeare (train split), scene captions, commands and numbers."""
+    from .data import COMMANDS, example_captions
+
+    yield train_text
+    yield "\n".join(example_captions(20_000, seed=seed))
+    yield "\n".join(COMMANDS * 50)
+    yield "\n".join(str(n) for n in range(1000))
+
+
+def pad_right(sequences: list[list[int]], prompt_lengths: list[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded `input_ids`, `attention_mask` and `labels` (-100 over each prompt, which is given, not learned)."""
+    width = max(len(s) for s in sequences)
+    input_ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros_like(input_ids)
+    labels = torch.full_like(input_ids, -100)
+    for row, (seq, prompt_length) in enumerate(zip(sequences, prompt_lengths)):
+        input_ids[row, : len(seq)] = torch.tensor(seq)
+        attention_mask[row, : len(seq)] = 1
+        labels[row, prompt_length: len(seq)] = torch.tensor(seq[prompt_length:])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+class TaskBatches:
+    """Draws the three sub-batches of one step. Each rank passes its own seed."""
+
+    def __init__(self, cfg: TrainConfig, processor: MMGPTProcessor, train_text: str, seed: int, pool_seed: int,
+                 log=print):
+        from .data import iter_scenes, speech_dataset
+        from .model.processing_mmgpt import pad_features
+
+        self.cfg, self.processor, self.pad_features = cfg, processor, pad_features
+        self.rng = np.random.default_rng(seed)
+        self.eos = processor.token_ids["<|endoftext|>"]
+        self.text_marker = processor.token_ids["<|text|>"]
+        self.text_tokens = np.array(processor.tokenizer.encode(train_text, add_special_tokens=False), np.int32)
+        self.scenes = iter_scenes("train", seed)
+        start = time.time()
+        # The pool is the same on every resume, so its clips come from the on-disk cache after the first run.
+        utterances = speech_dataset("train", cfg.speech_pool, pool_seed, cfg.speech_cache_dir)
+        self.speech = [
+            (processor.audio_to_features(u.waveform, SAMPLE_RATE), self.encode(u.transcript)) for u in utterances
+        ]
+        log(f"speech pool: {len(self.speech)} utterances ready in {time.time() - start:.0f} s; "
+            f"text: {len(self.text_tokens):,} train tokens")
+
+    def encode(self, text: str) -> list[int]:
+        return self.processor.tokenizer.encode(text, add_special_tokens=False) + [self.eos]
+
+    def text(self) -> dict:
+        block = self.cfg.text_block
+        starts = self.rng.integers(0, len(self.text_tokens) - block, self.cfg.text_batch)
+        rows = [[self.text_marker] + self.text_tokens[s:s + block].tolist() for s in starts]
+        return pad_right(rows, [1] * len(rows), self.eos)
+
+    def caption(self) -> dict:
+        scenes = [next(self.scenes) for _ in range(self.cfg.image_batch)]
+        prompt = self.processor.prompt_ids("caption")
+        batch = pad_right([prompt + self.encode(s.caption) for s in scenes], [len(prompt)] * len(scenes), self.eos)
+        batch["pixel_values"] = torch.from_numpy(np.stack([self.processor.image_to_pixels(s.image) for s in scenes]))
+        return batch
+
+    def transcribe(self) -> dict:
+        picks = [self.speech[i] for i in self.rng.integers(0, len(self.speech), self.cfg.audio_batch)]
+        prompts = [self.processor.prompt_ids("transcribe", audio_frames=f.shape[1]) for f, _ in picks]
+        batch = pad_right([p + t for p, (_, t) in zip(prompts, picks)], [len(p) for p in prompts], self.eos)
+        batch["input_features"] = torch.from_numpy(self.pad_features([f for f, _ in picks]))
+        return batch
+
+
+# --- schedule, checkpoints, evaluation --------------------------------------------------------------------------
+
+
+def learning_rate(step: int, cfg: TrainConfig, train_seconds: float = 0.0) -> float:
+    """Warmup, then cosine decay over whichever budget runs out first: `steps`, or `max_minutes` of training."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    if cfg.max_minutes:
+        progress = max(progress, train_seconds / (cfg.max_minutes * 60))
+    progress = min(1.0, progress)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    # Decay matrices only: decaying norms, biases and embeddings' tied twin just fights the loss.
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def save_checkpoint(path: Path, model, processor, optimizer, state: dict) -> None:
+    """Model + processor in Hub format, plus optimizer and loop state; swapped in atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    processor.save_pretrained(tmp)
+    torch.save({"optimizer": optimizer.state_dict(), **state}, tmp / "trainer_state.pt")
+    old = path.with_name(path.name + ".old")
+    if path.exists():
+        path.rename(old)
+    tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def quick_eval(model, processor, cfg: TrainConfig, validation_text: str) -> dict:
+    from .data import scene_dataset, speech_dataset
+    from .evaluate import caption_scores, text_nats_per_char, transcription_scores
+
+    model.eval()
+    result = {
+        "text_nats_per_char": text_nats_per_char(model, processor, validation_text, cfg.eval_text_windows, 256),
+        "caption_exact_match": caption_scores(model, processor, scene_dataset("validation", cfg.eval_scenes, 7),
+                                              batch=32)["exact_match"],
+        "wer": transcription_scores(model, processor, speech_dataset(
+            "validation", cfg.eval_utterances, 7, cfg.speech_cache_dir), batch=32)["wer"],
+    }
+    model.train()
+    return result
+
+
+def plot_history(history: list[dict], evals: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_eval) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [h["step"] for h in history]
+    for task in ("text", "caption", "transcribe"):
+        ax_loss.plot(steps, [h[task] for h in history], label=task, linewidth=0.8)
+    ax_loss.set(xlabel="step", ylabel="training loss (nats/token)", yscale="log", title="training loss")
+    ax_loss.legend()
+    if evals:
+        eval_steps = [e["step"] for e in evals]
+        ax_eval.plot(eval_steps, [e["text_nats_per_char"] for e in evals], "o-", label="text nats/char")
+        ax_twin = ax_eval.twinx()
+        ax_twin.plot(eval_steps, [e["caption_exact_match"] for e in evals], "s-", color="C1", label="caption EM %")
+        ax_twin.plot(eval_steps, [e["wer"] for e in evals], "^-", color="C2", label="WER %")
+        ax_twin.set(ylabel="%", ylim=(0, 100))
+        ax_twin.legend(loc="upper right")
+    ax_eval.set(xlabel="step", ylabel="nats/char", title="validation")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# --- the loop -----------------------------------------------------------------------------------------------------
+
+
+def train(cfg: TrainConfig) -> Path:
+    from tqdm import tqdm
+
+    from .data import load_shakespeare, split_text
+
+    rank, world = init_distributed()
+    is_main = rank == 0
+    log = print if is_main else (lambda *a, **k: None)
+    out = Path(cfg.out_dir)
+    checkpoint = out / "checkpoint"
+    random.seed(cfg.seed + rank)
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank; data seeds differ below
+
+    train_text, validation_text = split_text(load_shakespeare(cfg.text_path))
+    resuming = (checkpoint / "trainer_state.pt").exists()
+    if resuming:
+        model = MMGPTForCausalLM.from_pretrained(checkpoint)
+        processor = MMGPTProcessor.from_pretrained(checkpoint)
+        state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+        log(f"resuming from step {state['step']} ({state['train_seconds'] / 60:.1f} min trained)")
+    else:
+        tokenizer = train_tokenizer(tokenizer_corpus(train_text, cfg.seed), cfg.vocab_size)
+        config = MMGPTConfig(
+            vocab_size=len(tokenizer), n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head,
+            dropout=cfg.dropout, image_layers=cfg.image_layers, audio_layers=cfg.audio_layers,
+        )
+        model = MMGPTForCausalLM(config)
+        processor = MMGPTProcessor.from_config(config, tokenizer)
+        state = {"step": 0, "train_seconds": 0.0, "history": [], "evals": [], "config": dataclasses.asdict(cfg)}
+    broadcast_parameters(model, world)
+    model.train()
+    optimizer = make_optimizer(model, cfg)
+    if resuming:
+        optimizer.load_state_dict(state["optimizer"])
+    batches = TaskBatches(cfg, processor, train_text, seed=cfg.seed * 1000 + rank + 7919 * state["step"],
+                          pool_seed=cfg.seed * 1000 + rank, log=log)
+    log(f"mmgpt: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {world} process(es)")
+    if is_main:
+        out.mkdir(parents=True, exist_ok=True)
+
+    def checkpoint_now():
+        if is_main:
+            slim = {k: v for k, v in state.items() if k != "optimizer"}
+            save_checkpoint(checkpoint, model, processor, optimizer, slim)
+            (out / "history.json").write_text(json.dumps({"history": state["history"], "evals": state["evals"]}))
+            plot_history(state["history"], state["evals"], out / "loss.png")
+        if world > 1:
+            dist.barrier()
+
+    progress = tqdm(range(state["step"], cfg.steps), initial=state["step"], total=cfg.steps, disable=not is_main,
+                    mininterval=5.0)
+    for step in progress:
+        started = time.perf_counter()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(step, cfg, state["train_seconds"])
+        losses, tokens = {}, 0
+        for task, batch in (("text", batches.text()), ("caption", batches.caption()),
+                            ("transcribe", batches.transcribe())):
+            loss = model(**batch).loss
+            (loss / 3).backward()
+            losses[task] = loss.item()
+            tokens += int(batch["attention_mask"].sum())
+        average_gradients(model, world)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        seconds = time.perf_counter() - started
+        state["train_seconds"] += seconds
+        state["step"] = step + 1
+        state["history"].append({"step": step + 1, **losses})
+        progress.set_postfix(text=f"{losses['text']:.2f}", cap=f"{losses['caption']:.2f}",
+                             asr=f"{losses['transcribe']:.2f}", tok_s=f"{tokens * world / seconds:.0f}")
+        out_of_time = any_rank(bool(cfg.max_minutes) and state["train_seconds"] >= cfg.max_minutes * 60, world)
+        if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps or out_of_time:
+            if is_main:
+                scores = quick_eval(model, processor, cfg, validation_text)
+                state["evals"].append({"step": state["step"], "minutes": state["train_seconds"] / 60, **scores})
+                log(f"\nstep {state['step']}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+            checkpoint_now()
+        if out_of_time:
+            log(f"stopping: {cfg.max_minutes} training minutes used")
+            break
+    if world > 1:
+        dist.destroy_process_group()
+    return checkpoint
