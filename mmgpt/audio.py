@@ -10,6 +10,7 @@ N_FFT = 400  # samples in one STFT window (25 ms)
 HOP_LENGTH = 160  # samples between frames (10 ms), so 100 frames per second
 N_MELS = 80  # mel bins
 LOG_FLOOR = -8.0  # log10 power below which everything counts as silence
+SILENCE_FEATURE = (LOG_FLOOR + 4.0) / 4.0  # what log_mel_spectrogram gives for digital silence; pads audio
 
 
 def frames_for_samples(n_samples: int) -> int:

@@ -15,6 +15,7 @@ from torch import nn
 from transformers import DynamicCache, GenerationMixin, PreTrainedModel
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
+from ..audio import SILENCE_FEATURE
 from .configuration_mmgpt import MMGPTConfig
 
 
@@ -132,6 +133,9 @@ class AudioEncoder(nn.Module):
 
     def forward(self, input_features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """`(B, N_MELS, F)` -> `(B, L, D)` with `L = ceil(F / 4)`; `lengths` (B,) masks out padded tokens."""
+        # Pad to whole tokens (4 frames) with silence, as a batch pads its shorter clips, so that a clip's last
+        # token sees the same frames alone and in a batch.
+        input_features = F.pad(input_features, (0, -input_features.shape[-1] % 4), value=SILENCE_FEATURE)
         x = F.gelu(self.conv1(input_features))
         x = F.gelu(self.conv2(x)).transpose(1, 2)  # (B, L, D)
         L, D = x.shape[1], x.shape[2]
@@ -320,8 +324,11 @@ class MMGPTForCausalLM(MMGPTPreTrainedModel, GenerationMixin):
         if input_ids is not None:
             prefix = (input_ids == self.config.image_placeholder_id) | (input_ids == self.config.audio_placeholder_id)
             labels = labels.masked_fill(prefix, -100)
+        targets = labels[:, 1:]
+        if attention_mask is not None:  # nor does a prediction made at a padding position (left padding's last pad)
+            targets = targets.masked_fill(attention_mask[:, :-1] == 0, -100)
         shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-        return F.cross_entropy(shift_logits, labels[:, 1:].reshape(-1), ignore_index=-100)
+        return F.cross_entropy(shift_logits, targets.reshape(-1), ignore_index=-100)
 
 
 def load_gpt2_weights(model: MMGPTForCausalLM, gpt2_state_dict: dict[str, torch.Tensor]) -> MMGPTForCausalLM:

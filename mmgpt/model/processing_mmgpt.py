@@ -16,7 +16,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import BatchFeature, PreTrainedTokenizerFast
 from transformers.processing_utils import ProcessorMixin
 
-from ..audio import HOP_LENGTH, LOG_FLOOR, SAMPLE_RATE, frames_for_samples, log_mel_spectrogram, to_mono_16k
+from ..audio import HOP_LENGTH, SAMPLE_RATE, SILENCE_FEATURE, frames_for_samples, log_mel_spectrogram, to_mono_16k
 from .configuration_mmgpt import MMGPTConfig
 
 # Order fixes the ids (0..8) that MMGPTConfig's defaults name.
@@ -33,7 +33,6 @@ SPECIAL_TOKENS = (
 TASK_TOKENS = {"caption": "<|caption|>", "transcribe": "<|transcribe|>", "continue": "<|text|>"}
 PIXEL_MEAN = 0.5  # pixels are scaled to [0, 1] and then normalized to [-1, 1]
 PIXEL_STD = 0.5
-SILENCE_FEATURE = (LOG_FLOOR + 4.0) / 4.0  # what log_mel_spectrogram gives for digital silence; pads audio batches
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
@@ -90,7 +89,8 @@ class MMGPTProcessor(ProcessorMixin):
             image = Image.alpha_composite(Image.new("RGBA", rgba.size, "white"), rgba)
         elif image.mode in ("I;16", "I;16B", "I;16L", "I"):
             array = np.asarray(image, dtype=np.float64)
-            image = Image.fromarray((array / max(array.max(), 1.0) * 255).astype(np.uint8))
+            scale = 257.0 if image.mode.startswith("I;16") or array.max() > 255 else 1.0  # 65535 -> 255
+            image = Image.fromarray(np.clip(array / scale, 0, 255).round().astype(np.uint8))
         image = image.convert("RGB")
         if image.size != (self.image_size, self.image_size):
             image = image.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
@@ -148,7 +148,8 @@ class MMGPTProcessor(ProcessorMixin):
         elif audio is not None:
             if sampling_rate is None:
                 raise ValueError(f"sampling_rate is required with audio (mmgpt resamples to {SAMPLE_RATE} Hz)")
-            clips = [audio] if isinstance(audio, np.ndarray) and audio.ndim == 1 else list(audio)
+            # One array is one clip, `(samples,)` or `(samples, channels)`; a batch is a list of clips.
+            clips = [audio] if isinstance(audio, np.ndarray) else list(audio)
             features = [self.audio_to_features(clip, sampling_rate) for clip in clips]
             texts = self._texts_for(text, len(clips))
             prompts = [self.prompt_ids("transcribe", t, f.shape[1]) for f, t in zip(features, texts)]

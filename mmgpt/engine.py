@@ -1,0 +1,330 @@
+"""The cached, streaming, cancellable model wrapper behind the app and the CLI.
+
+`Engine.load` loads each preset once and keeps the `max_loaded` most recently used ones. `Engine.stream` runs
+`generate()` in a worker thread and yields a `StreamUpdate` per piece of text the streamer releases. Leaving the
+generator early, for any reason, stops the worker within one decoding step:
+
+    for update in engine.stream("gpt2", TextRequest("ROMEO:"), GenerationParams(max_new_tokens=32), cancel):
+        print(update.text)
+
+Randomness: sampling draws from torch's global RNG, which every thread shares. So that a seed always gives the
+same text, sampled requests (temperature > 0, seeded or not) take `SAMPLING_LOCK` and run one at a time; the seed
+is applied with `transformers.set_seed` inside the lock. Greedy requests use no randomness and run concurrently.
+"""
+
+import logging
+import queue
+import threading
+import time
+from collections import Counter, OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import NamedTuple
+
+import torch
+from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer, set_seed
+
+from .audio import SAMPLE_RATE
+from .loaders import ModelAdapter, PresetUnavailableError, dtype_for, load_adapter, pick_device
+from .presets import PRESETS, Preset, UnknownPresetError, get_preset
+from .requests import AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
+
+__all__ = [
+    "AudioRequest",
+    "Engine",
+    "EventStop",
+    "GenerationParams",
+    "GenerationTimeout",
+    "ImageRequest",
+    "PresetUnavailableError",
+    "StreamUpdate",
+    "TextRequest",
+    "UnknownPresetError",
+    "generation_kwargs",
+]
+
+logger = logging.getLogger(__name__)
+
+SAMPLING_LOCK = threading.Lock()  # held by every sampled generate(); see the module docstring
+LOCK_POLL_S = 0.05  # how often a worker waiting for SAMPLING_LOCK checks whether it was cancelled
+MIN_WINDOW_SECONDS = 0.25  # a shorter tail after the last full audio window is dropped rather than transcribed
+TASK_OF_REQUEST = {ImageRequest: "image", AudioRequest: "audio", TextRequest: "text"}
+
+
+class GenerationTimeout(TimeoutError):
+    """Generation ran past the engine's time limit and was stopped. The message is for users."""
+
+
+class EventStop(StoppingCriteria):
+    """Ends generation at the next decoding step once any of `events` is set."""
+
+    def __init__(self, *events: threading.Event | None):
+        self.events = [event for event in events if event is not None]
+
+    def is_set(self) -> bool:
+        return any(event.is_set() for event in self.events)
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        return torch.full((input_ids.shape[0],), self.is_set(), dtype=torch.bool, device=input_ids.device)
+
+
+def generation_kwargs(params: GenerationParams, room: int | None = None) -> dict:
+    """The decoding settings passed to every `generate()` call: the one place they are built.
+
+    `room` is how many tokens the model's context has left after the prompt; max_new_tokens is capped to it.
+    """
+    max_new_tokens = params.max_new_tokens
+    if room is not None:
+        if room < 1:
+            raise ValueError("The input fills the model's whole context, leaving no room for an answer; shorten it.")
+        max_new_tokens = min(max_new_tokens, room)
+    kwargs = {"max_new_tokens": max_new_tokens, "repetition_penalty": params.repetition_penalty}
+    if params.do_sample:
+        kwargs.update(do_sample=True, temperature=params.temperature, top_p=params.top_p, top_k=params.top_k)
+    else:
+        kwargs.update(do_sample=False)
+    return kwargs
+
+
+class _Chunk(NamedTuple):
+    text: str
+    tokens: int  # generated so far, across windows
+    window: int
+    first_token_at: float | None  # perf_counter() of the first generated token
+    last_token_at: float | None
+
+
+_END = object()  # the worker's last queue item, after the final chunk or an error
+
+
+class _CountingStreamer(TextIteratorStreamer):
+    """A TextIteratorStreamer whose queue items also carry the token count, the window and token times."""
+
+    def __init__(self, tokenizer, timeout: float):
+        super().__init__(tokenizer, skip_prompt=True, timeout=timeout, skip_special_tokens=True)
+        self.tokens = 0
+        self.window = 0
+        self.first_token_at: float | None = None
+        self.last_token_at: float | None = None
+
+    def put(self, value):
+        if not (self.skip_prompt and self.next_tokens_are_prompt):
+            self.tokens += value.numel()  # batch size 1: every element is a new token
+            self.last_token_at = time.perf_counter()
+            if self.first_token_at is None:
+                self.first_token_at = self.last_token_at
+        super().put(value)
+
+    def on_finalized_text(self, text: str, stream_end: bool = False):
+        # the worker, not the streamer, marks the end: it also has to report errors and cover several windows
+        chunk = _Chunk(text, self.tokens, self.window, self.first_token_at, self.last_token_at)
+        self.text_queue.put(chunk, timeout=self.timeout)
+
+
+@dataclass
+class _Worker:
+    """Runs generate() for each window of one request and reports through the streamer's queue."""
+
+    adapter: ModelAdapter
+    segments: list
+    params: GenerationParams
+    streamer: _CountingStreamer
+    stop: EventStop  # set by the engine on any exit from the stream, or by the caller's cancel event
+    error: BaseException | None = None
+
+    def __call__(self):
+        try:
+            with _rng_for(self.params, self.stop) as acquired:
+                if not acquired:
+                    return
+                for window, segment in enumerate(self.segments):
+                    if self.stop.is_set():
+                        break
+                    self.streamer.window = window
+                    inputs = self.adapter.prepare(segment)
+                    self.adapter.model.generate(
+                        **inputs,
+                        **generation_kwargs(self.params, self.adapter.room_for_new_tokens(inputs)),
+                        streamer=self.streamer,
+                        stopping_criteria=StoppingCriteriaList([self.stop]),
+                    )
+        except BaseException as exc:  # handed to the caller's thread, which re-raises it
+            self.error = exc
+        finally:
+            self.streamer.text_queue.put(_END)
+
+
+@contextmanager
+def _rng_for(params: GenerationParams, stop: EventStop):
+    """Yield True once this request may draw random numbers (False if cancelled while waiting)."""
+    if not params.do_sample:
+        yield True
+        return
+    while not SAMPLING_LOCK.acquire(timeout=LOCK_POLL_S):
+        if stop.is_set():
+            yield False
+            return
+    try:
+        if params.seed is not None:
+            set_seed(params.seed)
+        yield True
+    finally:
+        SAMPLING_LOCK.release()
+
+
+def audio_windows(request: AudioRequest, max_audio_seconds: float | None) -> list[AudioRequest]:
+    """Cut a recording into consecutive windows the model can take (no overlap); a tiny tail is dropped."""
+    if not max_audio_seconds:
+        return [request]
+    size = int(round(max_audio_seconds * SAMPLE_RATE))
+    waveform = request.waveform
+    starts = range(0, len(waveform), size)
+    pieces = [waveform[start : start + size] for start in starts]
+    if len(pieces) > 1 and len(pieces[-1]) < MIN_WINDOW_SECONDS * SAMPLE_RATE:
+        pieces.pop()
+    return [replace(request, waveform=piece) for piece in pieces]
+
+
+def _join_text(text: str, piece: str, new_window: bool) -> str:
+    if new_window and text and piece and not text[-1].isspace() and not piece[0].isspace():
+        return text + " " + piece
+    return text + piece
+
+
+class Engine:
+    """Loads presets once (thread-safe, LRU-evicted past `max_loaded`) and streams generations from them.
+
+    One engine serves one device and dtype (picked by `loaders.pick_device` / `dtype_for` unless given), so
+    the cache key of a model is its preset name. `load_count[name]` counts the loads of each preset.
+    """
+
+    def __init__(
+        self,
+        max_loaded: int = 3,
+        device: str | None = None,
+        dtype: torch.dtype | None = None,
+        timeout_s: float = 120.0,
+        presets: Mapping[str, Preset] | None = None,
+    ):
+        if max_loaded < 1:
+            raise ValueError(f"max_loaded must be at least 1, got {max_loaded}")
+        if timeout_s <= 0:
+            raise ValueError(f"timeout_s must be above 0, got {timeout_s}")
+        self.max_loaded = max_loaded
+        self.device = device or pick_device()
+        self.dtype = dtype or dtype_for(self.device)
+        self.timeout_s = timeout_s
+        self.presets = dict(PRESETS if presets is None else presets)
+        self.load_count: Counter[str] = Counter()
+        self._loaded: OrderedDict[str, ModelAdapter] = OrderedDict()  # least recently used first
+        self._lock = threading.Lock()  # guards _loaded, _load_locks and load_count; never held while loading
+        self._load_locks: dict[str, threading.Lock] = {}  # one per preset: held while that preset loads
+
+    @property
+    def loaded(self) -> list[str]:
+        """Names of the loaded presets, least recently used first."""
+        with self._lock:
+            return list(self._loaded)
+
+    def preset(self, name: str) -> Preset:
+        return get_preset(name, self.presets)
+
+    def load(self, preset_name: str) -> ModelAdapter:
+        """The adapter of `preset_name`, loading it on first use; raises PresetUnavailableError if it can't."""
+        preset = self.preset(preset_name)
+        with self._lock:
+            if (adapter := self._touch(preset_name)) is not None:
+                return adapter
+            load_lock = self._load_locks.setdefault(preset_name, threading.Lock())
+        with load_lock:  # threads asking for the same preset wait here; other presets load in parallel
+            with self._lock:
+                if (adapter := self._touch(preset_name)) is not None:
+                    return adapter
+            adapter = load_adapter(preset, self.device, self.dtype)
+            with self._lock:
+                self.load_count[preset_name] += 1
+                self._loaded[preset_name] = adapter
+                while len(self._loaded) > self.max_loaded:
+                    evicted, _ = self._loaded.popitem(last=False)
+                    logger.info("evicted %s (more than %d models loaded)", evicted, self.max_loaded)
+        return adapter
+
+    def _touch(self, name: str) -> ModelAdapter | None:
+        adapter = self._loaded.get(name)
+        if adapter is not None:
+            self._loaded.move_to_end(name)
+        return adapter
+
+    def stream(
+        self,
+        preset_name: str,
+        request: ImageRequest | AudioRequest | TextRequest,
+        params: GenerationParams | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Iterator[StreamUpdate]:
+        """Stream the answer to `request`; the last update has done=True.
+
+        Raises at once (before loading anything) for an unknown preset or a request the preset cannot serve;
+        the first `next()` loads the model and may raise PresetUnavailableError.
+        Setting `cancel`, closing the generator or running past `timeout_s` stops the worker within one
+        decoding step; a timeout then raises GenerationTimeout. An error in the worker is re-raised here.
+        """
+        preset = self.preset(preset_name)
+        task = TASK_OF_REQUEST.get(type(request))
+        if task not in preset.tasks:
+            raise ValueError(f'"{preset_name}" does not take {task or type(request).__name__} input; '
+                             f'it takes: {", ".join(preset.tasks)}')
+        if isinstance(request, TextRequest) and request.task not in preset.text_tasks:
+            raise ValueError(f'"{preset_name}" cannot {request.task}; it can: {", ".join(preset.text_tasks)}')
+        params = preset.params() if params is None else params
+        return self._stream(preset_name, request, params, cancel)
+
+    def _stream(self, preset_name, request, params, cancel) -> Iterator[StreamUpdate]:
+        adapter = self.load(preset_name)
+        if isinstance(request, AudioRequest):
+            segments = audio_windows(request, adapter.max_audio_seconds)
+        else:
+            segments = [request]
+        stop = threading.Event()  # set on any exit from this generator; `cancel` stays the caller's to set
+        streamer = _CountingStreamer(adapter.tokenizer, timeout=self.timeout_s)
+        worker = _Worker(adapter, segments, params, streamer, EventStop(stop, cancel))
+        thread = threading.Thread(target=worker, name=f"mmgpt-generate-{preset_name}", daemon=False)
+        started = time.perf_counter()
+        deadline = started + self.timeout_s
+        text, window, last = "", 0, _Chunk("", 0, 0, None, None)
+        thread.start()
+        try:
+            while True:
+                try:
+                    item = streamer.text_queue.get(timeout=max(deadline - time.perf_counter(), 0.0))
+                except queue.Empty:
+                    logger.warning("generation with %s passed the %.0f s limit; stopping it", preset_name,
+                                   self.timeout_s)
+                    raise GenerationTimeout(
+                        f"Generation stopped after {self.timeout_s:g} s, the time limit. "
+                        "Ask for fewer new tokens or choose a smaller model."
+                    ) from None
+                if item is _END:
+                    break
+                text, last = _join_text(text, item.text, item.window != window), item
+                window = item.window
+                if item.text:
+                    yield self._update(text, last, started, done=False, windows=len(segments))
+            if worker.error is not None:
+                logger.error("generation with %s failed", preset_name, exc_info=worker.error)
+                raise worker.error
+            yield self._update(text, last, started, done=True, windows=len(segments))
+        finally:
+            stop.set()
+            thread.join(timeout=self.timeout_s)
+            if thread.is_alive():
+                logger.error("generation thread for %s did not stop within %.0f s", preset_name, self.timeout_s)
+
+    @staticmethod
+    def _update(text: str, chunk: _Chunk, started: float, done: bool, windows: int) -> StreamUpdate:
+        ttft = None if chunk.first_token_at is None else chunk.first_token_at - started
+        rate = None
+        if chunk.tokens > 1 and chunk.last_token_at > chunk.first_token_at:
+            rate = (chunk.tokens - 1) / (chunk.last_token_at - chunk.first_token_at)
+        return StreamUpdate(text, chunk.tokens, ttft, rate, done, window=chunk.window, windows=windows)

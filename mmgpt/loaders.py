@@ -1,0 +1,317 @@
+"""Load a preset's checkpoint and turn requests into `generate()` inputs: one adapter per loader kind.
+
+Everything model-family-specific lives here, so the engine only sees the `ModelAdapter` protocol. Every kind
+loads through `from_pretrained(location)`, whether the location is a Hub id or a local directory.
+"""
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from huggingface_hub import is_offline_mode
+from huggingface_hub.errors import HfHubHTTPError
+from transformers import (
+    AutoImageProcessor,
+    AutoModelForCausalLM,
+    AutoProcessor,
+    AutoTokenizer,
+    BlipForConditionalGeneration,
+    BlipProcessor,
+    VisionEncoderDecoderModel,
+    WhisperForConditionalGeneration,
+    WhisperProcessor,
+)
+
+from .audio import SAMPLE_RATE
+from .presets import OFFLINE_DEFAULT, TEXT_TASKS_BY_LOADER, Preset
+from .requests import AudioRequest, ImageRequest, TextRequest
+
+logger = logging.getLogger(__name__)
+
+IMAGE_BACKEND = "pil"  # PIL image processors: torchvision is not installed and must not be
+WHISPER_START_TOKENS = 4  # <|startoftranscript|> <|language|> <|task|> <|notimestamps|>
+
+CHAT_SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly and plainly."
+CHAT_INSTRUCTIONS = {
+    "chat": "{prompt}",
+    "summarize": "Summarize the following text in two or three sentences.\n\n{prompt}",
+    "translate": "Translate the following text into {target_language}. Reply with the translation only.\n\n{prompt}",
+    "answer": "Answer the question in one or two sentences.\n\nQuestion: {prompt}",
+    "answer_with_context": (
+        "Answer the question in one or two sentences, using the context below.\n\n"
+        "Context:\n{context}\n\nQuestion: {prompt}"
+    ),
+}
+
+
+class PresetUnavailableError(RuntimeError):
+    """The preset's files cannot be had (offline, not cached, missing from assets/). The message is for users."""
+
+
+class ModelAdapter(Protocol):
+    tokenizer: Any  # what TextIteratorStreamer decodes with
+    model: Any  # a transformers model with .generate
+    max_audio_seconds: float | None  # longest audio one generate() call takes; None if the model hears nothing
+
+    def prepare(self, request) -> dict:
+        """`generate()` keyword arguments (input tensors) for one request, on the model's device and dtype."""
+        ...
+
+    def room_for_new_tokens(self, inputs: dict) -> int | None:
+        """How many tokens the decoder can still write after `inputs` (its context length); None if unknown."""
+        ...
+
+
+# --- devices ----------------------------------------------------------------------------------------------------
+
+
+def pick_device() -> str:
+    if torch.cuda.is_available():
+        return "cuda"
+    if torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def dtype_for(device: str) -> torch.dtype:
+    """bfloat16 on GPUs that support it, float16 on other GPUs and Apple silicon, float32 on CPU."""
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if kind == "mps":
+        return torch.float16
+    return torch.float32
+
+
+def on_model(batch, model) -> dict:
+    """Move a processor's output to the model: every tensor to its device, floating ones to its dtype too."""
+    moved = {}
+    for name, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            dtype = model.dtype if value.is_floating_point() else None
+            value = value.to(device=model.device, dtype=dtype)
+        moved[name] = value
+    return moved
+
+
+def decoder_room(model, prompt_length: int) -> int | None:
+    """Positions the model's text decoder has left after `prompt_length` tokens; None if its config doesn't say."""
+    config = model.config.get_text_config(decoder=True)
+    for name in ("max_target_positions", "max_position_embeddings"):
+        positions = getattr(config, name, None)
+        if isinstance(positions, int):
+            return positions - prompt_length
+    return None
+
+
+def _pretrained_kwargs() -> dict:
+    return {"trust_remote_code": False, "local_files_only": is_offline_mode()}
+
+
+def _expect(request, kind: type, adapter_name: str):
+    if not isinstance(request, kind):
+        raise TypeError(f"{adapter_name} takes {kind.__name__}, got {type(request).__name__}")
+
+
+# --- adapters ---------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class CausalLMAdapter:
+    """A decoder-only LM that continues the prompt (GPT-2)."""
+
+    tokenizer: Any
+    model: Any
+    max_audio_seconds: float | None = None
+
+    @classmethod
+    def load(cls, location: str, device: str, dtype: torch.dtype):
+        tokenizer = AutoTokenizer.from_pretrained(location, **_pretrained_kwargs())
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **_pretrained_kwargs())
+        return cls(tokenizer, model.to(device).eval())
+
+    def prepare(self, request) -> dict:
+        _expect(request, TextRequest, type(self).__name__)
+        if request.task != "continue":
+            raise ValueError(f'this model only continues text; "{request.task}" needs an instruction-tuned model')
+        return on_model(self.tokenizer(request.prompt, return_tensors="pt"), self.model)
+
+    def room_for_new_tokens(self, inputs: dict) -> int | None:
+        return decoder_room(self.model, inputs["input_ids"].shape[-1])
+
+
+@dataclass
+class ChatLMAdapter(CausalLMAdapter):
+    """An instruction-tuned LM: each text task becomes a system + user message through the chat template."""
+
+    def prepare(self, request) -> dict:
+        _expect(request, TextRequest, type(self).__name__)
+        if request.task == "continue":
+            return on_model(self.tokenizer(request.prompt, return_tensors="pt"), self.model)
+        messages = [
+            {"role": "system", "content": CHAT_SYSTEM_PROMPT},
+            {"role": "user", "content": chat_instruction(request)},
+        ]
+        batch = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
+        return on_model(batch, self.model)
+
+
+def chat_instruction(request: TextRequest) -> str:
+    """The user message for a chat-lm text task."""
+    key = "answer_with_context" if request.task == "answer" and request.context.strip() else request.task
+    return CHAT_INSTRUCTIONS[key].format(
+        prompt=request.prompt.strip(), target_language=request.target_language, context=request.context.strip()
+    )
+
+
+@dataclass
+class VisionEncoderDecoderAdapter:
+    """An image encoder with a text decoder (ViT + GPT-2); captions only, no text prompt."""
+
+    tokenizer: Any
+    model: Any
+    image_processor: Any
+    max_audio_seconds: float | None = None
+
+    @classmethod
+    def load(cls, location: str, device: str, dtype: torch.dtype):
+        image_processor = AutoImageProcessor.from_pretrained(location, backend=IMAGE_BACKEND, **_pretrained_kwargs())
+        tokenizer = AutoTokenizer.from_pretrained(location, **_pretrained_kwargs())
+        model = VisionEncoderDecoderModel.from_pretrained(location, dtype=dtype, **_pretrained_kwargs())
+        return cls(tokenizer, model.to(device).eval(), image_processor)
+
+    def prepare(self, request) -> dict:
+        _expect(request, ImageRequest, type(self).__name__)
+        batch = self.image_processor(images=request.image.convert("RGB"), return_tensors="pt")
+        return on_model(batch, self.model)
+
+    def room_for_new_tokens(self, inputs: dict) -> int | None:
+        return decoder_room(self.model, 1)  # the decoder starts from decoder_start_token_id
+
+
+@dataclass
+class BlipAdapter:
+    """BLIP captioning; a non-empty prompt becomes the start of the caption."""
+
+    tokenizer: Any
+    model: Any
+    processor: Any
+    max_audio_seconds: float | None = None
+
+    @classmethod
+    def load(cls, location: str, device: str, dtype: torch.dtype):
+        processor = BlipProcessor.from_pretrained(location, backend=IMAGE_BACKEND, **_pretrained_kwargs())
+        model = BlipForConditionalGeneration.from_pretrained(location, dtype=dtype, **_pretrained_kwargs())
+        return cls(processor.tokenizer, model.to(device).eval(), processor)
+
+    def prepare(self, request) -> dict:
+        _expect(request, ImageRequest, type(self).__name__)
+        text = request.prompt.strip() or None
+        batch = self.processor(images=request.image.convert("RGB"), text=text, return_tensors="pt")
+        return on_model(batch, self.model)
+
+    def room_for_new_tokens(self, inputs: dict) -> int | None:
+        return decoder_room(self.model, inputs["input_ids"].shape[-1] if "input_ids" in inputs else 1)
+
+
+@dataclass
+class WhisperAdapter:
+    """Whisper speech recognition: one generate() call per window of at most `chunk_length` seconds."""
+
+    tokenizer: Any
+    model: Any
+    processor: Any
+    max_audio_seconds: float | None = None
+
+    @classmethod
+    def load(cls, location: str, device: str, dtype: torch.dtype):
+        processor = WhisperProcessor.from_pretrained(location, **_pretrained_kwargs())
+        model = WhisperForConditionalGeneration.from_pretrained(location, dtype=dtype, **_pretrained_kwargs())
+        seconds = processor.feature_extractor.n_samples / processor.feature_extractor.sampling_rate
+        return cls(processor.tokenizer, model.to(device).eval(), processor, max_audio_seconds=seconds)
+
+    def prepare(self, request) -> dict:
+        _expect(request, AudioRequest, type(self).__name__)
+        batch = self.processor.feature_extractor(request.waveform, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        inputs = on_model(batch, self.model)
+        if getattr(self.model.generation_config, "is_multilingual", False):
+            # language None: detected from the audio; task "translate" writes English
+            inputs.update(language=request.language, task=request.task)
+        return inputs
+
+    def room_for_new_tokens(self, inputs: dict) -> int | None:
+        return decoder_room(self.model, WHISPER_START_TOKENS)
+
+
+@dataclass
+class MMGPTAdapter:
+    """This project's multimodal GPT: captions, transcribes or continues, depending on the request."""
+
+    tokenizer: Any
+    model: Any
+    processor: Any
+    max_audio_seconds: float | None = None
+
+    @classmethod
+    def load(cls, location: str, device: str, dtype: torch.dtype):
+        import mmgpt.model  # noqa: F401  (registers mmgpt with the Auto classes)
+
+        processor = AutoProcessor.from_pretrained(location, **_pretrained_kwargs())
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype, **_pretrained_kwargs())
+        return cls(processor.tokenizer, model.to(device).eval(), processor, processor.max_audio_seconds)
+
+    def prepare(self, request) -> dict:
+        if isinstance(request, ImageRequest):
+            batch = self.processor(images=request.image, text=request.prompt.strip() or None, return_tensors="pt")
+        elif isinstance(request, AudioRequest):
+            batch = self.processor(audio=request.waveform, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        elif isinstance(request, TextRequest):
+            if request.task != "continue":
+                raise ValueError(f'mmgpt-tiny only continues text; "{request.task}" needs an instruction-tuned model')
+            batch = self.processor(text=request.prompt, return_tensors="pt")
+        else:
+            raise TypeError(f"mmgpt takes an image, audio or text request, got {type(request).__name__}")
+        return on_model(batch, self.model)
+
+    def room_for_new_tokens(self, inputs: dict) -> int | None:
+        return decoder_room(self.model, inputs["input_ids"].shape[-1])
+
+
+ADAPTERS: dict[str, Callable[[str, str, torch.dtype], ModelAdapter]] = {
+    "mmgpt": MMGPTAdapter.load,
+    "causal-lm": CausalLMAdapter.load,
+    "chat-lm": ChatLMAdapter.load,
+    "vision-encoder-decoder": VisionEncoderDecoderAdapter.load,
+    "blip": BlipAdapter.load,
+    "whisper": WhisperAdapter.load,
+}
+assert set(TEXT_TASKS_BY_LOADER) <= set(ADAPTERS)
+
+
+def load_adapter(preset: Preset, device: str, dtype: torch.dtype) -> ModelAdapter:
+    """Load `preset` on `device` in `dtype`, or raise PresetUnavailableError with a message for users."""
+    location = preset.location
+    if preset.is_local and not Path(location).is_dir():
+        raise PresetUnavailableError(
+            f'Model "{preset.name}" is not installed: its files are missing from {preset.source}.'
+        )
+    started = time.perf_counter()
+    try:
+        adapter = ADAPTERS[preset.loader](location, device, dtype)
+    except (OSError, HfHubHTTPError) as exc:
+        logger.warning("could not load preset %s from %s: %s: %s", preset.name, location, type(exc).__name__, exc)
+        if preset.is_local:
+            message = f'Model "{preset.name}" could not be loaded: the files in {preset.source} are incomplete.'
+        else:
+            message = (
+                f'Model "{preset.name}" could not be downloaded (no network access or not in the local cache). '
+                f"Choose {OFFLINE_DEFAULT}, which ships with the app."
+            )
+        raise PresetUnavailableError(message) from exc
+    logger.info("loaded %s (%s) on %s as %s in %.1f s", preset.name, preset.loader, device, dtype,
+                time.perf_counter() - started)
+    return adapter

@@ -1,0 +1,323 @@
+"""The engine contract, one test per point, on a tiny GPT-2 that the tests build and save themselves.
+
+Loading goes through the same `load_adapter` path a Hub id takes, with a temporary directory as the source.
+"""
+
+import functools
+import threading
+import time
+
+import pytest
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+from transformers.utils import logging as hf_logging
+
+from mmgpt import engine as engine_module
+from mmgpt import loaders
+from mmgpt.engine import (
+    Engine,
+    GenerationParams,
+    GenerationTimeout,
+    ImageRequest,
+    PresetUnavailableError,
+    TextRequest,
+    UnknownPresetError,
+)
+from mmgpt.presets import Preset
+
+hf_logging.disable_progress_bar()
+
+# Every token is a plain word, so the streamer releases text at every step.
+WORDS = (
+    "romeo juliet but soft what light through yonder window breaks it is the east and sun arise fair kill "
+    "envious moon who already sick pale with grief that thou her maid art far more than she"
+).split()
+PROMPT = TextRequest("romeo but soft")
+LONG = 400  # new tokens that take far longer than any test waits
+
+
+def save_tiny_gpt2(directory, seed: int = 0):
+    """A 2-layer GPT-2 over a word-level vocabulary, with no end-of-text so it always runs to max_new_tokens."""
+    vocab = {word: i for i, word in enumerate(["<|endoftext|>", "<unk>", *WORDS])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<|endoftext|>", eos_token="<|endoftext|>", unk_token="<unk>"
+    )
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(vocab), n_embd=32, n_layer=2, n_head=2, n_positions=512,
+                        bos_token_id=None, eos_token_id=None)
+    GPT2LMHeadModel(config).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    return save_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
+
+
+def tiny_presets(directory, *names: str) -> dict[str, Preset]:
+    return {name: Preset(name, ("text",), "causal-lm", str(directory), "tiny test GPT-2", 1) for name in names}
+
+
+@pytest.fixture
+def engine(gpt2_dir):
+    return Engine(device="cpu", timeout_s=30, presets=tiny_presets(gpt2_dir, "tiny"))
+
+
+def spy_on_forward(model, delay_s: float = 0.0, fail_on_call: int | None = None):
+    """Count the model's forward calls (and remember which threads made them); optionally slow or break one."""
+    original = model.forward
+    spy = {"calls": 0, "threads": set()}
+
+    @functools.wraps(original)
+    def forward(*args, **kwargs):
+        spy["calls"] += 1
+        spy["threads"].add(threading.current_thread())
+        if spy["calls"] == fail_on_call:
+            raise RuntimeError("forward failed on purpose")
+        time.sleep(delay_s)
+        return original(*args, **kwargs)
+
+    model.forward = forward
+    return spy
+
+
+def final_update(updates):
+    assert updates[-1].done and not any(u.done for u in updates[:-1])
+    return updates[-1]
+
+
+# --- loading ----------------------------------------------------------------------------------------------------
+
+
+def test_loads_once_when_eight_threads_ask_at_once(engine, monkeypatch):
+    real_load = engine_module.load_adapter
+
+    def slow_load(*args):
+        time.sleep(0.3)  # wide window for the other seven threads to pile in
+        return real_load(*args)
+
+    monkeypatch.setattr(engine_module, "load_adapter", slow_load)
+    barrier = threading.Barrier(8)
+    adapters = []
+
+    def ask():
+        barrier.wait()
+        adapters.append(engine.load("tiny"))
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert engine.load_count["tiny"] == 1
+    assert len(adapters) == 8 and all(adapter is adapters[0] for adapter in adapters)
+
+
+def test_a_slow_load_does_not_block_loading_another_preset(gpt2_dir, monkeypatch):
+    engine = Engine(device="cpu", presets=tiny_presets(gpt2_dir, "slow", "fast"))
+    real_load = engine_module.load_adapter
+    release = threading.Event()
+
+    def load(preset, *args):
+        if preset.name == "slow":
+            release.wait(10)
+        return real_load(preset, *args)
+
+    monkeypatch.setattr(engine_module, "load_adapter", load)
+    slow = threading.Thread(target=engine.load, args=("slow",))
+    slow.start()
+    try:
+        engine.load("fast")  # would deadlock on one global lock held during loads
+        assert engine.loaded == ["fast"]
+    finally:
+        release.set()
+        slow.join()
+    assert engine.load_count == {"slow": 1, "fast": 1}
+
+
+def test_least_recently_used_model_is_evicted(gpt2_dir):
+    engine = Engine(max_loaded=2, device="cpu", presets=tiny_presets(gpt2_dir, "a", "b", "c"))
+    engine.load("a")
+    engine.load("b")
+    engine.load("a")  # now b is the least recently used
+    engine.load("c")
+    assert engine.loaded == ["a", "c"]
+    engine.load("b")
+    assert engine.loaded == ["c", "b"]
+    assert engine.load_count == {"a": 1, "b": 2, "c": 1}
+
+
+def test_unknown_preset_raises_before_anything_loads(engine):
+    with pytest.raises(UnknownPresetError, match='Unknown model "gpt-5".*tiny'):
+        engine.stream("gpt-5", PROMPT, GenerationParams())
+    with pytest.raises(UnknownPresetError):
+        engine.load("gpt-5")
+    assert engine.loaded == [] and not engine.load_count
+
+
+def test_request_the_preset_cannot_serve_raises_before_anything_loads(engine):
+    from PIL import Image
+
+    with pytest.raises(ValueError, match='"tiny" does not take image input'):
+        engine.stream("tiny", ImageRequest(Image.new("RGB", (8, 8))), GenerationParams())
+    with pytest.raises(ValueError, match='"tiny" cannot summarize'):
+        engine.stream("tiny", TextRequest("some text", task="summarize"), GenerationParams())
+    assert engine.loaded == []
+
+
+def test_hub_preset_that_cannot_be_fetched_raises_preset_unavailable(monkeypatch):
+    monkeypatch.setattr(loaders, "is_offline_mode", lambda: True)  # never touch the network, cached or not
+    preset = Preset("whisper-base", ("audio",), "whisper", "mmgpt-tests/not-a-real-checkpoint", "offline", 290)
+    engine = Engine(device="cpu", presets={"whisper-base": preset})
+    with pytest.raises(PresetUnavailableError) as error:
+        engine.load("whisper-base")
+    assert str(error.value) == (
+        'Model "whisper-base" could not be downloaded (no network access or not in the local cache). '
+        "Choose mmgpt-tiny, which ships with the app."
+    )
+    assert not engine.load_count
+
+
+def test_missing_local_checkpoint_raises_preset_unavailable():
+    preset = Preset("mmgpt-tiny", ("text",), "mmgpt", "assets/no-such-checkpoint", "missing", 1)
+    with pytest.raises(PresetUnavailableError, match='Model "mmgpt-tiny" is not installed'):
+        Engine(device="cpu", presets={"mmgpt-tiny": preset}).load("mmgpt-tiny")
+
+
+# --- streaming --------------------------------------------------------------------------------------------------
+
+
+def test_updates_carry_text_so_far_ttft_and_tokens_per_s(engine):
+    updates = list(engine.stream("tiny", PROMPT, GenerationParams(max_new_tokens=12)))
+    assert len(updates) >= 3
+    for before, after in zip(updates, updates[1:]):
+        assert after.text.startswith(before.text) and after.tokens >= before.tokens
+    last = final_update(updates)
+    assert last.tokens == 12 and len(last.text.split()) == 12
+    assert all(u.ttft_s is not None and 0 < u.ttft_s < 5 for u in updates)
+    assert last.tokens_per_s is not None and last.tokens_per_s > 0
+    assert (last.window, last.windows) == (0, 1)
+
+
+def test_greedy_output_equals_model_generate(engine):
+    params = GenerationParams(max_new_tokens=16)
+    last = final_update(list(engine.stream("tiny", PROMPT, params)))
+    adapter = engine.load("tiny")
+    inputs = adapter.prepare(PROMPT)
+    expected = adapter.model.generate(**inputs, max_new_tokens=16, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    assert last.tokens == len(expected)
+    assert last.text == adapter.tokenizer.decode(expected, skip_special_tokens=True)
+
+
+def test_max_new_tokens_is_capped_at_the_models_context(engine):
+    last = final_update(list(engine.stream("tiny", PROMPT, GenerationParams(max_new_tokens=2048))))
+    assert last.tokens == 512 - len(PROMPT.prompt.split())  # n_positions minus the prompt
+
+
+def test_a_prompt_that_fills_the_context_raises_value_error(engine):
+    with pytest.raises(ValueError, match="fills the model's whole context"):
+        list(engine.stream("tiny", TextRequest("romeo " * 512), GenerationParams()))
+
+
+def sampled_text(engine, seed) -> str:
+    params = GenerationParams(max_new_tokens=16, temperature=1.0, seed=seed)
+    return final_update(list(engine.stream("tiny", PROMPT, params))).text
+
+
+def test_a_fixed_seed_gives_the_same_sampled_text_twice(engine):
+    first = sampled_text(engine, seed=1234)
+    assert sampled_text(engine, seed=1234) == first
+    assert sampled_text(engine, seed=4321) != first  # it really samples
+
+
+def test_concurrent_sampling_does_not_disturb_a_seeded_request(engine):
+    expected = sampled_text(engine, seed=7)
+    results = {}
+
+    def run(key, seed):
+        results[key] = sampled_text(engine, seed)
+
+    threads = [threading.Thread(target=run, args=(i, 7 if i % 2 else None)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [results[i] for i in (1, 3, 5)] == [expected] * 3
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [
+        ("temperature", 5, "temperature must be between 0 and 2, got 5"),
+        ("top_p", 1.5, "top_p must be between 0 and 1, got 1.5"),
+        ("top_p", 0.0, "top_p must be above 0"),
+        ("top_k", -1, "top_k must be between 0 and 1000, got -1"),
+        ("max_new_tokens", 0, "max_new_tokens must be between 1 and 2048, got 0"),
+        ("max_new_tokens", 2.5, "max_new_tokens must be an integer, got 2.5"),
+        ("repetition_penalty", 0.5, "repetition_penalty must be between 1 and 2, got 0.5"),
+        ("seed", -1, "seed must be between 0 and 4294967295, got -1"),
+    ],
+)
+def test_out_of_range_params_raise_value_error_naming_the_value(field, value, message):
+    with pytest.raises(ValueError) as error:
+        GenerationParams(**{field: value})
+    assert message in str(error.value)
+
+
+# --- stopping ---------------------------------------------------------------------------------------------------
+
+
+def test_cancel_stops_the_worker_within_one_decoding_step(engine):
+    spy = spy_on_forward(engine.load("tiny").model, delay_s=0.002)
+    cancel = threading.Event()
+    updates, calls_at_cancel = [], None
+    for update in engine.stream("tiny", PROMPT, GenerationParams(max_new_tokens=LONG), cancel):
+        updates.append(update)
+        if len(updates) == 3:
+            cancel.set()
+            calls_at_cancel = spy["calls"]
+    assert spy["calls"] - calls_at_cancel <= 1
+    last = final_update(updates)
+    assert last.tokens < LONG and last.text.startswith(updates[2].text)  # Stop keeps the text so far
+    assert not any(thread.is_alive() for thread in spy["threads"])
+
+
+def test_closing_the_generator_ends_the_worker_thread(engine):
+    spy = spy_on_forward(engine.load("tiny").model, delay_s=0.002)
+    stream = engine.stream("tiny", PROMPT, GenerationParams(max_new_tokens=LONG))
+    next(stream)
+    next(stream)
+    stream.close()  # what Gradio does when the browser tab goes away
+    (worker,) = spy["threads"]
+    assert worker.name.startswith("mmgpt-generate") and not worker.is_alive()
+    calls = spy["calls"]
+    time.sleep(0.05)
+    assert spy["calls"] == calls < LONG
+
+
+def test_timeout_ends_the_worker_and_raises(gpt2_dir):
+    engine = Engine(device="cpu", timeout_s=0.5, presets=tiny_presets(gpt2_dir, "tiny"))
+    spy = spy_on_forward(engine.load("tiny").model, delay_s=0.02)
+    started = time.perf_counter()
+    with pytest.raises(GenerationTimeout, match="stopped after 0.5 s"):
+        for _ in engine.stream("tiny", PROMPT, GenerationParams(max_new_tokens=LONG)):
+            pass
+    assert time.perf_counter() - started < 3
+    assert not any(thread.is_alive() for thread in spy["threads"]) and spy["calls"] < LONG
+
+
+def test_a_worker_exception_surfaces_in_the_caller_not_as_a_hang(gpt2_dir):
+    engine = Engine(device="cpu", timeout_s=10, presets=tiny_presets(gpt2_dir, "tiny"))
+    spy = spy_on_forward(engine.load("tiny").model, fail_on_call=3)
+    started = time.perf_counter()
+    updates = []
+    with pytest.raises(RuntimeError, match="forward failed on purpose"):
+        for update in engine.stream("tiny", PROMPT, GenerationParams(max_new_tokens=LONG)):
+            updates.append(update)
+    assert time.perf_counter() - started < 5  # well before the 10 s timeout
+    assert len(updates) == 2 and not any(u.done for u in updates)
+    assert not any(thread.is_alive() for thread in spy["threads"])
