@@ -39,6 +39,10 @@ class TrainConfig:
     dropout: float = 0.1
     image_layers: int = 2
     audio_layers: int = 2
+    n_positions: int = 512  # decoder context, in tokens (audio prefix + transcript must fit)
+    image_size: int = 64  # pixels per side the image encoder sees (scenes are resized to it)
+    patch_size: int = 8
+    max_audio_frames: int = 1000  # log-mel frames per clip (10 ms each)
     # batches, per rank and step
     text_batch: int = 16
     text_block: int = 128  # text tokens per training window
@@ -56,6 +60,7 @@ class TrainConfig:
     eval_scenes: int = 64
     eval_utterances: int = 64
     eval_text_windows: int = 40
+    eval_text_block: int = 256  # tokens per validation text window; must be below n_positions
 
 
 # --- distributed ----------------------------------------------------------------------------------------------
@@ -213,7 +218,8 @@ def quick_eval(model, processor, cfg: TrainConfig, validation_text: str) -> dict
 
     model.eval()
     result = {
-        "text_nats_per_char": text_nats_per_char(model, processor, validation_text, cfg.eval_text_windows, 256),
+        "text_nats_per_char": text_nats_per_char(model, processor, validation_text, cfg.eval_text_windows,
+                                                 cfg.eval_text_block),
         "caption_exact_match": caption_scores(model, processor, scene_dataset("validation", cfg.eval_scenes, 7),
                                               batch=32)["exact_match"],
         "wer": transcription_scores(model, processor, speech_dataset(
@@ -277,6 +283,8 @@ def train(cfg: TrainConfig) -> Path:
         config = MMGPTConfig(
             vocab_size=len(tokenizer), n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head,
             dropout=cfg.dropout, image_layers=cfg.image_layers, audio_layers=cfg.audio_layers,
+            n_positions=cfg.n_positions, image_size=cfg.image_size, patch_size=cfg.patch_size,
+            max_audio_frames=cfg.max_audio_frames,
         )
         model = MMGPTForCausalLM(config)
         processor = MMGPTProcessor.from_config(config, tokenizer)

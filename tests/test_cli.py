@@ -1,0 +1,252 @@
+"""`python -m mmgpt caption|transcribe|generate`: streams the engine's text to stdout, figures to stderr, and turns
+bad input into one line on stderr with exit status 2.
+
+The in-process tests inject an engine whose "mmgpt-tiny" preset is a tiny random checkpoint saved to a temporary
+directory; two subprocess tests run the real entry point.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+from mmgpt.__main__ import main
+from mmgpt.audio import SAMPLE_RATE
+from mmgpt.data import scene_dataset
+from mmgpt.engine import AudioRequest, Engine, ImageRequest, TextRequest
+from mmgpt.inputs import load_audio, load_image
+from mmgpt.model.testing import save_random_checkpoint
+from mmgpt.presets import REPO_ROOT, Preset, get_preset
+from mmgpt.requests import StreamUpdate
+
+MAX_NEW_TOKENS = 12
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+
+
+@pytest.fixture(autouse=True)
+def offline_defaults(monkeypatch):
+    """The offline default preset (mmgpt-tiny) whatever the environment running the tests says."""
+    for task in ("IMAGE", "AUDIO", "TEXT"):
+        monkeypatch.delenv(f"MMGPT_DEFAULT_{task}", raising=False)
+    monkeypatch.delenv("SPACE_ID", raising=False)
+
+
+@pytest.fixture(scope="module")
+def engine(tmp_path_factory):
+    directory = save_random_checkpoint(tmp_path_factory.mktemp("mmgpt-tiny"), seed=2)
+    preset = Preset("mmgpt-tiny", ("image", "audio", "text"), "mmgpt", str(directory), "tiny random mmgpt", 1,
+                    defaults={"max_new_tokens": MAX_NEW_TOKENS, "repetition_penalty": 2.0})
+    return Engine(device="cpu", timeout_s=60, presets={preset.name: preset})
+
+
+@pytest.fixture(scope="module")
+def scene_png(tmp_path_factory):
+    path = tmp_path_factory.mktemp("inputs") / "scene.png"
+    scene_dataset("test", 1, seed=5)[0].image.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def tone_wav(tmp_path_factory):
+    path = tmp_path_factory.mktemp("inputs") / "tone.wav"
+    t = np.arange(int(1.5 * SAMPLE_RATE)) / SAMPLE_RATE
+    soundfile.write(path, (0.3 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), SAMPLE_RATE)
+    return path
+
+
+class RecordingStdout:
+    """Stands in for sys.stdout and keeps every write, so a test can see the text arrive piece by piece."""
+
+    def __init__(self):
+        self.writes: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.writes.append(text)
+        return len(text)
+
+    def flush(self):
+        pass
+
+    @property
+    def text(self) -> str:
+        return "".join(self.writes)
+
+
+def run_cli(argv, engine, monkeypatch, capsys) -> tuple[int, RecordingStdout, str]:
+    stdout = RecordingStdout()
+    monkeypatch.setattr(sys, "stdout", stdout)
+    status = main(argv, engine=engine)
+    return status, stdout, capsys.readouterr().err
+
+
+def last_line(err: str) -> str:
+    """The figures line; loading may print progress above it when the host (pytest) owns logging."""
+    return err.strip().splitlines()[-1]
+
+
+def engine_text(engine, request, **settings) -> str:
+    params = engine.preset("mmgpt-tiny").params(**settings)
+    return list(engine.stream("mmgpt-tiny", request, params))[-1].text
+
+
+# --- streaming -------------------------------------------------------------------------------------------------
+
+
+class ScriptedEngine:
+    """An engine that streams a fixed script: shows exactly what the CLI does with each update."""
+
+    def __init__(self, texts):
+        self.texts = texts
+        self.requests = []
+
+    def preset(self, name):
+        return get_preset(name)
+
+    def stream(self, preset_name, request, params=None, cancel=None):
+        self.requests.append((preset_name, request, params))
+        for i, text in enumerate(self.texts):
+            yield StreamUpdate(text, tokens=i + 1, ttft_s=0.25, tokens_per_s=40.0 if i else None, done=False)
+        yield StreamUpdate(self.texts[-1], tokens=len(self.texts), ttft_s=0.25, tokens_per_s=40.0, done=True)
+
+
+def test_each_update_prints_only_its_new_text_then_the_figures(monkeypatch, capsys):
+    scripted = ScriptedEngine(["But", "But soft,", "But soft, what light"])
+    status, stdout, err = run_cli(["generate", "ROMEO:", "--max-new-tokens", "3"], scripted, monkeypatch, capsys)
+
+    assert status == 0
+    assert stdout.writes == ["But", " soft,", " what light", "\n"]
+    assert err.strip() == "[mmgpt-tiny] 3 tokens, time to first token 0.25 s, 40.0 tokens/s"
+    (preset_name, request, params), = scripted.requests
+    assert preset_name == "mmgpt-tiny"  # the offline default
+    assert request == TextRequest("ROMEO:")
+    assert params.max_new_tokens == 3 and params.temperature == 0.0  # the flag, then the preset's defaults
+
+
+class InterruptedEngine(ScriptedEngine):
+    """Ctrl-C arrives while the answer streams."""
+
+    closed = False
+
+    def stream(self, preset_name, request, params=None, cancel=None):
+        try:
+            yield StreamUpdate("But", tokens=1, ttft_s=0.25, tokens_per_s=None, done=False)
+            raise KeyboardInterrupt
+        finally:
+            self.closed = True  # the real engine stops its worker thread here
+
+
+def test_ctrl_c_closes_the_stream_and_exits_130(monkeypatch, capsys):
+    interrupted = InterruptedEngine(["But"])
+    status, stdout, err = run_cli(["generate", "ROMEO:"], interrupted, monkeypatch, capsys)
+
+    assert status == 130
+    assert interrupted.closed
+    assert stdout.text == "But\n" and err == "stopped\n"
+
+
+def test_generate_prints_the_engines_greedy_text(engine, monkeypatch, capsys):
+    status, stdout, err = run_cli(["generate", "ROMEO: But soft"], engine, monkeypatch, capsys)
+
+    assert status == 0
+    expected = engine_text(engine, TextRequest("ROMEO: But soft"))
+    assert expected and stdout.text == expected + "\n"
+    assert last_line(err).startswith(f"[mmgpt-tiny] {MAX_NEW_TOKENS} tokens, time to first token ")
+
+
+def test_caption_prints_the_engines_caption(engine, scene_png, monkeypatch, capsys):
+    status, stdout, err = run_cli(["caption", str(scene_png), "--preset", "mmgpt-tiny"], engine, monkeypatch, capsys)
+
+    assert status == 0, err
+    expected = engine_text(engine, ImageRequest(load_image(str(scene_png))))
+    assert expected and stdout.text == expected + "\n"
+    assert last_line(err).endswith("tokens/s")
+
+
+def test_transcribe_prints_the_engines_transcript(engine, tone_wav, monkeypatch, capsys):
+    status, stdout, err = run_cli(["transcribe", str(tone_wav), "--max-new-tokens", "6"], engine, monkeypatch, capsys)
+
+    assert status == 0, err
+    expected = engine_text(engine, AudioRequest(load_audio(str(tone_wav)).waveform), max_new_tokens=6)
+    assert expected and stdout.text == expected + "\n"
+    assert last_line(err).startswith("[mmgpt-tiny] 6 tokens")
+
+
+def test_a_seed_gives_the_same_sampled_text_again(engine, monkeypatch, capsys):
+    argv = ["generate", "ROMEO:", "--temperature", "1.0", "--top-k", "50", "--top-p", "0.9", "--seed", "7"]
+    first = run_cli(argv, engine, monkeypatch, capsys)[1].text
+    second = run_cli(argv, engine, monkeypatch, capsys)[1].text
+
+    assert first == second
+    sampled = engine_text(engine, TextRequest("ROMEO:"), temperature=1.0, top_k=50, top_p=0.9, seed=7)
+    assert first == sampled + "\n"
+
+
+# --- errors: one line on stderr, exit status 2 ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["generate", "ROMEO:", "--preset", "no-such-model"], 'Unknown model "no-such-model"'),
+    (["generate", "ROMEO:", "--temperature", "5"], "temperature must be between 0 and 2, got 5"),
+    (["generate", "ROMEO:", "--top-p", "0"], "top_p must be above 0"),
+    (["generate", "   "], "The prompt is empty"),
+    (["generate", "ROMEO:", "--task", "chat"], '"mmgpt-tiny" cannot chat'),
+    (["caption", "no/such/picture.png"], "image file not found: no/such/picture.png"),
+    (["transcribe", "no/such/recording.wav"], "audio file not found: no/such/recording.wav"),
+])
+def test_bad_requests_exit_2_with_one_line(argv, message, engine, monkeypatch, capsys):
+    status, stdout, err = run_cli(argv, engine, monkeypatch, capsys)
+
+    assert status == 2
+    assert stdout.text == ""
+    assert err.count("\n") == 1 and err.startswith("error: ") and message in err, err
+
+
+def test_unreadable_files_exit_2_with_the_inputs_message(engine, tmp_path, monkeypatch, capsys):
+    not_an_image = tmp_path / "notes.png"
+    not_an_image.write_text("this is not a picture")
+    silence = tmp_path / "silence.wav"
+    soundfile.write(silence, np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE)
+
+    for argv, message in ((["caption", str(not_an_image)], "not a picture"),
+                          (["transcribe", str(silence)], "No speech was heard")):
+        status, stdout, err = run_cli(argv, engine, monkeypatch, capsys)
+        assert status == 2 and stdout.text == ""
+        assert err.count("\n") == 1 and message in err, err
+
+
+def test_a_preset_that_is_not_installed_exits_2(tmp_path, monkeypatch, capsys):
+    missing = Preset("mmgpt-tiny", ("image", "audio", "text"), "mmgpt", str(tmp_path / "absent"), "missing", 1)
+    status, stdout, err = run_cli(["generate", "ROMEO:"], Engine(device="cpu", presets={missing.name: missing}),
+                                  monkeypatch, capsys)
+
+    assert status == 2
+    assert err.startswith('error: Model "mmgpt-tiny" is not installed') and err.count("\n") == 1
+
+
+# --- the real entry point --------------------------------------------------------------------------------------
+
+
+def run_module(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, **OFFLINE_ENV, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.run([sys.executable, "-m", "mmgpt", *args], capture_output=True, text=True, env=env,
+                          cwd=REPO_ROOT, timeout=120)
+
+
+def test_help_lists_the_commands():
+    result = run_module("--help")
+
+    assert result.returncode == 0, result.stderr
+    for command in ("train", "evaluate", "caption", "transcribe", "generate"):
+        assert command in result.stdout
+
+
+def test_a_missing_file_exits_2_with_a_clear_message(tmp_path):
+    missing = tmp_path / "nowhere.png"
+    result = run_module("caption", str(missing))
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == f"error: image file not found: {missing}\n"

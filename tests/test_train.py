@@ -1,0 +1,231 @@
+"""Training: a tiny config overfits one batch of each task, two gloo processes train data-parallel with identical
+weights, and a run resumes from its last checkpoint.
+
+The batches are built with the trainer's own collation (`pad_right`, `prompt_ids`, `image_to_pixels`,
+`audio_to_features`); the data-parallel and resume tests run `mmgpt.train.train` itself on a tiny `TrainConfig`.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import socket
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+import mmgpt.train as training
+from mmgpt.audio import SAMPLE_RATE
+from mmgpt.data import load_shakespeare, scene_dataset, speech_dataset
+from mmgpt.data.text import default_corpus_path
+from mmgpt.model.processing_mmgpt import pad_features
+from mmgpt.model.testing import tiny_model_and_processor
+from mmgpt.train import TrainConfig, pad_right, train
+
+HAVE_ESPEAK = shutil.which("espeak-ng") is not None
+needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng is not installed (apt-get install -y espeak-ng)")
+
+OVERFIT_STEPS = 40
+OVERFIT_LR = 3e-3
+OVERFIT_BATCH = 4
+TEXT_WINDOW = 48  # tokens per overfit text row
+# Used only when Tiny Shakespeare is not next to the repository: the text task is tested either way.
+FALLBACK_TEXT = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\nAll:\nSpeak, speak.\n\n"
+    "First Citizen:\nYou are all resolved rather to die than to famish?\n\nAll:\nResolved. resolved.\n\n"
+    "First Citizen:\nFirst, you know Caius Marcius is chief enemy to the people.\n\nAll:\nWe know't, we know't.\n\n"
+    "First Citizen:\nLet us kill him, and we'll have corn at our own price. Is't a verdict?\n\n"
+    "All:\nNo more talking on't; let it be done: away, away!\n\nSecond Citizen:\nOne word, good citizens.\n"
+)
+
+
+def corpus_text(chars: int) -> str:
+    """The first `chars` characters of Tiny Shakespeare, or the fallback passage repeated to that length."""
+    path = default_corpus_path()
+    text = load_shakespeare(path) if path.is_file() else FALLBACK_TEXT * (chars // len(FALLBACK_TEXT) + 1)
+    return text[:chars]
+
+
+# --- a tiny config overfits one batch of each task -------------------------------------------------------------
+
+
+def caption_batch(processor, eos: int) -> dict:
+    scenes = scene_dataset("train", OVERFIT_BATCH, seed=3)
+    prompt = processor.prompt_ids("caption")
+    rows = [prompt + encode(processor, s.caption, eos) for s in scenes]
+    batch = pad_right(rows, [len(prompt)] * len(rows), eos)
+    batch["pixel_values"] = torch.from_numpy(np.stack([processor.image_to_pixels(s.image) for s in scenes]))
+    return batch
+
+
+def transcribe_batch(processor, eos: int, cache_dir) -> dict:
+    utterances = speech_dataset("train", OVERFIT_BATCH, seed=3, cache_dir=cache_dir)
+    features = [processor.audio_to_features(u.waveform, SAMPLE_RATE) for u in utterances]
+    prompts = [processor.prompt_ids("transcribe", audio_frames=f.shape[1]) for f in features]
+    rows = [p + encode(processor, u.transcript, eos) for p, u in zip(prompts, utterances)]
+    batch = pad_right(rows, [len(p) for p in prompts], eos)
+    batch["input_features"] = torch.from_numpy(pad_features(features))
+    return batch
+
+
+def text_batch(processor, eos: int) -> dict:
+    ids = processor.tokenizer.encode(corpus_text(20_000), add_special_tokens=False)
+    starts = np.linspace(0, len(ids) - TEXT_WINDOW, OVERFIT_BATCH).astype(int)
+    marker = processor.token_ids["<|text|>"]
+    rows = [[marker] + ids[s:s + TEXT_WINDOW] for s in starts]
+    return pad_right(rows, [1] * len(rows), eos)
+
+
+def encode(processor, text: str, eos: int) -> list[int]:
+    return processor.tokenizer.encode(text, add_special_tokens=False) + [eos]
+
+
+@pytest.mark.parametrize("task", ["caption", pytest.param("transcribe", marks=needs_espeak), "text"])
+def test_tiny_config_overfits_one_batch(task, tmp_path):
+    torch.manual_seed(0)
+    # Room for the longest synthetic utterance (8 s: 801 frames, 201 prefix tokens) and its transcript.
+    model, processor = tiny_model_and_processor(seed=0, n_positions=512, max_audio_frames=1000)
+    eos = processor.token_ids["<|endoftext|>"]
+    if task == "caption":
+        batch = caption_batch(processor, eos)
+    elif task == "transcribe":
+        batch = transcribe_batch(processor, eos, cache_dir=tmp_path / "speech")
+    else:
+        batch = text_batch(processor, eos)
+
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=OVERFIT_LR)
+    losses = []
+    for _ in range(OVERFIT_STEPS):
+        loss = model(**batch).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+
+    assert all(np.isfinite(losses))
+    assert losses[-1] <= 0.5 * losses[0], f"{task}: {losses[0]:.3f} -> {losses[-1]:.3f} in {OVERFIT_STEPS} steps"
+
+
+# --- train() itself, on a tiny config ---------------------------------------------------------------------------
+
+
+def tiny_train_config(tmp_path, **overrides) -> TrainConfig:
+    """A TrainConfig whose every size is tiny: a few seconds per run, checkpoints included."""
+    text_path = tmp_path / "corpus.txt"
+    if not text_path.exists():
+        text_path.write_text(corpus_text(40_000), encoding="utf-8")
+    sizes = dict(
+        out_dir=str(tmp_path / "run"), text_path=str(text_path), speech_cache_dir=str(tmp_path / "speech"), seed=0,
+        steps=4, vocab_size=384, n_embd=32, n_layer=2, n_head=4, dropout=0.0, image_layers=1, audio_layers=1,
+        n_positions=320, image_size=32, patch_size=8, max_audio_frames=1000,
+        text_batch=4, text_block=32, image_batch=4, audio_batch=2, speech_pool=6,
+        lr=3e-3, min_lr=3e-4, warmup_steps=1, eval_every=2,
+        eval_scenes=2, eval_utterances=2, eval_text_windows=2, eval_text_block=64,
+    )
+    return TrainConfig(**{**sizes, **overrides})
+
+
+def read_history(out_dir) -> dict:
+    return json.loads((out_dir / "history.json").read_text())
+
+
+@needs_espeak
+def test_train_checkpoints_and_resumes_from_the_last_checkpoint(tmp_path, capsys):
+    cfg = tiny_train_config(tmp_path, steps=4, eval_every=2)
+    out = tmp_path / "run"
+    checkpoint = train(cfg)
+
+    assert checkpoint == out / "checkpoint"
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "processor_config.json", "trainer_state.pt"):
+        assert (checkpoint / name).is_file(), name
+    assert (out / "loss.png").stat().st_size > 0
+    history = read_history(out)
+    assert [h["step"] for h in history["history"]] == [1, 2, 3, 4]
+    assert [e["step"] for e in history["evals"]] == [2, 4]
+    assert torch.load(checkpoint / "trainer_state.pt", weights_only=False)["step"] == 4
+    capsys.readouterr()
+
+    train(dataclasses.replace(cfg, steps=6))
+
+    assert "resuming from step 4" in capsys.readouterr().out
+    state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 6
+    history = read_history(out)
+    assert [h["step"] for h in history["history"]] == [1, 2, 3, 4, 5, 6]
+    assert [e["step"] for e in history["evals"]] == [2, 4, 6]
+    for scores in history["evals"]:
+        assert set(scores) >= {"text_nats_per_char", "caption_exact_match", "wer"}
+
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    model = AutoModelForCausalLM.from_pretrained(checkpoint)
+    processor = AutoProcessor.from_pretrained(checkpoint)
+    assert (model.config.image_size, model.config.n_positions, model.config.n_embd) == (32, 320, 32)
+    assert processor.image_size == 32
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def data_parallel_rank(rank: int, world: int, port: int, cfg: TrainConfig, result_dir: str) -> None:
+    """One torchrun-style process: the environment torchrun would set, then the real `train()`.
+
+    A spy around `average_gradients` keeps the model (to save its final weights) and the rank's own gradient of
+    the first step (to show that the ranks really saw different data before averaging).
+    """
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), LOCAL_WORLD_SIZE=str(world),
+                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
+    torch.set_num_threads(1)
+    seen = {}
+    average_gradients = training.average_gradients
+
+    def spy(model, world_size):
+        if "local_gradient" not in seen:
+            seen["local_gradient"] = torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None])
+        average_gradients(model, world_size)
+        seen["model"] = model
+
+    training.average_gradients = spy
+    training.train(cfg)
+    torch.save({"weights": seen["model"].state_dict(), "local_gradient": seen["local_gradient"].clone()},
+               os.path.join(result_dir, f"rank{rank}.pt"))
+
+
+@needs_espeak
+def test_two_gloo_processes_train_data_parallel_to_identical_weights(tmp_path):
+    world = 2
+    cfg = tiny_train_config(tmp_path, steps=5, eval_every=5)
+    context = mp.start_processes(data_parallel_rank, args=(world, free_port(), cfg, str(tmp_path)), nprocs=world,
+                                 join=False, start_method="spawn")
+    deadline = time.monotonic() + 600
+    while not context.join(timeout=5):  # raises if a rank failed, with its traceback
+        if time.monotonic() > deadline:
+            for process in context.processes:
+                process.kill()
+            pytest.fail("data-parallel training did not finish within 600 s")
+
+    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
+    assert not torch.equal(ranks[0]["local_gradient"], ranks[1]["local_gradient"]), "ranks drew the same data"
+    weights = [r["weights"] for r in ranks]
+    assert weights[0].keys() == weights[1].keys()
+    for name in weights[0]:
+        assert torch.equal(weights[0][name], weights[1][name]), f"{name} differs between ranks"
+
+    history = read_history(tmp_path / "run")["history"]
+    assert [h["step"] for h in history] == [1, 2, 3, 4, 5]
+    first, last = history[0], history[-1]
+    total = lambda h: h["text"] + h["caption"] + h["transcribe"]  # noqa: E731
+    assert total(last) < total(first), f"loss did not fall: {first} -> {last}"
+
+    from transformers import AutoModelForCausalLM
+
+    saved = AutoModelForCausalLM.from_pretrained(tmp_path / "run" / "checkpoint").state_dict()
+    for name, tensor in saved.items():
+        assert torch.equal(tensor, weights[0][name]), f"checkpoint's {name} is not the trained weight"
