@@ -1,4 +1,4 @@
-"""Command line: `python -m mmgpt train|evaluate|caption|transcribe|generate ...`.
+"""Command line: `python -m mmgpt train|evaluate|ship|caption|transcribe|generate ...`.
 
 caption, transcribe and generate stream the answer to stdout as it is written, through the same engine and
 allow-listed presets as the app; a line of figures (tokens, time to first token, tokens/s) goes to stderr.
@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     eval_parser.add_argument("--utterances", type=int, default=300, help="utterances per SNR condition")
     eval_parser.add_argument("--seed", type=int, default=1234)
 
+    ship_parser = commands.add_parser("ship", help="copy a checkpoint into assets/ with its model card")
+    ship_parser.add_argument("--checkpoint", default="runs/mmgpt-tiny/checkpoint")
+    ship_parser.add_argument("--eval", default="eval.json", help="the evaluate command's JSON for the card")
+    ship_parser.add_argument("--out", default="assets/mmgpt-tiny")
+    ship_parser.add_argument("--command", default="python -m mmgpt train", help="the training command, for the card")
+
     caption = commands.add_parser("caption", help="describe a picture, streaming")
     caption.add_argument("image", help="image file (png, jpeg, gif, webp, bmp, tiff)")
     caption.add_argument("--prompt", default="", help="start of the caption, for captioners that take one")
@@ -93,6 +99,11 @@ def main(argv: list[str] | None = None, engine=None) -> int:
 
         evaluate(args.model, args.text_path, args.out, EvalSizes(scenes=args.scenes, utterances=args.utterances),
                  seed=args.seed)
+        return 0
+    if args.command == "ship":
+        from .ship import ship
+
+        print(ship(args.checkpoint, args.eval, args.out, args.command))
         return 0
     return stream_command(args, engine)
 
