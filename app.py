@@ -1,0 +1,469 @@
+"""mmgpt web demo: Image, Microphone and Text tabs over one cached, streaming, cancellable engine.
+
+Wiring only. Models live in `mmgpt.engine`, input checks in `mmgpt.inputs`, strings in `mmgpt.i18n`, pictures in
+`mmgpt.figures`. Every handler is a generator that yields the text so far; `user_facing_errors` is the one place
+where exceptions become messages. Run `python app.py`, then open http://127.0.0.1:7860.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import inspect
+import logging
+import os
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import closing
+from pathlib import Path
+
+import gradio as gr
+
+from mmgpt import figures, inputs
+from mmgpt.engine import (
+    AudioRequest,
+    Engine,
+    GenerationParams,
+    GenerationTimeout,
+    ImageRequest,
+    PresetUnavailableError,
+    StreamUpdate,
+    TextRequest,
+)
+from mmgpt.i18n import make_i18n, translate
+from mmgpt.inputs import InputError, Message
+from mmgpt.presets import Preset, default_preset
+from mmgpt.requests import MAX_NEW_TOKENS_LIMIT, MAX_REPETITION_PENALTY, MAX_SEED, MAX_TEMPERATURE, MAX_TOP_K
+
+logger = logging.getLogger("mmgpt.app")
+
+ROOT = Path(__file__).resolve().parent
+EXAMPLES_DIR = ROOT / "assets" / "examples"
+
+
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    try:
+        return int(value) if value else default
+    except ValueError:
+        raise SystemExit(f"{name} must be a whole number, got {value!r}") from None
+
+
+# --- configuration (each read once, here; see the README's table) ------------------------------------------------
+CONCURRENCY_LIMIT = _env_int("MMGPT_CONCURRENCY", 2)  # generations at once, all tabs together (2 CPU cores here)
+QUEUE_MAX_SIZE = _env_int("MMGPT_QUEUE_SIZE", 16)  # waiting requests beyond which users hear "busy, try again"
+MAX_LOADED_MODELS = _env_int("MMGPT_MAX_LOADED", 3)  # models kept in memory; the least recently used goes first
+GENERATION_TIMEOUT_S = _env_int("MMGPT_TIMEOUT_S", 120)  # seconds one request may generate for
+CACHE_SWEEP_S, CACHE_MAX_AGE_S = 600, 1800  # every 10 min delete uploads and outputs older than 30 min
+MAX_UPLOAD_MB = _env_int("MMGPT_MAX_UPLOAD_MB", 100)
+MAX_CAPTION_PROMPT_CHARS = 200  # the optional start of a caption
+MAX_LANGUAGE_CHARS = 40
+CONCURRENCY_GROUP = "models"  # every model event shares one concurrency limit
+HEARTBEAT_S = 0.25  # a handler yields at least this often, so that Stop can close it (see `responsive`)
+PUMP_JOIN_S = 5.0  # how long a closed handler waits for its engine stream to wind down
+
+I18N = make_i18n()
+
+# Sends the page's language (set by the browser locale or Settings -> Language) as each event's last input.
+LANG_JS = """(...args) => {
+    args[args.length - 1] = document.documentElement.lang || navigator.language || "en";
+    return args;
+}"""
+
+try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
+    import spaces
+
+    gpu = spaces.GPU(duration=GENERATION_TIMEOUT_S)
+except ImportError:
+    def gpu(fn):
+        return fn
+
+
+# --- the one place errors become messages ----------------------------------------------------------------------
+
+
+def user_facing_errors(handler: Callable[..., Iterator]) -> Callable[..., Iterator]:
+    """Run a generator handler; turn what it raises into a `gr.Error` in the page's language, with no traceback.
+
+    InputError / ValueError / PresetUnavailableError / GenerationTimeout carry messages meant for users. Anything
+    else is logged with its traceback and shown as a generic "try again". Logs name the handler and the exception
+    type, never the user's content.
+    """
+    signature = inspect.signature(handler)
+
+    @functools.wraps(handler)
+    def run(*args, **kwargs):
+        bound = signature.bind_partial(*args, **kwargs).arguments
+        lang = bound.get("lang") or ""
+        try:
+            yield from handler(*args, **kwargs)
+        except gr.Error:
+            raise
+        except InputError as exc:
+            logger.info("%s: refused input (%s)", handler.__name__, exc.key)
+            raise _error(exc.message.text(lang), lang) from None
+        except PresetUnavailableError as exc:
+            logger.warning("%s: preset unavailable", handler.__name__)
+            raise _error(translate("preset_unavailable", lang, detail=str(exc), preset=bound.get("preset")),
+                         lang) from None
+        except GenerationTimeout as exc:
+            logger.warning("%s: generation timed out", handler.__name__)
+            raise _error(translate("generation_timeout", lang, detail=str(exc), seconds=GENERATION_TIMEOUT_S),
+                         lang) from None
+        except ValueError as exc:
+            logger.info("%s: invalid request (%s)", handler.__name__, type(exc).__name__)
+            raise _error(translate("request_invalid", lang, detail=str(exc)[:300]), lang) from None
+        except Exception:
+            logger.exception("%s failed", handler.__name__)
+            raise _error(translate("server_error", lang), lang) from None
+
+    return run
+
+
+def _error(message: str, lang: str) -> gr.Error:
+    # the modal renders HTML: escape it, since messages may quote what a crafted request sent
+    return gr.Error(html.escape(message, quote=False), title=translate("error_title", lang), print_exception=False)
+
+
+def _warn(notes: list[Message], lang: str):
+    for note in notes:
+        gr.Warning(html.escape(note.text(lang), quote=False), title=translate("warning_title", lang))
+
+
+# --- streaming ---------------------------------------------------------------------------------------------------
+
+
+def stats_line(update: StreamUpdate | None, lang: str, seed: int | None = None, waited_s: float | None = None) -> str:
+    """"first token after 0.12 s · 35.1 tokens/s · 17 tokens", in the page's language."""
+    if update is None or update.ttft_s is None:
+        line = (translate("stats_waiting", lang) if waited_s is None
+                else translate("stats_waited", lang, seconds=f"{waited_s:.0f}"))
+    else:
+        rate = "–" if update.tokens_per_s is None else f"{update.tokens_per_s:.1f}"
+        line = translate("stats_line", lang, ttft=f"{update.ttft_s:.2f}", tokens_per_s=rate, tokens=update.tokens)
+    if update is not None and update.windows > 1:
+        line += " · " + translate("stats_window", lang, window=update.window + 1, windows=update.windows)
+    if seed is not None:
+        line += " · " + translate("stats_seed", lang, seed=seed)
+    return line
+
+
+def stream_text(engine: Engine, preset: str, request, params: GenerationParams, lang: str, *extra):
+    """Yield `(text so far, stats line, *extra)` per update; stop the engine's worker however this ends."""
+    seed = params.seed if params.do_sample else None
+    cancel = threading.Event()
+    updates = engine.stream(preset, request, params, cancel)  # refuses a wrong preset or task before anything runs
+    started = time.perf_counter()
+    text, stats = "", stats_line(None, lang, seed)
+    yield (text, stats, *extra)
+    for update in responsive(updates, cancel):
+        if update is None:  # nothing new yet
+            if not text:
+                stats = stats_line(None, lang, seed, waited_s=time.perf_counter() - started)
+        else:
+            text, stats = update.text, stats_line(update, lang, seed)
+        yield (text, stats, *extra)
+
+
+def responsive(updates: Iterator[StreamUpdate], cancel: threading.Event) -> Iterator[StreamUpdate | None]:
+    """Iterate `updates` on a helper thread and yield None every HEARTBEAT_S while none arrives.
+
+    Gradio stops a generator (Stop button, closed tab) by closing it, which can only happen between two yields.
+    The engine's stream blocks while a model loads and while generated text has not reached a word boundary,
+    so it is pumped from here instead: this generator yields at least every HEARTBEAT_S, and closing it sets
+    `cancel`, which ends the engine's worker within one decoding step.
+    """
+    mailbox: queue.Queue = queue.Queue()
+
+    def pump():
+        try:
+            with closing(updates):
+                for update in updates:
+                    mailbox.put(update)
+                    if cancel.is_set():
+                        break
+        except BaseException as exc:  # re-raised in the handler's thread, where user_facing_errors words it
+            mailbox.put(exc)
+        finally:
+            mailbox.put(_DONE)
+
+    thread = threading.Thread(target=pump, name="mmgpt-stream-pump", daemon=True)
+    thread.start()
+    try:
+        while True:
+            try:
+                item = mailbox.get(timeout=HEARTBEAT_S)
+            except queue.Empty:
+                yield None
+                continue
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        cancel.set()  # Stop, a closed tab, an error: the worker stops within one decoding step
+        thread.join(timeout=PUMP_JOIN_S)
+
+
+_DONE = object()
+
+
+# --- handlers ----------------------------------------------------------------------------------------------------
+
+
+class Handlers:
+    """The event handlers, bound to one engine (the shared model cache). They keep no per-user state."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    def presets(self, task: str) -> list[Preset]:
+        return [preset for preset in self.engine.presets.values() if task in preset.tasks]
+
+    def default(self, task: str) -> str | None:
+        names = [preset.name for preset in self.presets(task)]
+        try:
+            name = default_preset(task)
+        except ValueError:
+            name = None
+        return name if name in names else (names[0] if names else None)
+
+    def preload(self):
+        for task in ("image", "audio", "text"):
+            if name := self.default(task):
+                try:
+                    self.engine.load(name)
+                except PresetUnavailableError:
+                    logger.warning("could not preload %s", name)
+
+    def check_preset(self, task: str, name) -> str:
+        return inputs.check_choice(name, [preset.name for preset in self.presets(task)], "preset_unknown")
+
+    def caption(self, image, prompt, preset, lang=""):
+        """Describe a picture: (description so far, stats)."""
+        preset = self.check_preset("image", preset)
+        notes: list[Message] = []
+        picture = inputs.load_image(image, notes)
+        start, prompt_notes = inputs.clean_prompt(prompt, MAX_CAPTION_PROMPT_CHARS, required=False)
+        _warn(notes + prompt_notes, lang)
+        params = self.engine.preset(preset).params()
+        yield from stream_text(self.engine, preset, ImageRequest(picture, start), params, lang)
+
+    def transcribe(self, audio, preset, lang=""):
+        """Transcribe a recording: (transcript so far, stats, spectrogram)."""
+        preset = self.check_preset("audio", preset)
+        clip = inputs.load_audio(audio)
+        _warn(clip.notes, lang)
+        spectrogram = figures.spectrogram_image(clip.waveform)
+        params = self.engine.preset(preset).params()
+        # the picture goes out first and last (the last is what API callers get), not with every token
+        last = None
+        for last in stream_text(self.engine, preset, AudioRequest(clip.waveform), params, lang, gr.skip()):
+            yield last if last[0] else (*last[:2], spectrogram)
+        yield (*last[:2], spectrogram)
+
+    def reply(self, transcript, preset, lang=""):
+        """Answer a transcript with a text model: (reply so far, stats)."""
+        preset = self.check_preset("text", preset)
+        if not isinstance(transcript, str) or not transcript.strip():
+            raise InputError("reply_needs_transcript")
+        text, notes = inputs.clean_prompt(transcript)
+        _warn(notes, lang)
+        tasks = self.engine.preset(preset).text_tasks
+        request = TextRequest(text, task="chat" if "chat" in tasks else "continue")
+        yield from stream_text(self.engine, preset, request, self.engine.preset(preset).params(), lang)
+
+    def generate(self, prompt, task, target_language, context, preset, max_new_tokens, temperature, top_p, top_k,
+                 repetition_penalty, seed, lang=""):
+        """Continue, chat, summarize, translate or answer: (output so far, stats)."""
+        preset = self.check_preset("text", preset)
+        task = inputs.check_choice(task, list(TEXT_TASK_KEYS), "task_unknown")
+        text_tasks = self.engine.preset(preset).text_tasks
+        if task not in text_tasks:
+            instruct = [p.name for p in self.presets("text") if task in p.text_tasks]
+            raise InputError("task_needs_instruct", task=translate(TEXT_TASK_KEYS[task], lang), preset=preset,
+                             instruct=" / ".join(instruct) or "an instruction-tuned model")
+        text, notes = inputs.clean_prompt(prompt)
+        language, language_notes = inputs.clean_prompt(target_language, MAX_LANGUAGE_CHARS, required=False)
+        passage, context_notes = inputs.clean_prompt(context, required=False)
+        _warn(notes + language_notes + context_notes, lang)
+        params = self.settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
+        request = TextRequest(text, task=task, target_language=language or "French", context=passage)
+        yield from stream_text(self.engine, preset, request, params, lang)
+
+    @staticmethod
+    def settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed) -> GenerationParams:
+        """GenerationParams from the sliders (or a crafted API call); a blank seed draws one when sampling."""
+        values = dict(
+            max_new_tokens=inputs.parse_number(max_new_tokens, "max_new_tokens", integer=True),
+            temperature=inputs.parse_number(temperature, "temperature"),
+            top_p=inputs.parse_number(top_p, "top_p"),
+            top_k=inputs.parse_number(top_k, "top_k", integer=True),
+            repetition_penalty=inputs.parse_number(repetition_penalty, "repetition_penalty"),
+            seed=inputs.parse_number(seed, "seed", integer=True, optional=True),
+        )
+        if values["seed"] is None and values["temperature"] > 0:
+            values["seed"] = secrets.randbelow(MAX_SEED)  # shown in the stats line, so the text can be had again
+        try:
+            return GenerationParams(**values)
+        except ValueError as exc:
+            raise InputError("settings_invalid", detail=str(exc)) from None
+
+
+TEXT_TASK_KEYS = {"continue": "task_continue", "chat": "task_chat", "summarize": "task_summarize",
+                  "translate": "task_translate", "answer": "task_answer"}
+
+
+# --- layout ------------------------------------------------------------------------------------------------------
+
+
+def _examples(pattern: str) -> list[list[str]]:
+    return [[str(path)] for path in sorted(EXAMPLES_DIR.glob(pattern))] if EXAMPLES_DIR.is_dir() else []
+
+
+def _preset_dropdown(handlers: Handlers, task: str, label: str = "model") -> gr.Dropdown:
+    return gr.Dropdown(choices=[p.name for p in handlers.presets(task)], value=handlers.default(task),
+                       label=I18N(label), interactive=True)
+
+
+def _stats_box() -> gr.Textbox:
+    return gr.Textbox(label=I18N("stats"), interactive=False, lines=1, max_lines=1)
+
+
+def _task_fields(task: str):
+    """Show the target language for Translate and the context for Answer."""
+    return gr.update(visible=task == "translate"), gr.update(visible=task == "answer")
+
+
+def build_demo(engine: Engine | None = None) -> gr.Blocks:
+    """The app; `engine` is the shared model cache (tests pass one with their own presets)."""
+    engine = engine or Engine(max_loaded=MAX_LOADED_MODELS, timeout_s=GENERATION_TIMEOUT_S)
+    handlers = Handlers(engine)
+    if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU runs handlers in a fork: load the defaults in this process
+        handlers.preload()
+    events = dict(concurrency_id=CONCURRENCY_GROUP, preprocess=False, js=LANG_JS)
+
+    def handler(method):
+        return user_facing_errors(gpu(method))
+
+    with gr.Blocks(title="mmgpt", analytics_enabled=False, delete_cache=(CACHE_SWEEP_S, CACHE_MAX_AGE_S)) as demo:
+        lang = gr.Textbox(value="", visible=False)  # filled by LANG_JS on every event
+        gr.Markdown("# " + I18N("app_title"))
+        gr.Markdown(I18N("app_intro"))
+
+        with gr.Tab(I18N("tab_image")):
+            with gr.Row():
+                with gr.Column():
+                    image = gr.Image(type="filepath", sources=["upload", "webcam", "clipboard"],
+                                     label=I18N("image_input"), height=320)
+                    image_prompt = gr.Textbox(value="", label=I18N("image_prompt"), max_lines=1,
+                                              placeholder=I18N("image_prompt_placeholder"))
+                    image_preset = _preset_dropdown(handlers, "image")
+                    with gr.Row():
+                        describe = gr.Button(I18N("describe"), variant="primary")
+                        image_stop = gr.Button(I18N("stop"), variant="stop")
+                with gr.Column():
+                    description = gr.Textbox(label=I18N("description"), lines=6, interactive=False,
+                                             buttons=["copy"])
+                    image_stats = _stats_box()
+            if image_examples := _examples("*.png"):
+                gr.Examples(image_examples, inputs=[image], label=I18N("examples"), cache_examples=False)
+
+        with gr.Tab(I18N("tab_microphone")):
+            with gr.Row():
+                with gr.Column():
+                    audio = gr.Audio(sources=["microphone", "upload"], type="filepath", label=I18N("audio_input"))
+                    audio_preset = _preset_dropdown(handlers, "audio")
+                    with gr.Row():
+                        transcribe = gr.Button(I18N("transcribe"), variant="primary")
+                        audio_stop = gr.Button(I18N("stop"), variant="stop")
+                with gr.Column():
+                    transcript = gr.Textbox(label=I18N("transcript"), lines=4, interactive=False, buttons=["copy"])
+                    audio_stats = _stats_box()
+            spectrogram = gr.Image(label=I18N("spectrogram"), type="pil", interactive=False, format="png")
+            if audio_examples := _examples("*.wav"):
+                gr.Examples(audio_examples, inputs=[audio], label=I18N("examples"), cache_examples=False)
+            with gr.Row():
+                with gr.Column():
+                    reply_preset = _preset_dropdown(handlers, "text", "reply_model")
+                    with gr.Row():
+                        reply = gr.Button(I18N("reply"), variant="primary")
+                        reply_stop = gr.Button(I18N("stop"), variant="stop")
+                with gr.Column():
+                    reply_output = gr.Textbox(label=I18N("reply_output"), lines=4, interactive=False,
+                                              buttons=["copy"])
+                    reply_stats = _stats_box()
+
+        with gr.Tab(I18N("tab_text")):
+            with gr.Row():
+                with gr.Column():
+                    prompt = gr.Textbox(label=I18N("prompt"), placeholder=I18N("prompt_placeholder"), lines=5)
+                    task = gr.Radio([(I18N(key), name) for name, key in TEXT_TASK_KEYS.items()], value="continue",
+                                    label=I18N("task"), info=I18N("task_info"))
+                    target_language = gr.Textbox(value="French", label=I18N("target_language"), max_lines=1,
+                                                 visible=False)
+                    context = gr.Textbox(value="", label=I18N("context"), lines=2, visible=False)
+                    text_preset = _preset_dropdown(handlers, "text")
+                    with gr.Accordion(I18N("settings"), open=False):
+                        max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS_LIMIT // 4, value=64, step=1,
+                                                   label=I18N("max_new_tokens"))
+                        temperature = gr.Slider(0.0, MAX_TEMPERATURE, value=0.0, step=0.05, label=I18N("temperature"))
+                        top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label=I18N("top_p"))
+                        top_k = gr.Slider(0, min(MAX_TOP_K, 200), value=0, step=1, label=I18N("top_k"))
+                        repetition_penalty = gr.Slider(1.0, MAX_REPETITION_PENALTY, value=1.0, step=0.05,
+                                                       label=I18N("repetition_penalty"))
+                        seed = gr.Number(value=None, precision=0, minimum=0, maximum=MAX_SEED, label=I18N("seed"))
+                    with gr.Row():
+                        generate = gr.Button(I18N("generate"), variant="primary")
+                        text_stop = gr.Button(I18N("stop"), variant="stop")
+                with gr.Column():
+                    output = gr.Textbox(label=I18N("output"), lines=12, interactive=False, buttons=["copy"])
+                    text_stats = _stats_box()
+
+        caption_event = describe.click(handler(handlers.caption), [image, image_prompt, image_preset, lang],
+                                       [description, image_stats], api_name="caption", **events)
+        transcribe_event = transcribe.click(handler(handlers.transcribe), [audio, audio_preset, lang],
+                                            [transcript, audio_stats, spectrogram], api_name="transcribe", **events)
+        reply_event = reply.click(handler(handlers.reply), [transcript, reply_preset, lang],
+                                  [reply_output, reply_stats], api_name="reply", **events)
+        generate_event = generate.click(
+            handler(handlers.generate),
+            [prompt, task, target_language, context, text_preset, max_new_tokens, temperature, top_p, top_k,
+             repetition_penalty, seed, lang],
+            [output, text_stats], api_name="generate", **events,
+        )
+        task.change(_task_fields, task, [target_language, context], queue=False, api_visibility="private")
+        for stop, event in ((image_stop, caption_event), (audio_stop, transcribe_event), (reply_stop, reply_event),
+                            (text_stop, generate_event)):
+            stop.click(None, None, None, cancels=[event])
+
+    demo.queue(max_size=QUEUE_MAX_SIZE, default_concurrency_limit=CONCURRENCY_LIMIT)
+    return demo
+
+
+def server_name() -> str:
+    """127.0.0.1 unless GRADIO_SERVER_NAME says otherwise; 0.0.0.0 on a Hugging Face Space, as Spaces require."""
+    return os.environ.get("GRADIO_SERVER_NAME") or ("0.0.0.0" if os.environ.get("SPACE_ID") else "127.0.0.1")
+
+
+def launch_kwargs(**overrides) -> dict:
+    """What `demo.launch` gets, here and in the tests."""
+    return {
+        "server_name": server_name(),
+        "i18n": I18N,
+        "max_file_size": f"{MAX_UPLOAD_MB}mb",
+        "ssr_mode": False,
+        "mcp_server": False,
+        "show_error": False,  # unexpected errors stay generic; user_facing_errors words the expected ones
+        **overrides,
+    }
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=os.environ.get("MMGPT_LOG_LEVEL", "INFO"),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    build_demo().launch(**launch_kwargs())

@@ -1,0 +1,201 @@
+"""Every string the app shows, in English and Simplified Chinese: one table, two uses.
+
+- Labels, buttons and headings go to the browser through `gr.I18n` (see `make_i18n`); the browser picks the
+  language from its locale, and the footer's Settings -> Language switch changes it on the page.
+- Messages (errors, warnings, the stats line) are formatted on the server with `translate(key, lang, **params)`,
+  because Gradio's toasts are not translated in the browser. The app sends the page's language along with each
+  request; API callers get English unless they pass `lang`.
+
+This module is plain data and imports nothing heavy, so `mmgpt.inputs` and the CLI can use the English text too.
+"""
+
+from __future__ import annotations
+
+DEFAULT_LANGUAGE = "en"
+LANGUAGES = {"en": "English", "zh-CN": "简体中文"}  # locale code -> name in that language
+
+# key -> (English, Simplified Chinese). Keys ending in a `{placeholder}` template are formatted on the server.
+_TABLE: dict[str, tuple[str, str]] = {
+    # --- page -------------------------------------------------------------------------------------------------
+    "app_title": ("mmgpt: a small multimodal GPT", "mmgpt：一个小型多模态 GPT"),
+    "app_intro": (
+        "Show it a picture, speak to it, or type to it, and watch the answer stream out token by token. "
+        "The offline default, mmgpt-tiny, knows synthetic shapes and synthetic voices, not photos or human speech. "
+        "Language: Settings (page footer) → Language.",
+        "给它看一张图片、对它说话或给它打字，看答案一个 token 一个 token 地流出来。"
+        "默认的离线模型 mmgpt-tiny 只认识合成的图形和合成的语音，不认识照片和真人语音。"
+        "语言：页面底部“设置” → 语言。",
+    ),
+    "tab_image": ("Image", "图像"),
+    "tab_microphone": ("Microphone", "麦克风"),
+    "tab_text": ("Text", "文本"),
+    "model": ("Model", "模型"),
+    "stop": ("Stop", "停止"),
+    "stats": ("Speed", "速度"),
+    "examples": ("Examples", "示例"),
+    # --- image tab --------------------------------------------------------------------------------------------
+    "image_input": ("Picture", "图片"),
+    "image_prompt": ("Start of the caption (optional; blip-base and mmgpt-tiny use it)",
+                     "描述的开头（可选；blip-base 和 mmgpt-tiny 会用到）"),
+    "image_prompt_placeholder": ("e.g. a picture of", "例如：a picture of"),
+    "describe": ("Describe", "描述"),
+    "description": ("Description", "描述结果"),
+    # --- microphone tab ---------------------------------------------------------------------------------------
+    "audio_input": ("Recording", "录音"),
+    "transcribe": ("Transcribe", "转写"),
+    "transcript": ("Transcript", "转写结果"),
+    "spectrogram": ("Log-mel spectrogram the model heard", "模型听到的对数梅尔频谱图"),
+    "reply": ("Reply", "回复"),
+    "reply_model": ("Reply model (text)", "回复所用模型（文本）"),
+    "reply_output": ("Reply", "回复内容"),
+    # --- text tab ---------------------------------------------------------------------------------------------
+    "prompt": ("Prompt", "提示词"),
+    "prompt_placeholder": ("Type some text…", "输入一些文字……"),
+    "task": ("Task", "任务"),
+    "task_info": ("Chat, Summarize, Translate and Answer need an instruction-tuned model (qwen2.5-0.5b-instruct).",
+                  "对话、摘要、翻译和问答需要指令微调模型（qwen2.5-0.5b-instruct）。"),
+    "task_continue": ("Continue", "续写"),
+    "task_chat": ("Chat", "对话"),
+    "task_summarize": ("Summarize", "摘要"),
+    "task_translate": ("Translate", "翻译"),
+    "task_answer": ("Answer", "问答"),
+    "target_language": ("Target language (Translate)", "目标语言（翻译）"),
+    "context": ("Context (Answer, optional)", "上下文（问答，可选）"),
+    "settings": ("Generation settings", "生成设置"),
+    "max_new_tokens": ("Max new tokens", "最多生成的 token 数"),
+    "temperature": ("Temperature (0 = greedy)", "温度（0 = 贪心解码）"),
+    "top_p": ("Top-p", "Top-p"),
+    "top_k": ("Top-k (0 = off)", "Top-k（0 = 不限）"),
+    "repetition_penalty": ("Repetition penalty (1 = off)", "重复惩罚（1 = 不惩罚）"),
+    "seed": ("Seed (blank = random; a fixed seed gives the same text again)",
+             "随机种子（留空 = 随机；固定种子可复现同样的文字）"),
+    "generate": ("Generate", "生成"),
+    "output": ("Output", "输出"),
+    # --- stats line (server-side templates) -------------------------------------------------------------------
+    "stats_line": ("first token after {ttft} s · {tokens_per_s} tokens/s · {tokens} tokens",
+                   "首个 token 用时 {ttft} 秒 · 每秒 {tokens_per_s} 个 token · 共 {tokens} 个 token"),
+    "stats_window": ("window {window} of {windows}", "第 {window}/{windows} 段"),
+    "stats_waiting": ("waiting for the first token…", "等待第一个 token……"),
+    "stats_waited": ("waiting for the first token… {seconds} s", "等待第一个 token…… 已 {seconds} 秒"),
+    "stats_seed": ("seed {seed}", "种子 {seed}"),
+    # --- input messages (mmgpt.inputs) ------------------------------------------------------------------------
+    "image_missing": ("No image was given. Upload a picture, take one with the webcam, or paste one.",
+                      "没有收到图片。请上传图片、用摄像头拍一张，或粘贴一张。"),
+    "image_not_found": ("The image file was not found on the server. Upload it again.",
+                        "服务器上找不到这个图片文件。请重新上传。"),
+    "image_empty_file": ("The image file is empty (0 bytes). Upload it again, or pick another picture.",
+                         "图片文件是空的（0 字节）。请重新上传，或换一张图片。"),
+    "image_not_image": ("This file is not a picture, whatever its name says. Upload a PNG, JPEG, WebP, GIF or BMP "
+                        "image.",
+                        "这个文件不是图片（不管它的扩展名是什么）。请上传 PNG、JPEG、WebP、GIF 或 BMP 图片。"),
+    "image_corrupt": ("The image file is damaged or cut short (truncated), so it could not be decoded. Re-save or "
+                      "re-export it and upload it again.",
+                      "图片文件已损坏或不完整（被截断），无法解码。请重新保存或导出后再上传。"),
+    "image_too_large": ("The image is too large: {width}×{height} pixels is more than the {max_megapixels}-megapixel "
+                        "limit. Scale it down and try again.",
+                        "图片太大：{width}×{height} 像素，超过了 {max_megapixels} 百万像素的上限。请缩小后重试。"),
+    "image_too_large_declared": ("The image declares a size far above the {max_megapixels}-megapixel limit (a "
+                                 "decompression bomb?), so it was not decoded. Scale it down and try again.",
+                                 "图片声明的尺寸远超 {max_megapixels} 百万像素的上限（可能是解压炸弹），因此没有解码。"
+                                 "请缩小后重试。"),
+    "image_aspect": ("The image is {width}×{height} pixels, a strip longer than {max_ratio}:1. Crop it closer to a "
+                     "square and try again.",
+                     "图片为 {width}×{height} 像素，长宽比超过 {max_ratio}:1。请裁剪得更接近正方形后重试。"),
+    "image_mode_unsupported": ("Pictures in colour mode {mode} are not supported. Save it as an ordinary RGB PNG or "
+                               "JPEG and try again.",
+                               "不支持颜色模式为 {mode} 的图片。请另存为普通 RGB 的 PNG 或 JPEG 后重试。"),
+    "image_first_frame": ("The picture is animated ({frames} frames); only the first frame was used.",
+                          "这是一张动图（{frames} 帧）；只使用了第一帧。"),
+    "audio_missing": ("No audio was given. Record with the microphone or upload a file (wav, flac, mp3 or ogg).",
+                      "没有收到音频。请用麦克风录音，或上传文件（wav、flac、mp3 或 ogg）。"),
+    "audio_not_found": ("The audio file was not found on the server. Upload it again.",
+                        "服务器上找不到这个音频文件。请重新上传。"),
+    "audio_empty_file": ("The audio file is empty (0 bytes). Record again or upload another file.",
+                         "音频文件是空的（0 字节）。请重新录音或换一个文件上传。"),
+    "audio_unreadable": ("This file could not be read as audio: it is damaged, cut short, or not audio at all, "
+                         "whatever its name says. Upload a wav, flac, mp3 or ogg file.",
+                         "无法把这个文件当作音频读取：它已损坏、不完整，或者根本不是音频（不管扩展名是什么）。"
+                         "请上传 wav、flac、mp3 或 ogg 文件。"),
+    "audio_needs_ffmpeg": ("ffmpeg is needed to read .{extension} files; install it (apt-get install ffmpeg), or "
+                           "upload a wav, flac, mp3 or ogg file.",
+                           "读取 .{extension} 文件需要 ffmpeg；请安装（apt-get install ffmpeg），"
+                           "或上传 wav、flac、mp3 或 ogg 文件。"),
+    "audio_no_samples": ("The recording contains no audio samples. Record again, a little longer.",
+                         "录音里没有任何音频采样。请重新录音，录得长一些。"),
+    "audio_too_short": ("The recording is only {seconds} s long; record at least {min_seconds} s.",
+                        "录音只有 {seconds} 秒；请至少录 {min_seconds} 秒。"),
+    "audio_bad_rate": ("The sample rate {rate} Hz is outside the supported {min_rate}–{max_rate} Hz. Re-export the "
+                       "audio at 16 or 48 kHz.",
+                       "采样率 {rate} Hz 不在支持的 {min_rate}–{max_rate} Hz 范围内。请以 16 或 48 kHz 重新导出。"),
+    "audio_bad_channels": ("The audio has {channels} channels; at most {max_channels} are supported. Mix it down to "
+                           "mono or stereo.",
+                           "音频有 {channels} 个声道；最多支持 {max_channels} 个。请混音为单声道或立体声。"),
+    "audio_bad_shape": ("The audio array has shape {shape}; send (samples,) or (samples, channels).",
+                        "音频数组的形状是 {shape}；请发送 (samples,) 或 (samples, channels)。"),
+    "audio_bad_dtype": ("The audio samples have type {dtype}; send int16, int32 or float samples.",
+                        "音频采样的类型是 {dtype}；请发送 int16、int32 或浮点采样。"),
+    "audio_silence": ("No speech was heard: the recording is silent (its loudest moment is {peak_db} dBFS). Check "
+                      "the microphone and record again.",
+                      "没有听到语音：录音是静音的（最响处为 {peak_db} dBFS）。请检查麦克风后重新录音。"),
+    "audio_truncated": ("The recording is longer than {max_minutes} minutes; only the first {max_seconds} s were "
+                        "used.",
+                        "录音超过 {max_minutes} 分钟；只使用了前 {max_seconds} 秒。"),
+    "audio_nonfinite": ("{count} samples were not numbers (NaN or infinity) and were replaced by silence.",
+                        "有 {count} 个采样不是数值（NaN 或无穷大），已替换为静音。"),
+    "audio_clipped": ("The recording is clipped (too loud) in places; the transcript may suffer. Record a little "
+                      "further from the microphone.",
+                      "录音有些地方削波（太响），转写可能受影响。请离麦克风远一点再录。"),
+    "audio_rescaled": ("The samples went beyond full scale (peak {peak}) and were scaled down.",
+                       "采样超出了满幅（峰值 {peak}），已按比例缩小。"),
+    "prompt_empty": ("The prompt is empty. Type some text and try again.", "提示词是空的。请输入一些文字后重试。"),
+    "prompt_trimmed": ("The text was {chars} characters long; only the last {max_chars} were kept.",
+                       "文字长 {chars} 个字符；只保留了最后 {max_chars} 个。"),
+    "prompt_control_removed": ("{count} control characters were removed from the text.",
+                               "已从文字中删除 {count} 个控制字符。"),
+    "number_invalid": ("{name} must be a number, got {value}.", "{name} 必须是数字，收到的是 {value}。"),
+    "preset_unknown": ("There is no model named {value}. Choose one of: {choices}.",
+                       "没有名为 {value} 的模型。请从以下模型中选择：{choices}。"),
+    "task_unknown": ("There is no task named {value}. Choose one of: {choices}.",
+                     "没有名为 {value} 的任务。请从以下任务中选择：{choices}。"),
+    "task_needs_instruct": ("{task} needs an instruction-tuned model, and {preset} can only continue text. Pick "
+                            "{instruct}, or choose Continue.",
+                            "“{task}”需要指令微调模型，而 {preset} 只能续写文字。请选择 {instruct}，或改用“续写”。"),
+    "reply_needs_transcript": ("There is no transcript to reply to yet. Transcribe a recording first.",
+                               "还没有可以回复的转写结果。请先转写一段录音。"),
+    # --- engine and server messages ---------------------------------------------------------------------------
+    "preset_unavailable": ("{detail}", "无法加载模型 {preset}（没有网络、不在本地缓存，或文件不完整）。请选择随应用附带、"
+                                       "可离线使用的 mmgpt-tiny。"),
+    "settings_invalid": ("A generation setting is out of range: {detail}.", "生成设置超出范围：{detail}。"),
+    "request_invalid": ("{detail}", "请求无效：{detail}"),
+    "generation_timeout": ("{detail}", "生成超过了 {seconds} 秒的时间上限，已经停止。请减少生成的 token 数，或选择更小的模型。"),
+    "error_title": ("Error", "出错了"),
+    "warning_title": ("Note", "提示"),
+    "server_error": ("Something went wrong on the server; try again.", "服务器出错了，请重试。"),
+}
+
+TRANSLATIONS: dict[str, dict[str, str]] = {
+    "en": {key: english for key, (english, _) in _TABLE.items()},
+    "zh-CN": {key: chinese for key, (_, chinese) in _TABLE.items()},
+}
+
+
+def normalize_language(lang: str | None) -> str:
+    """Map a browser locale ("zh-CN", "zh", "zh-Hans-CN", "en-GB", "") to a language in `LANGUAGES`."""
+    tag = (lang or "").strip().split(",")[0].split(";")[0].strip().lower()
+    if tag.startswith("zh") and not any(part in tag for part in ("tw", "hk", "mo", "hant")):
+        return "zh-CN"
+    return DEFAULT_LANGUAGE
+
+
+def translate(key: str, lang: str | None = DEFAULT_LANGUAGE, **params) -> str:
+    """The message `key` in `lang` (falling back to English), with `params` filled in."""
+    table = TRANSLATIONS[normalize_language(lang)]
+    template = table.get(key) or TRANSLATIONS[DEFAULT_LANGUAGE][key]
+    return template.format(**params) if params else template
+
+
+def make_i18n():
+    """The `gr.I18n` object for `launch(i18n=...)`: label translations for the browser."""
+    import gradio as gr
+
+    return gr.I18n(**TRANSLATIONS)

@@ -1,0 +1,301 @@
+"""The app, launched in this process and driven through gradio_client, as an API user would.
+
+Until `assets/mmgpt-tiny` is trained, the streaming, error and cancel tests run on a small random mmgpt checkpoint
+written to a temporary directory (its end-of-text token is switched off and it samples, so every answer streams
+for `max_new_tokens` tokens). The tests of right answers need the trained model and skip without it.
+"""
+
+import os
+
+for _name, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+                      "GRADIO_ANALYTICS_ENABLED": "False"}.items():
+    os.environ.setdefault(_name, _value)  # before gradio_client is imported: it calls the Hub otherwise
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import soundfile as sf  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+from PIL import Image  # noqa: E402
+
+import app  # noqa: E402
+from mmgpt.engine import Engine  # noqa: E402
+from mmgpt.model.testing import save_random_checkpoint  # noqa: E402
+from mmgpt.presets import PRESETS  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINED = ROOT / "assets" / "mmgpt-tiny"
+EXAMPLES = ROOT / "assets" / "examples"
+needs_trained = pytest.mark.skipif(not (TRAINED / "config.json").is_file(), reason="assets/mmgpt-tiny not trained yet")
+pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated")
+WORKER_PREFIXES = ("mmgpt-generate-", "mmgpt-stream-")  # the engine's worker threads and the app's pumps
+RANDOM_PRESET = "mmgpt-random"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def random_checkpoint(directory: Path) -> Path:
+    """A random mmgpt that never says end-of-text, big enough that 2,000 tokens take about 15 s."""
+    save_random_checkpoint(directory, n_positions=2048, n_embd=256, n_layer=6)
+    path = directory / "generation_config.json"
+    config = json.loads(path.read_text())
+    config.update(eos_token_id=None, _from_model_config=False)
+    path.write_text(json.dumps(config))
+    return directory
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """(client, engine) for an app whose presets are the real ones plus RANDOM_PRESET on a random checkpoint."""
+    checkpoint = random_checkpoint(tmp_path_factory.mktemp("checkpoint"))
+    random_preset = dataclasses.replace(PRESETS["mmgpt-tiny"], name=RANDOM_PRESET, source=str(checkpoint),
+                                        defaults={"max_new_tokens": 128, "temperature": 1.0, "seed": 0})
+    engine = Engine(max_loaded=3, timeout_s=60, presets={**PRESETS, RANDOM_PRESET: random_preset})
+    demo = app.build_demo(engine)
+    port = free_port()
+    demo.launch(**app.launch_kwargs(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                                    quiet=True))
+    try:
+        yield Client(f"http://127.0.0.1:{port}/", verbose=False, download_files=False), engine
+    finally:
+        demo.close()
+
+
+def worker_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name.startswith(WORKER_PREFIXES)]
+
+
+def streamed_texts(job) -> list[str]:
+    """The distinct non-empty texts a job streamed, in order (its first output slot)."""
+    job.result(timeout=120)
+    texts = []
+    for output in job.outputs():
+        text = output[0]
+        if text and (not texts or texts[-1] != text):
+            texts.append(text)
+    return texts
+
+
+def scene_png(path: Path, color=(220, 40, 40)) -> Path:
+    image = Image.new("RGB", (64, 64), (120, 120, 110))
+    image.paste(color, (16, 16, 40, 40))
+    image.save(path)
+    return path
+
+
+def speech_wav(path: Path, text: str = "a small red circle at the top left", voice: str = "en-us") -> Path:
+    if shutil.which("espeak-ng"):
+        subprocess.run(["espeak-ng", "-v", voice, "-w", str(path), text], check=True, timeout=30)
+    else:  # a tone with syllable-like bursts
+        t = np.arange(16_000) / 16_000
+        sf.write(path, (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 4 * t) > 0)).astype(np.float32),
+                 16_000)
+    return path
+
+
+def text_args(prompt="ROMEO:", task="continue", preset=RANDOM_PRESET, max_new_tokens=128, temperature=1.0,
+              seed=0, **overrides):
+    args = dict(prompt=prompt, task=task, target_language="French", context="", preset=preset,
+                max_new_tokens=max_new_tokens, temperature=temperature, top_p=1.0, top_k=0, repetition_penalty=1.0,
+                seed=seed)
+    return {**args, **overrides}
+
+
+# --- every tab streams ------------------------------------------------------------------------------------------
+
+
+def test_every_endpoint_is_named(served):
+    client, _ = served
+    names = set(client.view_api(print_info=False, return_format="dict")["named_endpoints"])
+    assert {"/caption", "/transcribe", "/reply", "/generate"} <= names
+
+
+STREAMING_PRESETS = [RANDOM_PRESET, pytest.param("mmgpt-tiny", marks=needs_trained)]
+
+
+@pytest.mark.parametrize("preset", STREAMING_PRESETS)
+def test_image_tab_streams(served, tmp_path, preset):
+    client, _ = served
+    job = client.submit(handle_file(str(scene_png(tmp_path / "scene.png"))), "", preset, api_name="/caption")
+    texts = streamed_texts(job)
+    assert len(texts) >= 3, texts
+    assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
+    assert re.search(r"first token after [0-9.]+ s · [0-9.–]+ tokens/s · \d+ tokens", job.outputs()[-1][1])
+
+
+@pytest.mark.parametrize("preset", STREAMING_PRESETS)
+def test_microphone_tab_streams_and_shows_the_spectrogram(served, tmp_path, preset):
+    client, _ = served
+    job = client.submit(handle_file(str(speech_wav(tmp_path / "speech.wav"))), preset, api_name="/transcribe")
+    texts = streamed_texts(job)
+    assert len(texts) >= 3, texts
+    spectrogram = job.outputs()[-1][2]  # the last output carries the picture, so predict() returns it too
+    assert Image.open(spectrogram["path"]).size[0] >= 400
+
+
+@pytest.mark.parametrize("preset", STREAMING_PRESETS)
+def test_reply_streams(served, preset):
+    client, _ = served
+    job = client.submit("what is a small red circle", preset, api_name="/reply")
+    assert len(streamed_texts(job)) >= 3
+
+
+@pytest.mark.parametrize("preset", STREAMING_PRESETS)
+def test_text_tab_streams_and_a_seed_repeats(served, preset):
+    client, _ = served
+    first = client.submit(**text_args(preset=preset, seed=1234), api_name="/generate")
+    texts = streamed_texts(first)
+    assert len(texts) >= 3, texts
+    assert "seed 1234" in first.outputs()[-1][1]
+    again = client.predict(**text_args(preset=preset, seed=1234), api_name="/generate")
+    assert again[0] == texts[-1]
+
+
+# --- clear messages ---------------------------------------------------------------------------------------------
+
+
+def error_of(client, *args, api_name, **kwargs) -> str:
+    with pytest.raises(AppError) as caught:
+        client.predict(*args, api_name=api_name, **kwargs)
+    message = str(caught.value)
+    assert "Traceback" not in message and 'File "' not in message
+    return message
+
+
+def test_offline_hub_preset_says_so_and_the_app_keeps_working(served):
+    client, _ = served
+    message = error_of(client, **text_args(preset="gpt2", temperature=0.0, seed=None), api_name="/generate")
+    assert "gpt2" in message and "could not be downloaded" in message and "mmgpt-tiny" in message
+    chinese = error_of(client, **text_args(preset="gpt2", temperature=0.0, seed=None), lang="zh-CN",
+                       api_name="/generate")
+    assert "mmgpt-tiny" in chinese and "无法加载模型" in chinese
+    assert client.predict(**text_args(), api_name="/generate")[0]
+
+
+def test_no_image_gives_a_clear_error_and_the_next_request_works(served, tmp_path):
+    client, _ = served
+    assert "No image was given" in error_of(client, None, "", RANDOM_PRESET, api_name="/caption")
+    assert "没有收到图片" in error_of(client, None, "", RANDOM_PRESET, "zh-CN", api_name="/caption")
+    assert client.predict(handle_file(str(scene_png(tmp_path / "ok.png"))), "", RANDOM_PRESET,
+                          api_name="/caption")[0]
+
+
+def test_bad_files_get_the_inputs_messages(served, tmp_path):
+    client, _ = served
+    fake = tmp_path / "photo.png"
+    fake.write_text("not a picture at all")
+    assert "not a picture" in error_of(client, handle_file(str(fake)), "", RANDOM_PRESET, api_name="/caption")
+    silent = tmp_path / "silence.wav"
+    sf.write(silent, np.zeros(16_000, dtype=np.float32), 16_000)
+    assert "No speech was heard" in error_of(client, handle_file(str(silent)), RANDOM_PRESET, api_name="/transcribe")
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (dict(top_k=-5), "top_k"),
+    (dict(temperature=99), "temperature"),
+    (dict(max_new_tokens="lots"), "max_new_tokens"),
+    (dict(seed=1.5), "seed"),
+    (dict(prompt="   \x00 "), "prompt is empty"),
+    (dict(preset="../../etc/passwd"), "no model named"),
+    (dict(task="hack"), "no task named"),
+    (dict(task="summarize"), "instruction-tuned"),
+])
+def test_crafted_settings_are_refused_clearly(served, overrides, words):
+    client, _ = served
+    assert words in error_of(client, **text_args(**overrides), api_name="/generate")
+
+
+def test_reply_without_a_transcript(served):
+    client, _ = served
+    assert "Transcribe a recording first" in error_of(client, "", RANDOM_PRESET, api_name="/reply")
+
+
+# --- cancel -----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.0], ids=["sampled text streams", "greedy text never flushes"])
+def test_cancel_ends_the_worker_thread(served, temperature):
+    client, _ = served
+    before = len(worker_threads())
+    job = client.submit(**text_args(max_new_tokens=2000, temperature=temperature), api_name="/generate")  # ~15 s
+    deadline = time.monotonic() + 30
+    while len(job.outputs()) < 3 and time.monotonic() < deadline:  # running (updates or heartbeats arrive)
+        time.sleep(0.02)
+    assert len(worker_threads()) > before, "the generation should still be running"
+    job.cancel()  # returns once the server has closed the handler
+    cancelled_at = time.monotonic()
+    while len(worker_threads()) > before and time.monotonic() - cancelled_at < 2.0:
+        time.sleep(0.02)
+    assert len(worker_threads()) == before, f"worker still alive {time.monotonic() - cancelled_at:.1f} s after cancel"
+    assert client.predict(**text_args(max_new_tokens=8), api_name="/generate")[0]  # and the app keeps serving
+
+
+# --- right answers (need the trained model) ---------------------------------------------------------------------
+
+
+def words(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9]+", text.lower()))
+
+
+def examples(suffix: str, generate) -> list[tuple[Path, str]]:
+    """(file, expected answer) from assets/examples/examples.json, else freshly made by `generate()`."""
+    listing = EXAMPLES / "examples.json"
+    if listing.is_file():
+        expected = json.loads(listing.read_text())
+        found = [(EXAMPLES / name, text) for name, text in sorted(expected.items()) if name.endswith(suffix)]
+        if found:
+            return found
+    return generate()
+
+
+@needs_trained
+def test_image_tab_captions_example_scenes(served, tmp_path):
+    def generate():
+        from mmgpt.data.scenes import scene_dataset
+
+        made = []
+        for index, scene in enumerate(scene_dataset("test", 3, seed=4321)):
+            scene.image.save(tmp_path / f"scene{index}.png")
+            made.append((tmp_path / f"scene{index}.png", scene.caption))
+        return made
+
+    client, _ = served
+    cases = examples(".png", generate)
+    captions = [client.predict(handle_file(str(path)), "", "mmgpt-tiny", api_name="/caption")[0] for path, _ in cases]
+    right = sum(words(caption) == words(expected) for caption, (_, expected) in zip(captions, cases))
+    assert right >= max(1, len(cases) - 1), list(zip(captions, [expected for _, expected in cases]))
+
+
+@needs_trained
+def test_microphone_tab_transcribes_espeak(served, tmp_path):
+    if not shutil.which("espeak-ng"):
+        pytest.skip("espeak-ng is not installed")
+
+    def generate():
+        from mmgpt.data.scenes import example_captions
+        from mmgpt.data.speech import TEST_VOICES
+
+        sentences = example_captions(3, seed=99, split="test")
+        return [(speech_wav(tmp_path / f"utterance{index}.wav", sentence, TEST_VOICES[index % len(TEST_VOICES)]),
+                 sentence) for index, sentence in enumerate(sentences)]
+
+    client, _ = served
+    cases = examples(".wav", generate)
+    transcripts = [client.predict(handle_file(str(path)), "mmgpt-tiny", api_name="/transcribe")[0]
+                   for path, _ in cases]
+    right = sum(words(transcript) == words(expected) for transcript, (_, expected) in zip(transcripts, cases))
+    assert right >= max(1, len(cases) - 1), list(zip(transcripts, [expected for _, expected in cases]))
