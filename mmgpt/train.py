@@ -278,6 +278,8 @@ def train(cfg: TrainConfig) -> Path:
         processor = MMGPTProcessor.from_pretrained(checkpoint)
         state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
         log(f"resuming from step {state['step']} ({state['train_seconds'] / 60:.1f} min trained)")
+        # A resume may change batch sizes or the schedule; keep every setting that was ever in force.
+        state.setdefault("resumes", []).append({"step": state["step"], "config": dataclasses.asdict(cfg)})
     else:
         tokenizer = train_tokenizer(tokenizer_corpus(train_text, cfg.seed), cfg.vocab_size)
         config = MMGPTConfig(
