@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     ship_parser.add_argument("--checkpoint", default="runs/mmgpt-tiny/checkpoint")
     ship_parser.add_argument("--eval", default="eval.json", help="the evaluate command's JSON for the card")
     ship_parser.add_argument("--out", default="assets/mmgpt-tiny")
-    ship_parser.add_argument("--command", default="python -m mmgpt train", help="the training command, for the card")
+    ship_parser.add_argument("--train-command", default="python -m mmgpt train", help="how it was trained, for the card")
 
     caption = commands.add_parser("caption", help="describe a picture, streaming")
     caption.add_argument("image", help="image file (png, jpeg, gif, webp, bmp, tiff)")
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None, engine=None) -> int:
     if args.command == "ship":
         from .ship import ship
 
-        print(ship(args.checkpoint, args.eval, args.out, args.command))
+        print(ship(args.checkpoint, args.eval, args.out, args.train_command))
         return 0
     return stream_command(args, engine)
 
