@@ -21,6 +21,7 @@ from contextlib import closing
 from pathlib import Path
 
 import gradio as gr
+from gradio import route_utils
 
 from mmgpt import figures, inputs
 from mmgpt.engine import (
@@ -80,6 +81,32 @@ try:  # ZeroGPU on Hugging Face Spaces; a no-op everywhere else
 except ImportError:
     def gpu(fn):
         return fn
+
+
+# --- Gradio's cache sweeper -------------------------------------------------------------------------------------
+
+
+def _sweep_despite_uploads(sweep: Callable) -> Callable:
+    """Gradio 6.31 sweeps its sets of cached files while new uploads are added to them. The RuntimeError that can
+    follow ("Set changed size during iteration") ends the sweeper for the rest of the server's life, and the cache
+    then grows without bound (the soak in benchmarks/stress.py found it). Sweep again instead."""
+
+    @functools.wraps(sweep)
+    def run(blocks, age):
+        for _ in range(5):
+            try:
+                return sweep(blocks, age)
+            except RuntimeError as exc:
+                if "changed size during iteration" not in str(exc):
+                    raise
+        logger.warning("cache sweep skipped: files kept arriving; the next sweep tries again")
+
+    run.survives_uploads = True
+    return run
+
+
+if not getattr(route_utils.delete_files_created_by_app, "survives_uploads", False):
+    route_utils.delete_files_created_by_app = _sweep_despite_uploads(route_utils.delete_files_created_by_app)
 
 
 # --- the one place errors become messages ----------------------------------------------------------------------
@@ -157,7 +184,7 @@ def stream_text(engine: Engine, preset: str, request, params: GenerationParams, 
     cancel = threading.Event()
     updates = engine.stream(preset, request, params, cancel)  # refuses a wrong preset or task before anything runs
     started = time.perf_counter()
-    text, stats = "", stats_line(None, lang, seed)
+    text, stats, shown = "", stats_line(None, lang, seed), 0
     yield (text, stats, *extra)
     for update in responsive(updates, cancel):
         if update is None:  # nothing new yet
@@ -165,6 +192,9 @@ def stream_text(engine: Engine, preset: str, request, params: GenerationParams, 
                 stats = stats_line(None, lang, seed, waited_s=time.perf_counter() - started)
         else:
             text, stats = update.text, stats_line(update, lang, seed)
+            for note in update.notes[shown:]:  # e.g. the prompt was trimmed to fit the model
+                gr.Warning(html.escape(note, quote=False), title=translate("warning_title", lang))
+            shown = len(update.notes)
         yield (text, stats, *extra)
 
 
@@ -172,7 +202,7 @@ def responsive(updates: Iterator[StreamUpdate], cancel: threading.Event) -> Iter
     """Iterate `updates` on a helper thread and yield None every HEARTBEAT_S while none arrives.
 
     Gradio stops a generator (Stop button, closed tab) by closing it, which can only happen between two yields.
-    The engine's stream blocks while a model loads and while generated text has not reached a word boundary,
+    The engine's stream blocks while a model loads and while a token has not completed a character,
     so it is pumped from here instead: this generator yields at least every HEARTBEAT_S, and closing it sets
     `cancel`, which ends the engine's worker within one decoding step.
     """

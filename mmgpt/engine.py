@@ -1,8 +1,10 @@
 """The cached, streaming, cancellable model wrapper behind the app and the CLI.
 
 `Engine.load` loads each preset once and keeps the `max_loaded` most recently used ones. `Engine.stream` runs
-`generate()` in a worker thread and yields a `StreamUpdate` per piece of text the streamer releases. Leaving the
-generator early, for any reason, stops the worker within one decoding step:
+`generate()` in a worker thread and yields a `StreamUpdate` for every generated token that adds text (a token that
+ends inside a multi-byte character waits for the rest). A text prompt too long for the model's context is trimmed
+from the left, keeping its end, and the update says so in `notes`. Leaving the generator early, for any reason,
+stops the worker within one decoding step:
 
     for update in engine.stream("gpt2", TextRequest("ROMEO:"), GenerationParams(max_new_tokens=32), cancel):
         print(update.text)
@@ -41,6 +43,7 @@ __all__ = [
     "StreamUpdate",
     "TextRequest",
     "UnknownPresetError",
+    "fit_to_context",
     "generation_kwargs",
 ]
 
@@ -50,6 +53,8 @@ SAMPLING_LOCK = threading.Lock()  # held by every sampled generate(); see the mo
 LOCK_POLL_S = 0.05  # how often a worker waiting for SAMPLING_LOCK checks whether it was cancelled
 MIN_WINDOW_SECONDS = 0.25  # a shorter tail after the last full audio window is dropped rather than transcribed
 TASK_OF_REQUEST = {ImageRequest: "image", AudioRequest: "audio", TextRequest: "text"}
+MIN_PROMPT_SHARE = 0.5  # a trimmed prompt keeps at least this share of the context, even if that leaves less room
+TRIM_ATTEMPTS = 4  # re-tokenizing trimmed text can shift a token or two; trim again at most this many times
 
 
 class GenerationTimeout(TimeoutError):
@@ -88,18 +93,29 @@ def generation_kwargs(params: GenerationParams, room: int | None = None) -> dict
 
 
 class _Chunk(NamedTuple):
-    text: str
+    text: str  # everything generated so far, across windows
     tokens: int  # generated so far, across windows
     window: int
     first_token_at: float | None  # perf_counter() of the first generated token
     last_token_at: float | None
 
 
+class _Note(NamedTuple):
+    text: str  # a remark for the user, e.g. that the prompt was trimmed
+
+
 _END = object()  # the worker's last queue item, after the final chunk or an error
 
 
-class _CountingStreamer(TextIteratorStreamer):
-    """A TextIteratorStreamer whose queue items also carry the token count, the window and token times."""
+class _TokenStreamer(TextIteratorStreamer):
+    """A TextIteratorStreamer that releases text after every token, not at word boundaries.
+
+    Each new token is decoded together with the few tokens before it (so that tokenizers which drop a word's
+    leading space at the start of a sequence still get it right), and text ending in an incomplete UTF-8 sequence
+    ("\ufffd") waits for the next token. At the end of each window the whole window is decoded once more, and that
+    text is final, so the last update equals decoding `generate()`'s output. Queue items are `_Chunk`s holding all
+    the text so far, the token count, the window and token times.
+    """
 
     def __init__(self, tokenizer, timeout: float):
         super().__init__(tokenizer, skip_prompt=True, timeout=timeout, skip_special_tokens=True)
@@ -107,19 +123,43 @@ class _CountingStreamer(TextIteratorStreamer):
         self.window = 0
         self.first_token_at: float | None = None
         self.last_token_at: float | None = None
+        self.text = ""  # every finished window's text, joined
+        self._ids: list[int] = []  # this window's generated tokens
+        self._pieces: list[str] = []  # this window's released text
+        self._prefix = self._read = 0  # self._ids[_prefix:_read] is the context the next token is decoded with
 
     def put(self, value):
-        if not (self.skip_prompt and self.next_tokens_are_prompt):
-            self.tokens += value.numel()  # batch size 1: every element is a new token
-            self.last_token_at = time.perf_counter()
-            if self.first_token_at is None:
-                self.first_token_at = self.last_token_at
-        super().put(value)
+        if value.ndim > 1:
+            if value.shape[0] > 1:
+                raise ValueError("the engine streams one sequence at a time")
+            value = value[0]
+        if self.skip_prompt and self.next_tokens_are_prompt:
+            self.next_tokens_are_prompt = False
+            return
+        ids = value.tolist()
+        self.tokens += len(ids)
+        self.last_token_at = time.perf_counter()
+        if self.first_token_at is None:
+            self.first_token_at = self.last_token_at
+        self._ids.extend(ids)
+        before = self.tokenizer.decode(self._ids[self._prefix : self._read], **self.decode_kwargs)
+        after = self.tokenizer.decode(self._ids[self._prefix :], **self.decode_kwargs)
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self._prefix, self._read = self._read, len(self._ids)
+            self._pieces.append(after[len(before) :])
+            self._send(_join_text(self.text, "".join(self._pieces)))
 
-    def on_finalized_text(self, text: str, stream_end: bool = False):
+    def end(self):
+        window_text = self.tokenizer.decode(self._ids, **self.decode_kwargs)
+        self.text = _join_text(self.text, window_text)
+        self._ids, self._pieces, self._prefix, self._read = [], [], 0, 0
+        self.next_tokens_are_prompt = True
+        self._send(self.text)
+
+    def _send(self, text: str):
         # the worker, not the streamer, marks the end: it also has to report errors and cover several windows
-        chunk = _Chunk(text, self.tokens, self.window, self.first_token_at, self.last_token_at)
-        self.text_queue.put(chunk, timeout=self.timeout)
+        self.text_queue.put(_Chunk(text, self.tokens, self.window, self.first_token_at, self.last_token_at),
+                            timeout=self.timeout)
 
 
 @dataclass
@@ -129,7 +169,7 @@ class _Worker:
     adapter: ModelAdapter
     segments: list
     params: GenerationParams
-    streamer: _CountingStreamer
+    streamer: _TokenStreamer
     stop: EventStop  # set by the engine on any exit from the stream, or by the caller's cancel event
     error: BaseException | None = None
 
@@ -142,7 +182,12 @@ class _Worker:
                     if self.stop.is_set():
                         break
                     self.streamer.window = window
-                    inputs = self.adapter.prepare(segment)
+                    if isinstance(segment, TextRequest):
+                        inputs, note = fit_to_context(self.adapter, segment, self.params.max_new_tokens)
+                        if note:
+                            self.streamer.text_queue.put(_Note(note))
+                    else:
+                        inputs = self.adapter.prepare(segment)
                     self.adapter.model.generate(
                         **inputs,
                         **generation_kwargs(self.params, self.adapter.room_for_new_tokens(inputs)),
@@ -186,10 +231,72 @@ def audio_windows(request: AudioRequest, max_audio_seconds: float | None) -> lis
     return [replace(request, waveform=piece) for piece in pieces]
 
 
-def _join_text(text: str, piece: str, new_window: bool) -> str:
-    if new_window and text and piece and not text[-1].isspace() and not piece[0].isspace():
-        return text + " " + piece
-    return text + piece
+def _join_text(text: str, window_text: str) -> str:
+    """Earlier windows' text, then this window's, with a space between them if neither side has one."""
+    if text and window_text and not text[-1].isspace() and not window_text[0].isspace():
+        return text + " " + window_text
+    return text + window_text
+
+
+def fit_to_context(adapter: ModelAdapter, request: TextRequest, max_new_tokens: int) -> tuple[dict, str | None]:
+    """`generate()` inputs for `request`, its text trimmed from the left if the model's context is too short.
+
+    The prompt (with its chat template, if any) may take the context minus `max_new_tokens`, or
+    `MIN_PROMPT_SHARE` of the context when more new tokens than that are asked for. Beyond that the text loses its
+    beginning: the passage of an "answer" request first, then the prompt. Returns the inputs and a note for the
+    user (None if nothing was trimmed).
+    """
+    inputs = adapter.prepare(request)
+    length = inputs["input_ids"].shape[-1]
+    room = adapter.room_for_new_tokens(inputs)
+    if room is None:
+        return inputs, None
+    context = length + room
+    budget = max(context - max_new_tokens, min(length, int(context * MIN_PROMPT_SHARE)))
+    if length <= budget:
+        return inputs, None
+    original, tokenizer = request, adapter.tokenizer
+    for _ in range(TRIM_ATTEMPTS):
+        excess = length - budget
+        if excess <= 0:
+            break
+        if request.task == "answer" and request.context:
+            trimmed = replace(request, context=_keep_end(tokenizer, request.context, excess, keep_one=False))
+        else:
+            prompt = _keep_end(tokenizer, request.prompt, excess, keep_one=True) or request.prompt.strip()[-1]
+            trimmed = replace(request, prompt=prompt)
+        if trimmed == request:
+            break  # nothing left to trim (the template alone is too long); the room check in generate decides
+        request, inputs = trimmed, adapter.prepare(trimmed)
+        length = inputs["input_ids"].shape[-1]
+    if request == original:
+        return inputs, None
+    total, kept = _read_tokens(tokenizer, original), _read_tokens(tokenizer, request)
+    logger.info("trimmed a %d-token text to its last %d tokens (context %d, max_new_tokens %d)", total, kept,
+                context, max_new_tokens)
+    note = (f"The text was too long for this model: it reads {context} tokens at most, answer included, so only the "
+            f"last {kept} of its {total} tokens were used.")
+    return inputs, note
+
+
+def _read_tokens(tokenizer, request: TextRequest) -> int:
+    """Tokens of the user's text in `request`: the prompt, and the passage of an "answer" request."""
+    passage = request.context if request.task == "answer" else ""
+    return len(_text_ids(tokenizer, request.prompt)) + len(_text_ids(tokenizer, passage))
+
+
+def _text_ids(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+
+
+def _keep_end(tokenizer, text: str, drop: int, keep_one: bool) -> str:
+    """`text` without the text of its first `drop` tokens (all but the last one at most if `keep_one`).
+
+    A character cut in half at the new start is dropped too.
+    """
+    ids = _text_ids(tokenizer, text)
+    drop = min(drop, len(ids) - 1) if keep_one else drop
+    return tokenizer.decode(ids[drop:], skip_special_tokens=False).lstrip("\ufffd").lstrip()
 
 
 class Engine:
@@ -287,12 +394,12 @@ class Engine:
         else:
             segments = [request]
         stop = threading.Event()  # set on any exit from this generator; `cancel` stays the caller's to set
-        streamer = _CountingStreamer(adapter.tokenizer, timeout=self.timeout_s)
+        streamer = _TokenStreamer(adapter.tokenizer, timeout=self.timeout_s)
         worker = _Worker(adapter, segments, params, streamer, EventStop(stop, cancel))
         thread = threading.Thread(target=worker, name=f"mmgpt-generate-{preset_name}", daemon=False)
         started = time.perf_counter()
         deadline = started + self.timeout_s
-        text, window, last = "", 0, _Chunk("", 0, 0, None, None)
+        last, notes = _Chunk("", 0, 0, None, None), ()
         thread.start()
         try:
             while True:
@@ -307,14 +414,16 @@ class Engine:
                     ) from None
                 if item is _END:
                     break
-                text, last = _join_text(text, item.text, item.window != window), item
-                window = item.window
-                if item.text:
-                    yield self._update(text, last, started, done=False, windows=len(segments))
+                if isinstance(item, _Note):
+                    notes += (item.text,)
+                    continue
+                changed, last = item.text != last.text, item
+                if changed:
+                    yield self._update(last, started, done=False, windows=len(segments), notes=notes)
             if worker.error is not None:
                 logger.error("generation with %s failed", preset_name, exc_info=worker.error)
                 raise worker.error
-            yield self._update(text, last, started, done=True, windows=len(segments))
+            yield self._update(last, started, done=True, windows=len(segments), notes=notes)
         finally:
             stop.set()
             thread.join(timeout=self.timeout_s)
@@ -322,9 +431,10 @@ class Engine:
                 logger.error("generation thread for %s did not stop within %.0f s", preset_name, self.timeout_s)
 
     @staticmethod
-    def _update(text: str, chunk: _Chunk, started: float, done: bool, windows: int) -> StreamUpdate:
+    def _update(chunk: _Chunk, started: float, done: bool, windows: int, notes: tuple[str, ...]) -> StreamUpdate:
         ttft = None if chunk.first_token_at is None else chunk.first_token_at - started
         rate = None
         if chunk.tokens > 1 and chunk.last_token_at > chunk.first_token_at:
             rate = (chunk.tokens - 1) / (chunk.last_token_at - chunk.first_token_at)
-        return StreamUpdate(text, chunk.tokens, ttft, rate, done, window=chunk.window, windows=windows)
+        return StreamUpdate(chunk.text, chunk.tokens, ttft, rate, done, window=chunk.window, windows=windows,
+                            notes=notes)

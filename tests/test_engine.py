@@ -9,7 +9,7 @@ import time
 
 import pytest
 import torch
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
@@ -213,14 +213,87 @@ def test_greedy_output_equals_model_generate(engine):
     assert last.text == adapter.tokenizer.decode(expected, skip_special_tokens=True)
 
 
+def save_char_gpt2(directory, seed: int = 0):
+    """A tiny GPT-2 whose tokens are single letters joined without spaces: no word boundary ever comes."""
+    letters = "abcdefghijklmnopqrstuvwxyz"
+    vocab = {token: i for i, token in enumerate(["<|endoftext|>", "<unk>", *letters])}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    backend.decoder = decoders.Fuse()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|endoftext|>", unk_token="<unk>")
+    tokenizer.save_pretrained(directory)
+    torch.manual_seed(seed)
+    config = GPT2Config(vocab_size=len(vocab), n_embd=32, n_layer=2, n_head=2, n_positions=128,
+                        bos_token_id=None, eos_token_id=None)
+    GPT2LMHeadModel(config).save_pretrained(directory)
+    return directory
+
+
+def test_text_streams_token_by_token_even_without_word_boundaries(tmp_path):
+    directory = save_char_gpt2(tmp_path)
+    engine = Engine(device="cpu", timeout_s=30, presets=tiny_presets(directory, "letters"))
+    request = TextRequest("romeo")
+    updates = list(engine.stream("letters", request, GenerationParams(max_new_tokens=16)))
+    last = final_update(updates)
+    assert " " not in last.text and len(last.text) == 16
+    steps = [update.text for update in updates[:-1]]
+    assert [len(text) for text in steps] == list(range(1, 17))  # one update per token, each one letter longer
+    assert all(later.startswith(earlier) for earlier, later in zip(steps, steps[1:]))
+    assert [update.tokens for update in updates[:-1]] == list(range(1, 17))
+    adapter = engine.load("letters")
+    inputs = adapter.prepare(request)
+    expected = adapter.model.generate(**inputs, max_new_tokens=16, do_sample=False)[0, inputs["input_ids"].shape[1]:]
+    assert last.text == adapter.tokenizer.decode(expected, skip_special_tokens=True)
+
+
+def test_the_streamer_holds_back_a_character_cut_across_tokens():
+    from mmgpt.model.processing_mmgpt import train_tokenizer
+
+    tokenizer = train_tokenizer(["plain ascii words only"], vocab_size=300)  # no merges across multi-byte chars
+    text = "Ünïcode: 你好, 世界 😀 done"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert len(ids) > len(text)  # several characters take several tokens
+    streamer = engine_module._TokenStreamer(tokenizer, timeout=1.0)
+    streamer.put(torch.tensor([[0, 0]]))  # the prompt: skipped
+    for token in ids:
+        streamer.put(torch.tensor([token]))
+    streamer.end()
+    chunks = [streamer.text_queue.get_nowait() for _ in range(streamer.text_queue.qsize())]
+    texts = [chunk.text for chunk in chunks]
+    assert not any("\ufffd" in t for t in texts), texts
+    assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
+    assert texts[-1] == text and chunks[-1].tokens == len(ids)
+    complete = [k for k in range(1, len(ids) + 1) if not tokenizer.decode(ids[:k]).endswith("\ufffd")]
+    assert len(complete) < len(ids) and len(texts) - 1 == len(complete)  # a release per token that ends a character
+
+
 def test_max_new_tokens_is_capped_at_the_models_context(engine):
     last = final_update(list(engine.stream("tiny", PROMPT, GenerationParams(max_new_tokens=2048))))
     assert last.tokens == 512 - len(PROMPT.prompt.split())  # n_positions minus the prompt
 
 
-def test_a_prompt_that_fills_the_context_raises_value_error(engine):
-    with pytest.raises(ValueError, match="fills the model's whole context"):
-        list(engine.stream("tiny", TextRequest("romeo " * 512), GenerationParams()))
+def long_prompt(words: int) -> TextRequest:
+    return TextRequest(" ".join(WORDS[i % len(WORDS)] for i in range(words)))
+
+
+@pytest.mark.parametrize("max_new_tokens, kept", [(64, 512 - 64), (2048, 512 // 2)])
+def test_a_prompt_longer_than_the_context_keeps_its_end_and_says_so(engine, max_new_tokens, kept):
+    request = long_prompt(600)  # one token per word; the model reads 512 positions
+    updates = list(engine.stream("tiny", request, GenerationParams(max_new_tokens=max_new_tokens)))
+    last = final_update(updates)
+    assert last.tokens == min(max_new_tokens, 512 - kept)
+    (note,) = last.notes
+    assert f"only the last {kept} of its 600 tokens were used" in note and "512 tokens" in note
+    assert all(update.notes == (note,) for update in updates)  # the first update already says it
+    adapter = engine.load("tiny")
+    inputs, _ = engine_module.fit_to_context(adapter, request, max_new_tokens)
+    expected = adapter.tokenizer(request.prompt, return_tensors="pt")["input_ids"][0, -kept:]
+    assert torch.equal(inputs["input_ids"][0], expected)
+
+
+def test_a_prompt_that_fits_is_not_trimmed(engine):
+    last = final_update(list(engine.stream("tiny", long_prompt(400), GenerationParams(max_new_tokens=100))))
+    assert last.notes == () and last.tokens == 100
 
 
 def sampled_text(engine, seed) -> str:

@@ -32,8 +32,9 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from mmgpt.audio import SAMPLE_RATE
-from mmgpt.engine import AudioRequest, Engine, GenerationParams, ImageRequest, TextRequest
-from mmgpt.loaders import ADAPTERS, chat_instruction, dtype_for, pick_device
+from mmgpt.engine import AudioRequest, Engine, GenerationParams, ImageRequest, TextRequest, fit_to_context
+from mmgpt import loaders
+from mmgpt.loaders import ADAPTERS, chat_instruction, dtype_for, load_adapter, pick_device
 from mmgpt.presets import PRESETS, REPO_ROOT, Preset, UnknownPresetError, default_preset, get_preset, presets_for
 
 hf_logging.disable_progress_bar()
@@ -136,6 +137,27 @@ def test_greedy_ignores_the_checkpoints_sampling_defaults(chat_preset):
     texts = {list(engine.stream(chat_preset.name, request, GenerationParams(max_new_tokens=12)))[-1].text
              for _ in range(3)}
     assert len(texts) == 1
+
+
+def test_chat_lm_trims_the_users_text_not_the_template(chat_preset):
+    """A chat request too long for the context (256 here) loses the start of the user's text; the template stays."""
+    engine = engine_for(chat_preset)
+    tokenizer = engine.load(chat_preset.name).tokenizer
+    long_text = " ".join(WORDS[i % len(WORDS)] for i in range(400))
+    for request in (TextRequest(long_text, task="summarize"),
+                    TextRequest("what breaks", task="answer", context=long_text)):
+        updates = list(engine.stream(chat_preset.name, request, GenerationParams(max_new_tokens=56)))
+        (note,) = updates[-1].notes
+        assert "256 tokens at most" in note and "were used" in note
+        assert updates[-1].tokens == 56
+        inputs, _ = fit_to_context(engine.load(chat_preset.name), request, 56)
+        words = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
+        assert len(words) <= 256 - 56
+        assert words[:2] == ["<|im_start|>", "system"] and words[-2:] == ["<|im_start|>", "assistant"]
+        tail = " ".join(long_text.split()[-20:])
+        assert tail in " ".join(words)  # the end of the text is kept
+    question = [w for w in words if w in ("what", "breaks")]
+    assert question[-2:] == ["what", "breaks"]  # an answer request keeps its question and trims the passage
 
 
 # --- image ------------------------------------------------------------------------------------------------------
@@ -332,6 +354,36 @@ def test_default_preset_is_mmgpt_tiny_offline_the_hub_model_on_a_space_and_env_o
 def test_unknown_preset_error_names_the_allowed_presets():
     with pytest.raises(UnknownPresetError, match="Choose one of: mmgpt-tiny, gpt2, distilgpt2"):
         get_preset("../../etc/passwd")
+
+
+PRETRAINED_CLASSES = ("AutoImageProcessor", "AutoModelForCausalLM", "AutoProcessor", "AutoTokenizer",
+                      "BlipForConditionalGeneration", "BlipProcessor", "VisionEncoderDecoderModel",
+                      "WhisperForConditionalGeneration", "WhisperProcessor")
+
+
+@pytest.mark.parametrize("loader", sorted(ADAPTERS))
+def test_every_loader_passes_trust_remote_code_false(loader, monkeypatch):
+    """No checkpoint's own Python code ever runs: every from_pretrained call says trust_remote_code=False."""
+    from unittest import mock
+
+    calls = []
+
+    class Recorder:
+        def __init__(self, name):
+            self.name = name
+
+        def from_pretrained(self, location, *args, **kwargs):
+            calls.append((self.name, location, kwargs))
+            return mock.MagicMock()
+
+    for name in PRETRAINED_CLASSES:
+        monkeypatch.setattr(loaders, name, Recorder(name))
+    task = {"blip": "image", "vision-encoder-decoder": "image", "whisper": "audio"}.get(loader, "text")
+    preset = Preset("probe", (task,), loader, "org/model", "test", 1)
+    load_adapter(preset, "cpu", torch.float32)
+    assert len(calls) >= 2
+    for name, location, kwargs in calls:
+        assert location == "org/model" and kwargs.get("trust_remote_code") is False, (name, kwargs)
 
 
 # --- devices ----------------------------------------------------------------------------------------------------
