@@ -1,0 +1,153 @@
+"""Fixtures for the browser tests: the app in this process, Debian's Chromium through Playwright, and a page that
+fails the test on any console error, uncaught page error or request to another host, and leaves a screenshot.
+
+The app serves the real presets plus RANDOM_PRESET, a random mmgpt whose end-of-text token is switched off, so
+that streaming, Stop, error and language tests run before `assets/mmgpt-tiny` is trained. Tests of right answers
+use the trained model and skip without it.
+"""
+
+from __future__ import annotations
+
+import os
+
+for _name, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+                      "GRADIO_ANALYTICS_ENABLED": "False"}.items():
+    os.environ.setdefault(_name, _value)
+
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import re  # noqa: E402
+from pathlib import Path  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+from e2e_support import (  # noqa: E402
+    ARTIFACTS,
+    CHROMIUM,
+    EXAMPLES,
+    LOCAL_HOSTS,
+    NO_CHROMIUM,
+    RANDOM_PRESET,
+    expected_answers,
+    free_port,
+    read_wav,
+    write_wav,
+)
+
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+FAKE_MICROPHONE_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
+MICROPHONE_EXAMPLE = "speech_2.wav"  # what the fake microphone says (see examples.json), once: "%noloop" below
+LEAD_IN_S = 0.3  # silence before the speech, so that none is lost while the recorder starts
+
+
+# --- the app ------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def app_url(tmp_path_factory) -> str:
+    """The app, served from this process (so tests can see its threads) on a free port of 127.0.0.1."""
+    import app
+    from mmgpt.engine import Engine
+    from mmgpt.model.testing import save_random_checkpoint
+    from mmgpt.presets import PRESETS
+
+    checkpoint = tmp_path_factory.mktemp("random-mmgpt")
+    save_random_checkpoint(checkpoint, n_positions=2048, n_embd=256, n_layer=6)  # ~130 tokens/s on a free core
+    config_path = checkpoint / "generation_config.json"
+    config = json.loads(config_path.read_text())
+    config.update(eos_token_id=None, _from_model_config=False)  # never ends by itself: Stop is always mid-stream
+    config_path.write_text(json.dumps(config))
+    random_preset = dataclasses.replace(PRESETS["mmgpt-tiny"], name=RANDOM_PRESET, source=str(checkpoint),
+                                        defaults={"max_new_tokens": 128, "temperature": 1.0, "seed": 0})
+    engine = Engine(max_loaded=3, timeout_s=60, presets={**PRESETS, RANDOM_PRESET: random_preset})
+    demo = app.build_demo(engine)
+    port = free_port()
+    demo.launch(**app.launch_kwargs(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
+                                    quiet=True))
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        demo.close()
+
+
+# --- the browser --------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def microphone_wav(tmp_path_factory) -> tuple[Path, str]:
+    """(16-bit WAV the fake microphone plays, what it says): an espeak-ng example with a short silent lead-in."""
+    samples, rate = read_wav(EXAMPLES / MICROPHONE_EXAMPLE)
+    padded = np.concatenate([np.zeros(int(LEAD_IN_S * rate), np.float32), samples])
+    path = write_wav(tmp_path_factory.mktemp("microphone") / "speech.wav", padded, rate)
+    return path, expected_answers()[MICROPHONE_EXAMPLE]
+
+
+@pytest.fixture(scope="session")
+def browser(microphone_wav):
+    if not CHROMIUM.is_file():
+        pytest.skip(NO_CHROMIUM)
+    sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -r requirements-dev.txt")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=[*CHROMIUM_ARGS, *FAKE_MICROPHONE_ARGS,
+                  f"--use-file-for-fake-audio-capture={microphone_wav[0]}%noloop"])
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+class Guard:
+    """Records what must not happen on a page: console errors, uncaught exceptions, requests to other hosts."""
+
+    def __init__(self, page):
+        self.problems: list[str] = []
+        page.on("console", self.console)
+        page.on("pageerror", lambda error: self.problems.append(f"uncaught page error: {error}"))
+        page.on("request", self.request)
+        page.on("websocket", lambda socket: self.check_url(socket.url, "websocket"))
+
+    def console(self, message):
+        if message.type == "error":
+            self.problems.append(f"console error: {message.text} ({message.location.get('url', '')})")
+
+    def request(self, request):
+        self.check_url(request.url, request.method)
+
+    def check_url(self, url: str, what: str):
+        parts = urlsplit(url)
+        if parts.scheme == "data":
+            return
+        if parts.scheme == "blob":  # blob:http://127.0.0.1:PORT/uuid, made by the page itself
+            parts = urlsplit(url[len("blob:"):])
+        if parts.hostname not in LOCAL_HOSTS:
+            self.problems.append(f"request to another host: {what} {url[:200]}")
+
+
+def _test_name(request) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:120]
+
+
+@pytest.fixture
+def page(browser, app_url, request):
+    """A fresh English page on the app; fails the test on console errors or other hosts, and screenshots it."""
+    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+    context.set_default_timeout(30_000)
+    tab = context.new_page()
+    guard = Guard(tab)
+    try:
+        tab.goto(app_url)
+        tab.get_by_role("tab", name="Image").wait_for()
+        yield tab
+    finally:
+        ARTIFACTS.mkdir(exist_ok=True)
+        try:
+            tab.screenshot(path=str(ARTIFACTS / f"{_test_name(request)}.png"), full_page=True)
+        finally:
+            context.close()
+    assert not guard.problems, "the page misbehaved:\n" + "\n".join(guard.problems)
