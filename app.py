@@ -65,6 +65,7 @@ MAX_LANGUAGE_CHARS = 40
 CONCURRENCY_GROUP = "models"  # every model event shares one concurrency limit
 HEARTBEAT_S = 0.25  # a handler yields at least this often, so that Stop can close it (see `responsive`)
 PUMP_JOIN_S = 5.0  # how long a closed handler waits for its engine stream to wind down
+SESSION_CAPACITY = 1000  # browser sessions whose Gradio state is kept (about 0.13 MB each; the app keeps no user state)
 
 I18N = make_i18n()
 
@@ -489,6 +490,7 @@ def launch_kwargs(**overrides) -> dict:
         "ssr_mode": False,
         "mcp_server": False,
         "show_error": False,  # unexpected errors stay generic; user_facing_errors words the expected ones
+        "state_session_capacity": SESSION_CAPACITY,  # Gradio's default, 10,000, would hold about 1.3 GB
         **overrides,
     }
 

@@ -18,6 +18,7 @@ from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
 
+import app  # noqa: E402
 from benchmarks import stress  # noqa: E402
 from mmgpt.engine import Engine  # noqa: E402
 
@@ -31,7 +32,7 @@ CACHE_SWEEP = (1, 2)  # seconds: sweep every second, delete files older than 2 s
 THREAD_SLACK = 2  # threads; Python's and anyio's pools may keep an idle worker or two
 CANCEL_RSS_SLACK_MB = 30
 SOAK_RSS_GROWTH_MB = 50
-BUSY_ANSWER_S = 2.0  # "at once": a full queue answers in milliseconds (see benchmarks/stress.py); this allows a busy CPU
+BUSY_ANSWER_S = 2.0  # "at once": a full queue answers in milliseconds (benchmarks/stress.py); this allows a busy CPU
 
 
 @pytest.fixture(scope="module")
@@ -160,3 +161,12 @@ def test_the_cache_sweeper_survives_uploads_arriving_mid_sweep(presets, engine):
         old.write_text("an upload")
         served.demo.upload_file_set.add(str(old))
         assert stress.wait_for(lambda: not old.exists(), 6.0, 0.1) is not None, "the sweeper stopped sweeping"
+
+
+def test_gradio_keeps_state_for_a_bounded_number_of_sessions(presets, engine):
+    """Gradio keeps about 0.13 MB per browser session; the app caps how many (benchmarks/stress.py shows the
+    memory plateau at full size)."""
+    assert app.launch_kwargs()["state_session_capacity"] == app.SESSION_CAPACITY <= 1000
+    with stress.serve(presets, engine, session_capacity=20) as served:
+        figures = stress.sessions(served, 60, warmup=0)
+    assert figures["sessions_kept"] == 20, figures

@@ -111,7 +111,8 @@ def test_an_uploaded_file_is_served_back(served, tmp_path):
 def traversal_probes(upload_dir: str, secret: dict, port: int) -> list[str]:
     passwd_forms = ["/etc/passwd", "//etc/passwd", "../../../../../../../../etc/passwd", "%2Fetc%2Fpasswd",
                     "..%2F..%2F..%2F..%2F..%2F..%2F..%2Fetc%2Fpasswd", "%252Fetc%252Fpasswd",
-                    "..%252F..%252F..%252F..%252F..%252Fetc%252Fpasswd", "%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+                    "..%252F..%252F..%252F..%252F..%252Fetc%252Fpasswd",
+                    "%2e%2e/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
                     "....//....//....//....//etc/passwd", "/etc/./passwd", "/etc//passwd", "file:///etc/passwd",
                     f"{upload_dir}/../../../../etc/passwd", f"{upload_dir}/..%2F..%2F..%2F..%2Fetc%2Fpasswd",
                     f"{upload_dir}/%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd", "/proc/self/root/etc/passwd",
