@@ -1,0 +1,178 @@
+"""2. The app over HTTP: TTFT and tokens/s through `gradio_client` against the engine in-process, on each tab.
+
+The app runs in its own process (`python app.py`, or `benchmarks.serve` for another checkpoint), as it does for a
+user; this process is the client. The in-process baseline is `Engine.stream` on an already-decoded request, so
+what HTTP adds covers everything a user's request goes through besides the model: the upload, the queue, input
+checks and decoding (`mmgpt.inputs`), the handler's pump thread, drawing the spectrogram (Microphone tab), the
+server-sent events and the client.
+
+- TTFT: from `submit` (or the `stream()` call) to the first update with non-empty text.
+- tokens/s: tokens written between the first and the last update with new text, divided by the time between
+  them. Greedy decoding makes both paths write the same tokens in the same pieces, so the token counts come from
+  the in-process stream's updates (matched by text) and the ratio is a ratio of the two time spans.
+"""
+
+import time
+
+from .common import (
+    PRESET,
+    Context,
+    Figure,
+    Result,
+    generate_args,
+    interleaved,
+    median,
+    percentile,
+    shared_server,
+    timed_job,
+)
+
+NAME = "app_http"
+TITLE = "The app over HTTP (gradio_client) vs the engine in-process"
+TABS = ("caption", "transcribe", "generate")
+PROMPT = "ROMEO:"
+TEXT_TOKENS = 64  # the Text tab's default max_new_tokens
+
+
+def example_image(ctx: Context):
+    from .common import REPO_ROOT
+
+    path = REPO_ROOT / "assets" / "examples" / "scene_0.png"
+    if path.is_file():
+        return path
+    from PIL import Image
+
+    path = ctx.tmp / "scene.png"
+    if not path.is_file():
+        image = Image.new("RGB", (64, 64), (120, 120, 110))
+        image.paste((220, 40, 40), (16, 16, 40, 40))
+        image.save(path)
+    return path
+
+
+def example_speech(ctx: Context):
+    from .common import REPO_ROOT
+
+    path = REPO_ROOT / "assets" / "examples" / "speech_0.wav"
+    if path.is_file():
+        return path
+    import numpy as np
+    import soundfile as sf
+
+    path = ctx.tmp / "speech.wav"
+    if not path.is_file():
+        t = np.arange(32_000) / 16_000
+        sf.write(path, (0.3 * np.sin(2 * np.pi * 180 * t) * (np.sin(2 * np.pi * 4 * t) > 0)).astype(np.float32),
+                 16_000)
+    return path
+
+
+def run(ctx: Context) -> Result:
+    from gradio_client import handle_file
+
+    from mmgpt import inputs
+    from mmgpt.engine import AudioRequest, GenerationParams, ImageRequest, TextRequest
+
+    engine = ctx.engine()
+    client = shared_server(ctx).client()
+    image, speech = example_image(ctx), example_speech(ctx)
+    preset_params = engine.preset(PRESET).params()
+    local = {
+        "caption": (ImageRequest(inputs.load_image(str(image)), ""), preset_params),
+        "transcribe": (AudioRequest(inputs.load_audio(str(speech)).waveform), preset_params),
+        "generate": (TextRequest(PROMPT), GenerationParams(max_new_tokens=TEXT_TOKENS)),
+    }
+    remote = {
+        "caption": lambda: client.submit(handle_file(str(image)), "", PRESET, api_name="/caption"),
+        "transcribe": lambda: client.submit(handle_file(str(speech)), PRESET, api_name="/transcribe"),
+        "generate": lambda: client.submit(**generate_args(PROMPT, TEXT_TOKENS), api_name="/generate"),
+    }
+    repeats = ctx.size(1, 20)
+    figures, details = [], {"repeats": repeats, "text_tab_max_new_tokens": TEXT_TOKENS,
+                            "before_generation_ms": handler_costs(image, speech, ctx.size(1, 5))}
+    for tab in TABS:
+        tokens_at: dict[str, int] = {}  # text so far -> tokens written when the engine released it
+
+        def in_process(tab=tab):
+            request, params = local[tab]
+            started = time.perf_counter()
+            updates = [(time.perf_counter(), u) for u in engine.stream(PRESET, request, params)]
+            for _, update in updates:
+                tokens_at.setdefault(update.text, update.tokens)
+            return measure(started, [(t, u.text) for t, u in updates], tokens_at, updates[-1][1].tokens)
+
+        def over_http(tab=tab):
+            started = time.perf_counter()
+            outputs = timed_job(remote[tab]())
+            return measure(started, [(t, out[0] or "") for t, out in outputs if out], tokens_at, None)
+
+        in_process(), over_http()  # warm-up: first-call costs of both paths
+        runs = interleaved({"in_process": in_process, "http": over_http}, repeats)
+        stats = {path: summarize(samples) for path, samples in runs.items()}
+        same = all(h["text"] == runs["in_process"][0]["text"] for h in runs["http"])
+        added = stats["http"]["ttft_p50_ms"] - stats["in_process"]["ttft_p50_ms"]
+        if stats["http"]["tokens_per_s"] and stats["in_process"]["tokens_per_s"]:
+            ratio, basis = stats["http"]["tokens_per_s"] / stats["in_process"]["tokens_per_s"], "streaming span"
+        else:  # the answer came in one piece: no span to time, so compare whole requests
+            ratio, basis = stats["in_process"]["end_to_end_p50_ms"] / stats["http"]["end_to_end_p50_ms"], "end to end"
+        figures += [
+            Figure(f"{tab}_http_added_ttft_p50_ms", added, "ms", "<= 100", "p50 TTFT over HTTP - p50 in-process"),
+            Figure(f"{tab}_tokens_per_s_ratio", ratio, "x", ">= 0.9", "median tokens/s over HTTP / in-process"),
+            Figure(f"{tab}_ttft_p50_ms_http", stats["http"]["ttft_p50_ms"], "ms"),
+            Figure(f"{tab}_ttft_p95_ms_http", stats["http"]["ttft_p95_ms"], "ms"),
+            Figure(f"{tab}_ttft_p50_ms_in_process", stats["in_process"]["ttft_p50_ms"], "ms"),
+            Figure(f"{tab}_ttft_p95_ms_in_process", stats["in_process"]["ttft_p95_ms"], "ms"),
+        ]
+        details[tab] = {**stats, "tokens_per_s_ratio_basis": basis, "same_text_both_paths": same, "text": runs["in_process"][0]["text"][:200]}
+    return Result(figures, details)
+
+
+def handler_costs(image, speech, repeats: int) -> dict:
+    """Median ms of what the app's handlers do before the engine starts (in this process, for comparison)."""
+    from mmgpt import figures, inputs
+
+    def timed(fn) -> float:
+        samples = []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - started) * 1000)
+        return median(samples)
+
+    waveform = inputs.load_audio(str(speech)).waveform
+    return {
+        "load_image_ms": timed(lambda: inputs.load_image(str(image))),
+        "load_audio_ms": timed(lambda: inputs.load_audio(str(speech))),
+        "spectrogram_image_ms": timed(lambda: figures.spectrogram_image(waveform)),
+        "audio_seconds": len(waveform) / 16_000,
+    }
+
+
+def measure(started: float, texts: list[tuple[float, str]], tokens_at: dict, total_tokens: int | None) -> dict:
+    """TTFT, streaming span and tokens/s of one request from its (arrival time, text so far) updates."""
+    changes = []  # (time, text) of each update whose text differs from the one before, non-empty only
+    for t, text in texts:
+        if text and (not changes or changes[-1][1] != text):
+            changes.append((t, text))
+    if not changes:
+        raise RuntimeError("the request streamed no text")
+    (t_first, first), (t_last, last) = changes[0], changes[-1]
+    tokens = None
+    if first in tokens_at and last in tokens_at:
+        tokens = tokens_at[last] - tokens_at[first]
+    rate = tokens / (t_last - t_first) if tokens and t_last > t_first else None
+    return {"ttft_s": t_first - started, "end_s": texts[-1][0] - started, "tokens_per_s": rate,
+            "pieces": len(changes), "text": last, "tokens": total_tokens}
+
+
+def summarize(samples: list[dict]) -> dict:
+    ttfts = [s["ttft_s"] * 1000 for s in samples]
+    rates = [s["tokens_per_s"] for s in samples if s["tokens_per_s"] is not None]
+    return {
+        "ttft_p50_ms": percentile(ttfts, 50),
+        "ttft_p95_ms": percentile(ttfts, 95),
+        "end_to_end_p50_ms": percentile([s["end_s"] * 1000 for s in samples], 50),
+        "tokens_per_s": median(rates) if rates else None,
+        "pieces_streamed": median([s["pieces"] for s in samples]),
+        "ttft_ms": ttfts,
+    }
