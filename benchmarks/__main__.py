@@ -102,6 +102,7 @@ def main(argv=None) -> int:
     started_utc = datetime.now(timezone.utc).isoformat(timespec="seconds")
     load_before = os.getloadavg()
     model_dir, kind = resolve_model(args.model, args.smoke, tmp)
+    sizes = model_sizes(model_dir)  # read now: a random model lives in `tmp`, which is removed below
     ctx = Context(smoke=args.smoke, model_dir=model_dir, model_kind=kind, tmp=tmp)
     print(f"mmgpt benchmarks{' (smoke: smallest sizes, figures meaningless)' if args.smoke else ''}: "
           f"model {model_dir} ({kind} weights)", flush=True)
@@ -130,7 +131,7 @@ def main(argv=None) -> int:
             "seconds": round(time.perf_counter() - started, 1),
             "smoke": args.smoke,
             "model": {"path": None if kind == "random" else os.path.relpath(model_dir, REPO_ROOT),
-                      "weights": kind, "sizes": model_sizes(model_dir)},
+                      "weights": kind, "sizes": sizes},
             "load_average_before_after": [round(x, 2) for x in (*load_before[:1], *os.getloadavg()[:1])],
             "machine": machine(),
         },

@@ -1,0 +1,85 @@
+"""`python -m benchmarks --smoke` runs every benchmark at its smallest size and writes every figure.
+
+Benchmarks are not tests: this checks that each figure is there and is a finite number, never what it is.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TABS = ("caption", "transcribe", "generate")
+SIZES = ("mmgpt_tiny", "gpt2_small")
+FIGURES = {
+    "streaming": ["tokens_per_s_ratio", "stream_tokens_per_s", "generate_tokens_per_s"],
+    "app_http": [f"{tab}_{figure}" for tab in TABS for figure in (
+        "http_added_ttft_p50_ms", "tokens_per_s_ratio", "ttft_p50_ms_http", "ttft_p95_ms_http",
+        "ttft_p50_ms_in_process", "ttft_p95_ms_in_process")],
+    "decoder": [f"{size}_{figure}" for size in SIZES for figure in (
+        "decode_ratio", "train_step_ratio", "decode_tokens_per_s_mmgpt", "decode_tokens_per_s_gpt2",
+        "train_step_ms_mmgpt", "train_step_ms_gpt2")],
+    "memory_ceiling": ["gpt2_decode_fraction_of_ceiling", "mmgpt_at_gpt2_small_decode_fraction_of_ceiling",
+                       "memory_bandwidth_gb_per_s", "ceiling_tokens_per_s"],
+    "audio": ["long_flac_load_resample_s", "long_log_mel_s", "long_total_x_real_time", "long_wav_load_resample_s",
+              "speech_real_time_factor"],
+    "startup": ["cold_start_http_200_s", "cold_start_first_token_s", "rss_idle_mib", "rss_mmgpt_tiny_loaded_mib",
+                "rss_growth_per_session_mib"],
+    "concurrency": ["engine_4_clients_ratio", "engine_8_clients_ratio", "engine_1_client_tokens_per_s",
+                    "http_4_clients_ratio", "http_8_clients_ratio", "http_1_client_tokens_per_s"],
+}
+
+
+@pytest.fixture(scope="module")
+def smoke_report(tmp_path_factory) -> dict:
+    out = tmp_path_factory.mktemp("benchmarks") / "results.json"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
+           "GRADIO_ANALYTICS_ENABLED": "False"}
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    return json.loads(out.read_text())
+
+
+def numbers(value):
+    if isinstance(value, bool) or value is None or isinstance(value, str):
+        return
+    if isinstance(value, (int, float)):
+        yield value
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from numbers(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from numbers(item)
+
+
+def test_smoke_run_reports_every_figure(smoke_report):
+    benchmarks = smoke_report["benchmarks"]
+    assert set(benchmarks) == set(FIGURES)
+    for name, figures in FIGURES.items():
+        assert "error" not in benchmarks[name], benchmarks[name].get("error")
+        reported = benchmarks[name]["figures"]
+        assert set(figures) <= set(reported), f"{name} lacks {sorted(set(figures) - set(reported))}"
+        for figure in figures:
+            value = reported[figure]["value"]
+            assert isinstance(value, (int, float)) and math.isfinite(value), (name, figure, value)
+
+
+def test_every_number_in_the_report_is_finite(smoke_report):
+    bad = [n for n in numbers(smoke_report) if not math.isfinite(n)]
+    assert not bad
+
+
+def test_the_report_says_what_was_measured(smoke_report):
+    meta = smoke_report["meta"]
+    assert meta["smoke"] is True
+    assert meta["model"]["weights"] == "random"
+    assert {"cpu_count", "torch_threads", "torch"} <= set(meta["machine"])
+    for name, figures in FIGURES.items():
+        for figure in smoke_report["benchmarks"][name]["figures"].values():
+            assert set(figure) == {"value", "unit", "target", "met", "note"}
