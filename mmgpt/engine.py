@@ -55,6 +55,7 @@ MIN_WINDOW_SECONDS = 0.25  # a shorter tail after the last full audio window is 
 TASK_OF_REQUEST = {ImageRequest: "image", AudioRequest: "audio", TextRequest: "text"}
 MIN_PROMPT_SHARE = 0.5  # a trimmed prompt keeps at least this share of the context, even if that leaves less room
 TRIM_ATTEMPTS = 4  # re-tokenizing trimmed text can shift a token or two; trim again at most this many times
+HOLD_BACK_TOKENS = 4  # UTF-8 characters span at most 4 bytes: text still incomplete after that many tokens is invalid
 
 
 class GenerationTimeout(TimeoutError):
@@ -112,7 +113,8 @@ class _TokenStreamer(TextIteratorStreamer):
 
     Each new token is decoded together with the few tokens before it (so that tokenizers which drop a word's
     leading space at the start of a sequence still get it right), and text ending in an incomplete UTF-8 sequence
-    ("\ufffd") waits for the next token. At the end of each window the whole window is decoded once more, and that
+    ("\ufffd") waits for the next token, up to `HOLD_BACK_TOKENS` tokens (a model can also write invalid bytes,
+    which no later token completes). At the end of each window the whole window is decoded once more, and that
     text is final, so the last update equals decoding `generate()`'s output. Queue items are `_Chunk`s holding all
     the text so far, the token count, the window and token times.
     """
@@ -144,7 +146,8 @@ class _TokenStreamer(TextIteratorStreamer):
         self._ids.extend(ids)
         before = self.tokenizer.decode(self._ids[self._prefix : self._read], **self.decode_kwargs)
         after = self.tokenizer.decode(self._ids[self._prefix :], **self.decode_kwargs)
-        if len(after) > len(before) and not after.endswith("\ufffd"):
+        complete = not after.endswith("\ufffd") or len(self._ids) - self._read >= HOLD_BACK_TOKENS
+        if len(after) > len(before) and complete:
             self._prefix, self._read = self._read, len(self._ids)
             self._pieces.append(after[len(before) :])
             self._send(_join_text(self.text, "".join(self._pieces)))

@@ -267,6 +267,18 @@ def test_the_streamer_holds_back_a_character_cut_across_tokens():
     assert len(complete) < len(ids) and len(texts) - 1 == len(complete)  # a release per token that ends a character
 
 
+def test_the_streamer_does_not_hold_back_invalid_bytes_for_ever():
+    from mmgpt.model.processing_mmgpt import train_tokenizer
+
+    tokenizer = train_tokenizer(["plain ascii words only"], vocab_size=300)
+    stray = tokenizer("é", add_special_tokens=False)["input_ids"][-1]  # é's second byte: invalid on its own
+    streamer = engine_module._TokenStreamer(tokenizer, timeout=1.0)
+    streamer.put(torch.tensor([[0]]))  # the prompt
+    for _ in range(3 * engine_module.HOLD_BACK_TOKENS):
+        streamer.put(torch.tensor([stray]))
+    assert streamer.text_queue.qsize() == 3  # released every HOLD_BACK_TOKENS tokens, not only at the end
+
+
 def test_max_new_tokens_is_capped_at_the_models_context(engine):
     last = final_update(list(engine.stream("tiny", PROMPT, GenerationParams(max_new_tokens=2048))))
     assert last.tokens == 512 - len(PROMPT.prompt.split())  # n_positions minus the prompt
