@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .data import TEST_VOICES, TRAIN_VOICES
 from .evaluate import REFERENCE_TEXT_NATS, TARGETS, _lookup
 
 SHIPPED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
@@ -68,6 +69,19 @@ def _metric_rows(results: dict) -> str:
     return "\n".join(rows)
 
 
+def _image_stem(config) -> str:
+    if not config.image_stem_layers:
+        return ""
+    return f"a convolutional stem ({config.image_stem_layers} stride-2 3x3 convolutions, GELU), then "
+
+
+def _mel_warp(train_cfg: dict) -> str:
+    warp = train_cfg.get("mel_warp", 0.0)
+    if not warp:
+        return ""
+    return f", each heard with its frequencies warped by a random factor within +/-{warp:.0%}"
+
+
 def model_card(config, state: dict, results: dict, n_params: int, command: str) -> str:
     train_cfg = state["config"]
     minutes = state["train_seconds"] / 60
@@ -103,9 +117,9 @@ print(processor.decode(model.generate(**inputs)[0, inputs["input_ids"].shape[1]:
 ## Architecture
 - **Decoder:** {config.n_layer} pre-LN causal blocks, width {config.n_embd}, {config.n_head} heads,
   `scaled_dot_product_attention`, GELU MLP, learned positions (context {config.n_positions}), tied embeddings.
-- **Image encoder:** {config.patch_size}x{config.patch_size} patches of a {config.image_size}x{config.image_size}
-  image ({config.num_patches} prefix tokens), learned 2-D (row + column) positions, {config.image_layers}
-  bidirectional blocks.
+- **Image encoder:** {_image_stem(config)}{config.patch_size}x{config.patch_size} patches of a
+  {config.image_size}x{config.image_size} image ({config.num_patches} prefix tokens), learned 2-D (row + column)
+  positions, {config.image_layers} bidirectional blocks.
 - **Audio encoder:** 80-bin log-mel at 16 kHz (10 ms hop), two stride-2 Conv1d layers (one token per 40 ms),
   sinusoidal positions `PE(pos,2i)=sin(pos/10000^(2i/d))`, `PE(pos,2i+1)=cos(...)`, {config.audio_layers}
   bidirectional blocks.
@@ -117,9 +131,9 @@ All made by the project (`mmgpt/data/`), deterministic given a seed:
 - **Scenes:** 1 to 3 of 6 shapes in 8 colours and 2 sizes on varied, noisy backgrounds, with one canonical
   caption each ("a large red circle at the top left", "a small blue square above a large green star",
   three objects listed left to right). Eight colour+shape pairs never appear in training (compositional split).
-- **Speech:** espeak-ng speaking scene captions, numbers 0-999 and 40 short commands in 12 training voices,
-  130-200 wpm, varied pitch, white or pink noise at 10-30 dB SNR; 3 other voices are held out for testing.
-  {train_cfg['speech_pool']} training utterances.
+- **Speech:** espeak-ng speaking scene captions, numbers 0-999 and 40 short commands in {len(TRAIN_VOICES)} training voices,
+  130-200 wpm, varied pitch, white or pink noise at 10-30 dB SNR; {len(TEST_VOICES)} other voices are held out for
+  testing. {train_cfg['speech_pool']} training utterances{_mel_warp(train_cfg)}.
 - **Text:** Tiny Shakespeare, first 90% of characters (nanoGPT's split); the corpus is not redistributed here.
 
 ## Training
@@ -127,7 +141,8 @@ Every step sums the losses of three sub-batches: {train_cfg['text_batch']} text 
 {train_cfg['text_block']} tokens, {train_cfg['image_batch']} captioned scenes and {train_cfg['audio_batch']}
 utterances. AdamW (lr {train_cfg['lr']}, betas 0.9/0.95, weight decay {train_cfg['weight_decay']} on matrices),
 {train_cfg['warmup_steps']} warmup steps then cosine decay to {train_cfg['min_lr']}, gradient clipping at
-{train_cfg['grad_clip']}, dropout {train_cfg['dropout']}, seed {train_cfg['seed']}.
+{train_cfg['grad_clip']}, dropout {train_cfg['dropout']}, {train_cfg.get('precision', 'fp32')} autocast, seed
+{train_cfg['seed']}.
 
 - Command: `{command}`
 - Steps: {state['step']}; training wall time: {minutes:.1f} min on a 2-core CPU (evaluation pauses excluded),

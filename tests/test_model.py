@@ -451,6 +451,42 @@ def test_generating_past_the_context_raises_naming_both_lengths():
         greedy(model, {"input_ids": torch.full((1, 30), 10)}, max_new_tokens=5, min_new_tokens=5)
 
 
+# ---------------------------------------------------------------------------------------------------------------
+# The image encoder's convolutional stem and position tables
+
+
+@pytest.mark.parametrize("stem_layers", [1, 2, 3])
+def test_a_convolutional_stem_keeps_one_prefix_token_per_patch(stem_layers):
+    model, processor = tiny_model_and_processor(seed=0, image_stem_layers=stem_layers, **LIVELY)
+    pixels = processor(images=random_image(0))["pixel_values"]
+    patches = model.transformer.image_encoder(pixels)
+    assert patches.shape == (1, model.config.num_patches, model.config.n_embd)
+    assert [m.stride for m in model.transformer.image_encoder.stem if isinstance(m, torch.nn.Conv2d)] == \
+        [(2, 2)] * stem_layers
+
+
+def test_a_model_with_a_stem_saves_and_loads_to_the_same_logits(tmp_path):
+    """Loading must keep the trained stem and position tables, not re-initialize them."""
+    model, processor = tiny_model_and_processor(seed=4, image_stem_layers=2, image_position_std=0.5)
+    model.save_pretrained(tmp_path)
+    loaded = MMGPTForCausalLM.from_pretrained(tmp_path).eval()
+    batch = processor(images=random_image(0), text="a small")
+    torch.testing.assert_close(logits_of(loaded, **batch), logits_of(model, **batch))
+
+
+def test_image_position_tables_start_at_the_configured_scale():
+    for std in (None, 0.3):
+        model, _ = tiny_model_and_processor(seed=0, n_embd=64, image_position_std=std)
+        table = model.transformer.image_encoder.row_embed.weight
+        expected = std or model.config.initializer_range
+        assert abs(table.std().item() - expected) < 0.25 * expected
+
+
+def test_a_stem_that_would_shrink_a_patch_below_one_pixel_raises_naming_both_numbers():
+    with pytest.raises(ValueError, match=r"patch_size \(8\).*\b16\b"):
+        MMGPTConfig(patch_size=8, image_stem_layers=4)
+
+
 @pytest.mark.parametrize("change", [-1, +1])
 def test_a_wrong_number_of_image_placeholders_raises(tiny, change):
     model, processor = tiny

@@ -23,7 +23,7 @@ from mmgpt.data import load_shakespeare, scene_dataset, speech_dataset
 from mmgpt.data.text import default_corpus_path
 from mmgpt.model.processing_mmgpt import pad_features
 from mmgpt.model.testing import tiny_model_and_processor
-from mmgpt.train import TrainConfig, pad_right, train
+from mmgpt.train import TrainConfig, pad_right, train, warp_frequencies
 
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
 needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng is not installed (apt-get install -y espeak-ng)")
@@ -47,6 +47,33 @@ def corpus_text(chars: int) -> str:
     path = default_corpus_path()
     text = load_shakespeare(path) if path.is_file() else FALLBACK_TEXT * (chars // len(FALLBACK_TEXT) + 1)
     return text[:chars]
+
+
+# --- frequency warping of training clips ----------------------------------------------------------------------
+
+
+def log_mel_of_a_tone(hz: float) -> np.ndarray:
+    from mmgpt.audio import log_mel_spectrogram
+
+    t = np.arange(SAMPLE_RATE // 2) / SAMPLE_RATE
+    return log_mel_spectrogram((0.5 * np.sin(2 * np.pi * hz * t)).astype(np.float32))
+
+
+def peak_bin(features: np.ndarray) -> int:
+    return int(np.argmax(features.mean(axis=1)))
+
+
+def test_a_warp_of_one_leaves_the_features_unchanged():
+    features = log_mel_of_a_tone(1000.0)
+    np.testing.assert_allclose(warp_frequencies(features, 1.0), features, atol=1e-6)
+
+
+@pytest.mark.parametrize("factor", [0.88, 1.12])
+def test_warping_moves_a_tone_to_the_bin_of_its_scaled_frequency(factor):
+    warped = warp_frequencies(log_mel_of_a_tone(1000.0), factor)
+    assert warped.shape == log_mel_of_a_tone(1000.0).shape
+    assert abs(peak_bin(warped) - peak_bin(log_mel_of_a_tone(1000.0 * factor))) <= 1
+    assert peak_bin(warped) != peak_bin(log_mel_of_a_tone(1000.0))
 
 
 # --- a tiny config overfits one batch of each task -------------------------------------------------------------

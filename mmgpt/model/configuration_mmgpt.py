@@ -36,6 +36,8 @@ class MMGPTConfig(PretrainedConfig):
         patch_size: int = 8,
         num_channels: int = 3,
         image_layers: int = 2,
+        image_stem_layers: int = 0,
+        image_position_std: float | None = None,
         # audio encoder
         num_mel_bins: int = 80,
         max_audio_frames: int = 1000,
@@ -55,6 +57,11 @@ class MMGPTConfig(PretrainedConfig):
             raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
         if image_size % patch_size != 0:
             raise ValueError(f"image_size ({image_size}) must be divisible by patch_size ({patch_size})")
+        if patch_size % 2**image_stem_layers != 0:
+            raise ValueError(
+                f"patch_size ({patch_size}) must be divisible by 2**image_stem_layers ({2**image_stem_layers}): "
+                "each stem layer halves the resolution before the patch embedding"
+            )
         self.vocab_size = vocab_size
         self.n_positions = n_positions
         self.n_embd = n_embd
@@ -68,6 +75,12 @@ class MMGPTConfig(PretrainedConfig):
         self.patch_size = patch_size
         self.num_channels = num_channels
         self.image_layers = image_layers
+        # Stride-2 3x3 convolutions before the patch embedding ("early convolutions help transformers see
+        # better", Xiao et al. 2021): 0 is a plain ViT patch embedding.
+        self.image_stem_layers = image_stem_layers
+        # Init std of the row and column position tables; None means initializer_range. Patch content starts
+        # near 0.3, and tables far smaller than that are slow to learn where things are.
+        self.image_position_std = image_position_std
         self.num_mel_bins = num_mel_bins
         self.max_audio_frames = max_audio_frames
         self.audio_layers = audio_layers

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache, GenerationMixin, PreTrainedModel
+from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
 
 from ..audio import SILENCE_FEATURE
@@ -96,22 +97,42 @@ class Block(nn.Module):
         return x, weights
 
 
+class StemConv(nn.Conv2d):
+    """A 3x3 stride-2 convolution of the image stem; its own type so that `_init_weights` can give it He init."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__(in_channels, out_channels, kernel_size=3, stride=2, padding=1)
+
+
+class PositionTable(nn.Embedding):
+    """A learned table of image rows or columns; its own type so that `_init_weights` can pick its scale."""
+
+
 class ImageEncoder(nn.Module):
-    """Patches -> bidirectional blocks -> one decoder-width vector per patch."""
+    """[convolutional stem ->] patches -> bidirectional blocks -> one decoder-width vector per patch."""
 
     def __init__(self, config: MMGPTConfig):
         super().__init__()
         self.grid = config.image_size // config.patch_size
-        self.patch_embed = nn.Conv2d(config.num_channels, config.n_embd, config.patch_size, stride=config.patch_size)
-        self.row_embed = nn.Embedding(self.grid, config.n_embd)  # 2-D positions: a row vector plus a column vector
-        self.col_embed = nn.Embedding(self.grid, config.n_embd)
+        # Each stem layer halves the resolution and doubles the channels, ending at n_embd / 2; the patch
+        # embedding then covers what is left of a patch (patch_size / 2**stem_layers pixels of its input).
+        stem, channels = [], config.num_channels
+        for i in reversed(range(config.image_stem_layers)):
+            out = config.n_embd // 2 ** (i + 1)
+            stem += [StemConv(channels, out), nn.GELU()]
+            channels = out
+        self.stem = nn.Sequential(*stem)
+        patch = config.patch_size // 2**config.image_stem_layers
+        self.patch_embed = nn.Conv2d(channels, config.n_embd, patch, stride=patch)
+        self.row_embed = PositionTable(self.grid, config.n_embd)  # 2-D positions: a row vector plus a column vector
+        self.col_embed = PositionTable(self.grid, config.n_embd)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.image_layers))
         self.ln_post = nn.LayerNorm(config.n_embd, eps=config.layer_norm_epsilon)
         self.proj = nn.Linear(config.n_embd, config.n_embd)
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`(B, C, image_size, image_size)` -> `(B, P, D)`, patches in row-major order."""
-        x = self.patch_embed(pixel_values).flatten(2).transpose(1, 2)  # (B, P, D)
+        x = self.patch_embed(self.stem(pixel_values)).flatten(2).transpose(1, 2)  # (B, P, D)
         idx = torch.arange(self.grid, device=x.device)
         pos = (self.row_embed(idx)[:, None, :] + self.col_embed(idx)[None, :, :]).reshape(-1, x.shape[-1])
         x = x + pos
@@ -158,6 +179,14 @@ class MMGPTPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = False
     _no_split_modules = ["Block"]
     _supports_sdpa = True
+
+    def _init_weights(self, module):
+        super()._init_weights(module)
+        if isinstance(module, PositionTable):
+            init.normal_(module.weight, std=self.config.image_position_std or self.config.initializer_range)
+        elif isinstance(module, StemConv):  # at std 0.02, a stack of convolutions fades the image out
+            init.kaiming_normal_(module.weight, nonlinearity="relu")
+            init.zeros_(module.bias)
 
 
 class MMGPTModel(MMGPTPreTrainedModel):
