@@ -23,7 +23,7 @@ from pathlib import Path
 import gradio as gr
 from gradio import route_utils
 
-from mmgpt import figures, inputs
+from mmgpt import figures, inputs, overlays
 from mmgpt.engine import (
     AudioRequest,
     Engine,
@@ -274,28 +274,78 @@ class Handlers:
     def check_preset(self, task: str, name) -> str:
         return inputs.check_choice(name, [preset.name for preset in self.presets(task)], "preset_unknown")
 
-    def caption(self, image, prompt, preset, lang=""):
-        """Describe a picture: (description so far, stats)."""
+    def caption(self, image, prompt, preset, show_maps=True, lang=""):
+        """Describe a picture: (description so far, stats, heatmap, word choices, maps).
+
+        With `show_maps`, the last update adds where the model looked for each word (one forward pass after the
+        description has streamed) and the heatmap of its first content word."""
         preset = self.check_preset("image", preset)
         notes: list[Message] = []
         picture = inputs.load_image(image, notes)
         start, prompt_notes = inputs.clean_prompt(prompt, MAX_CAPTION_PROMPT_CHARS, required=False)
         _warn(notes + prompt_notes, lang)
         params = self.engine.preset(preset).params()
-        yield from stream_text(self.engine, preset, ImageRequest(picture, start), params, lang)
+        request = ImageRequest(picture, start)
+        text, stats = "", ""
+        for text, stats, *_ in stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS):
+            yield (text, stats, *SKIP_MAPS)
+        explanation = self.explain(preset, request, text, show_maps)
+        maps = explanation and explanation.image_maps
+        if not maps:
+            yield (text, stats, None, gr.update(choices=[], value=None), None)
+            return
+        word = first_content_word(maps)
+        yield (text, stats, overlays.heatmap_overlay(picture, maps[word].grid),
+               gr.update(choices=overlays.word_choices(maps), value=word), [(m.word, m.grid) for m in maps])
 
-    def transcribe(self, audio, preset, lang=""):
-        """Transcribe a recording: (transcript so far, stats, spectrogram)."""
+    def image_word(self, image, word, maps):
+        """The heatmap of the chosen word of the description, over the picture."""
+        if not maps or not isinstance(word, int) or not 0 <= word < len(maps):
+            yield None
+            return
+        yield overlays.heatmap_overlay(inputs.load_image(image, []), maps[word][1])
+
+    def explain(self, preset: str, request, text: str, show_maps):
+        """The answer's `explain.Explanation`, or None when the toggle is off or there is no answer."""
+        if not show_maps or not text:
+            return None
+        explanation = self.engine.explain(preset, request, text)
+        if explanation.note:
+            gr.Info(html.escape(explanation.note, quote=False))
+        return explanation
+
+    def transcribe(self, audio, preset, show_maps=True, lang=""):
+        """Transcribe a recording: (transcript so far, stats, spectrogram, word choices, attention curves).
+
+        With `show_maps`, the last update draws under the spectrogram when the model listened for the first
+        content word, and offers every word for the same (one forward pass after the transcript)."""
         preset = self.check_preset("audio", preset)
         clip = inputs.load_audio(audio)
         _warn(clip.notes, lang)
         spectrogram = figures.spectrogram_image(clip.waveform)
         params = self.engine.preset(preset).params()
+        request = AudioRequest(clip.waveform)
         # the picture goes out first and last (the last is what API callers get), not with every token
-        last = None
-        for last in stream_text(self.engine, preset, AudioRequest(clip.waveform), params, lang, gr.skip()):
-            yield last if last[0] else (*last[:2], spectrogram)
-        yield (*last[:2], spectrogram)
+        text, stats = "", ""
+        for text, stats, *_ in stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS):
+            yield (text, stats, *SKIP_MAPS) if text else (text, stats, spectrogram, *SKIP_MAPS[1:])
+        explanation = self.explain(preset, request, text, show_maps)
+        curves = explanation and explanation.audio_curves
+        if not curves:
+            yield (text, stats, spectrogram, gr.update(choices=[], value=None), None)
+            return
+        word = first_content_word(curves)
+        yield (text, stats, curve_picture(clip.waveform, curves[word]),
+               gr.update(choices=overlays.word_choices(curves), value=word),
+               [(c.word, c.weights, c.seconds_per_step) for c in curves])
+
+    def audio_word(self, audio, word, curves):
+        """The spectrogram with the chosen transcript word's attention over time under it."""
+        if not curves or not isinstance(word, int) or not 0 <= word < len(curves):
+            yield gr.skip()
+            return
+        label, weights, seconds_per_step = curves[word]
+        yield overlays.spectrogram_with_attention(inputs.load_audio(audio).waveform, weights, seconds_per_step, label)
 
     def reply(self, transcript, preset, lang=""):
         """Answer a transcript with a text model: (reply so far, stats)."""
@@ -309,8 +359,11 @@ class Handlers:
         yield from stream_text(self.engine, preset, request, self.engine.preset(preset).params(), lang)
 
     def generate(self, prompt, task, target_language, context, preset, max_new_tokens, temperature, top_p, top_k,
-                 repetition_penalty, seed, lang=""):
-        """Continue, chat, summarize, translate or answer: (output so far, stats)."""
+                 repetition_penalty, seed, show_maps=True, lang=""):
+        """Continue, chat, summarize, translate or answer: (output so far, stats, token confidences, alternatives).
+
+        With `show_maps`, the last update colours each token by the probability the model gave it and keeps
+        its top 5 alternatives for when one is selected (one forward pass after the output)."""
         preset = self.check_preset("text", preset)
         task = inputs.check_choice(task, list(TEXT_TASK_KEYS), "task_unknown")
         text_tasks = self.engine.preset(preset).text_tasks
@@ -324,7 +377,23 @@ class Handlers:
         _warn(notes + language_notes + context_notes, lang)
         params = self.settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         request = TextRequest(text, task=task, target_language=language or "French", context=passage)
-        yield from stream_text(self.engine, preset, request, params, lang)
+        output, stats = "", ""
+        for output, stats, *_ in stream_text(self.engine, preset, request, params, lang, gr.skip(), gr.skip()):
+            yield output, stats, gr.skip(), gr.skip()
+        explanation = self.explain(preset, request, output, show_maps)
+        tokens = explanation and explanation.tokens
+        if not tokens:
+            yield output, stats, None, None
+            return
+        yield output, stats, overlays.confidence_spans(tokens), [overlays.alternatives(t) for t in tokens]
+
+    @staticmethod
+    def token_alternatives(alternatives, evt: gr.SelectData):
+        """The selected token's top 5 alternatives with their probabilities."""
+        index = evt.index if isinstance(evt.index, int) else None
+        if not alternatives or index is None or not 0 <= index < len(alternatives):
+            return None
+        return alternatives[index]
 
     @staticmethod
     def settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed) -> GenerationParams:
@@ -343,6 +412,19 @@ class Handlers:
             return GenerationParams(**values)
         except ValueError as exc:
             raise InputError("settings_invalid", detail=str(exc)) from None
+
+
+SKIP_MAPS = (gr.skip(), gr.skip(), gr.skip())  # picture, word choices, maps: unchanged while text streams
+STOP_WORDS = frozenset({"a", "an", "the", "of", "at", "and", "above", "left"})  # not where a map means much
+
+
+def first_content_word(items) -> int:
+    """Index of the first word worth a map (a colour or a shape rather than "a"), else 0."""
+    return next((i for i, item in enumerate(items) if item.word.lower().strip(",.") not in STOP_WORDS), 0)
+
+
+def curve_picture(waveform, curve):
+    return overlays.spectrogram_with_attention(waveform, curve.weights, curve.seconds_per_step, curve.word)
 
 
 TEXT_TASK_KEYS = {"continue": "task_continue", "chat": "task_chat", "summarize": "task_summarize",
@@ -365,6 +447,10 @@ def _stats_box() -> gr.Textbox:
     return gr.Textbox(label=I18N("stats"), interactive=False, lines=1, max_lines=1)
 
 
+def _word_picker() -> gr.Radio:
+    return gr.Radio(choices=[], label=I18N("map_word"), info=I18N("map_word_info"), interactive=True)
+
+
 def _task_fields(task: str):
     """Show the target language for Translate and the context for Answer."""
     return gr.update(visible=task == "translate"), gr.update(visible=task == "answer")
@@ -385,6 +471,7 @@ def build_demo(engine: Engine | None = None) -> gr.Blocks:
         lang = gr.Textbox(value="", visible=False)  # filled by LANG_JS on every event
         gr.Markdown("# " + I18N("app_title"))
         gr.Markdown(I18N("app_intro"))
+        show_maps = gr.Checkbox(value=True, label=I18N("show_maps"), info=I18N("show_maps_info"))
 
         with gr.Tab(I18N("tab_image")):
             with gr.Row():
@@ -401,6 +488,9 @@ def build_demo(engine: Engine | None = None) -> gr.Blocks:
                     description = gr.Textbox(label=I18N("description"), lines=6, interactive=False,
                                              buttons=["copy"])
                     image_stats = _stats_box()
+                    image_words = _word_picker()
+                    heatmap = gr.Image(label=I18N("heatmap"), type="pil", interactive=False, format="png", height=256)
+                    image_maps = gr.State(None)  # [(word, patch grid)] of the last description
             if image_examples := _examples("*.png"):
                 gr.Examples(image_examples, inputs=[image], label=I18N("examples"), cache_examples=False)
 
@@ -416,6 +506,8 @@ def build_demo(engine: Engine | None = None) -> gr.Blocks:
                     transcript = gr.Textbox(label=I18N("transcript"), lines=4, interactive=False, buttons=["copy"])
                     audio_stats = _stats_box()
             spectrogram = gr.Image(label=I18N("spectrogram"), type="pil", interactive=False, format="png")
+            audio_words = _word_picker()
+            audio_curves = gr.State(None)  # [(word, weights over time, seconds per step)] of the last transcript
             if audio_examples := _examples("*.wav"):
                 gr.Examples(audio_examples, inputs=[audio], label=I18N("examples"), cache_examples=False)
             with gr.Row():
@@ -454,19 +546,32 @@ def build_demo(engine: Engine | None = None) -> gr.Blocks:
                 with gr.Column():
                     output = gr.Textbox(label=I18N("output"), lines=12, interactive=False, buttons=["copy"])
                     text_stats = _stats_box()
+                    confidence = gr.HighlightedText(label=I18N("confidence"), color_map=overlays.CONFIDENCE_COLOURS,
+                                                    combine_adjacent=False, show_legend=True)
+                    alternatives = gr.Label(num_top_classes=overlays.TOP_ALTERNATIVES, label=I18N("alternatives"))
+                    token_alternatives = gr.State(None)  # [{token: probability}] per token of the last output
 
-        caption_event = describe.click(handler(handlers.caption), [image, image_prompt, image_preset, lang],
-                                       [description, image_stats], api_name="caption", **events)
-        transcribe_event = transcribe.click(handler(handlers.transcribe), [audio, audio_preset, lang],
-                                            [transcript, audio_stats, spectrogram], api_name="transcribe", **events)
+        caption_event = describe.click(handler(handlers.caption), [image, image_prompt, image_preset, show_maps, lang],
+                                       [description, image_stats, heatmap, image_words, image_maps],
+                                       api_name="caption", **events)
+        transcribe_event = transcribe.click(handler(handlers.transcribe), [audio, audio_preset, show_maps, lang],
+                                            [transcript, audio_stats, spectrogram, audio_words, audio_curves],
+                                            api_name="transcribe", **events)
         reply_event = reply.click(handler(handlers.reply), [transcript, reply_preset, lang],
                                   [reply_output, reply_stats], api_name="reply", **events)
         generate_event = generate.click(
             handler(handlers.generate),
             [prompt, task, target_language, context, text_preset, max_new_tokens, temperature, top_p, top_k,
-             repetition_penalty, seed, lang],
-            [output, text_stats], api_name="generate", **events,
+             repetition_penalty, seed, show_maps, lang],
+            [output, text_stats, confidence, token_alternatives], api_name="generate", **events,
         )
+        # Picking a word or a token only redraws from what the answer's last update kept: no model runs.
+        picks = dict(preprocess=False, api_visibility="private", concurrency_limit=None)
+        image_words.input(user_facing_errors(handlers.image_word), [image, image_words, image_maps], heatmap, **picks)
+        audio_words.input(user_facing_errors(handlers.audio_word), [audio, audio_words, audio_curves], spectrogram,
+                          **picks)
+        confidence.select(handlers.token_alternatives, token_alternatives, alternatives, queue=False,
+                          api_visibility="private")
         task.change(_task_fields, task, [target_language, context], queue=False, api_visibility="private")
         for stop, event in ((image_stop, caption_event), (audio_stop, transcribe_event), (reply_stop, reply_event),
                             (text_stop, generate_event)):

@@ -7,9 +7,12 @@ checks and decoding (`mmgpt.inputs`), the handler's pump thread, drawing the spe
 server-sent events and the client.
 
 - TTFT: from `submit` (or the `stream()` call) to the first update with non-empty text.
-- tokens/s: tokens written between the first and the last update with new text, divided by the time between
-  them. Greedy decoding makes both paths write the same tokens in the same pieces, so the token counts come from
-  the in-process stream's updates (matched by text) and the ratio is a ratio of the two time spans.
+- tokens/s (the target): the decoding speed the app reports in its stats line (the engine's own measure, read
+  through gradio_client) against the same measure in-process: how much serving the app slows the model.
+- arrival tokens/s: tokens written between the first and the last update with new text, over the time between
+  their arrivals at the client (greedy decoding streams the same pieces both ways, so the token counts come from
+  the in-process updates, matched by text). Short answers arrive in one burst, which makes this meaningless
+  for them; it is reported without a target.
 """
 
 import re

@@ -314,3 +314,54 @@ def first_text_time(job) -> tuple[float | None, list[tuple[float, tuple]]]:
     outputs = timed_job(job)
     first = next((t for t, output in outputs if output and output[0]), None)
     return first, outputs
+
+
+class ForeignLoad:
+    """Measures how much CPU other processes used while a benchmark ran, in cores (0 = the machine was ours).
+
+    Busy CPU time of the whole machine (/proc/stat via psutil) minus that of this process and its children,
+    divided by the wall time. Timings taken while it is well above 0 shared the CPU with someone else.
+    """
+
+    def __init__(self):
+        import psutil
+
+        self._psutil = psutil
+        self._own = {}  # pid -> last seen cpu seconds, of this process tree
+
+    def _machine_busy(self) -> float:
+        times = self._psutil.cpu_times()
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+
+    def _own_busy(self) -> float:
+        me = self._psutil.Process()
+        for process in [me, *me.children(recursive=True)]:
+            try:
+                cpu = process.cpu_times()
+                self._own[process.pid] = cpu.user + cpu.system
+            except self._psutil.NoSuchProcess:
+                pass
+        return sum(self._own.values())
+
+    def _sample(self):
+        while not self._done.wait(0.5):  # children that start and exit in between are caught here
+            self._own_busy()
+
+    def __enter__(self):
+        import threading
+
+        self.started = time.perf_counter()
+        self.machine = self._machine_busy()
+        self.own = self._own_busy()
+        self._done = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, name="bench-foreign-load", daemon=True)
+        self._sampler.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._done.set()
+        self._sampler.join()
+        wall = time.perf_counter() - self.started
+        other = (self._machine_busy() - self.machine) - (self._own_busy() - self.own)
+        self.cores = max(other, 0.0) / wall if wall > 0 else 0.0
+        return False

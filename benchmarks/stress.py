@@ -219,8 +219,8 @@ def text_args(prompt: str = "ROMEO:", preset: str = MMGPT_PRESET, max_new_tokens
 
 
 def text_data(prompt: str = "ROMEO:", **overrides) -> list:
-    """The /generate inputs as a list, in the order the event takes them, for raw HTTP calls (lang last)."""
-    return [*text_args(prompt, **overrides).values(), "en"]
+    """The /generate inputs as a list, in the order the event takes them, for raw HTTP calls (show_maps, lang last)."""
+    return [*text_args(prompt, **overrides).values(), True, "en"]
 
 
 def submit(client, kind: str, workdir: Path, index: int, prompt: str = "ROMEO:"):

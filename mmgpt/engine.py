@@ -360,6 +360,15 @@ class Engine:
                     logger.info("evicted %s (more than %d models loaded)", evicted, self.max_loaded)
         return adapter
 
+    def explain(self, preset_name: str, request, generated: str):
+        """Token confidences and, where the model gives them, attention maps for `generated`, the answer
+        `preset_name` streamed to `request` (an `explain.Explanation`). One extra forward pass after generation,
+        so streaming never waits for it; a model that cannot give maps gets None fields and a note, not an error."""
+        from .explain import explain
+
+        self.check(preset_name, request)
+        return explain(self.load(preset_name), request, generated)
+
     def _touch(self, name: str) -> ModelAdapter | None:
         adapter = self._loaded.get(name)
         if adapter is not None:
@@ -380,6 +389,12 @@ class Engine:
         Setting `cancel`, closing the generator or running past `timeout_s` stops the worker within one
         decoding step; a timeout then raises GenerationTimeout. An error in the worker is re-raised here.
         """
+        preset = self.check(preset_name, request)
+        params = preset.params() if params is None else params
+        return self._stream(preset_name, request, params, cancel)
+
+    def check(self, preset_name: str, request) -> Preset:
+        """The preset, if it can serve `request`; else ValueError naming what it takes."""
         preset = self.preset(preset_name)
         task = TASK_OF_REQUEST.get(type(request))
         if task not in preset.tasks:
@@ -387,8 +402,7 @@ class Engine:
                              f'it takes: {", ".join(preset.tasks)}')
         if isinstance(request, TextRequest) and request.task not in preset.text_tasks:
             raise ValueError(f'"{preset_name}" cannot {request.task}; it can: {", ".join(preset.text_tasks)}')
-        params = preset.params() if params is None else params
-        return self._stream(preset_name, request, params, cancel)
+        return preset
 
     def _stream(self, preset_name, request, params, cancel) -> Iterator[StreamUpdate]:
         adapter = self.load(preset_name)

@@ -26,6 +26,16 @@ _TABLE: dict[str, tuple[str, str]] = {
         "默认的离线模型 mmgpt-tiny 只认识合成的图形和合成的语音，不认识照片和真人语音。"
         "语言：页面底部“设置” → 语言。",
     ),
+    "show_maps": ("Show what the model saw", "显示模型看到了什么"),
+    "show_maps_info": (
+        "After each answer: where it looked for each word, and how sure it was of each token (one extra pass).",
+        "每次回答之后：每个词看向了哪里，以及对每个 token 有多确定（多做一次前向计算）。",
+    ),
+    "map_word": ("Word", "词"),
+    "map_word_info": ("Pick a word to see where the model looked for it", "选一个词，看模型为它看向了哪里"),
+    "heatmap": ("Where the model looked for the word", "模型为这个词看向的位置"),
+    "confidence": ("How sure the model was of each token (select one)", "模型对每个 token 的把握（可点选）"),
+    "alternatives": ("Top 5 alternatives for the selected token", "所选 token 的前 5 个候选"),
     "tab_image": ("Image", "图像"),
     "tab_microphone": ("Microphone", "麦克风"),
     "tab_text": ("Text", "文本"),

@@ -27,6 +27,7 @@ HEATMAP_COLORMAP = "inferno"
 SPECTROGRAM_INCHES = (8.0, 3.4)  # width, height of the spectrogram + attention figure
 ATTENTION_COLOUR = "#1f77b4"
 CONFIDENCE_LEVELS = ((0.8, "sure"), (0.4, "unsure"), (0.0, "guess"))  # (lowest probability, category)
+TOP_ALTERNATIVES = 5  # alternatives a gr.Label shows for a selected token (explain.TOP_K gives as many)
 CONFIDENCE_COLOURS = {"sure": "#2ca02c", "unsure": "#ff7f0e", "guess": "#d62728"}  # gr.HighlightedText color_map
 
 
@@ -121,8 +122,16 @@ def confidence_spans(token_infos: Sequence, categories: bool = True) -> list[tup
 
 
 def alternatives(token_info) -> dict[str, float]:
-    """`gr.Label` value for one token: its top alternatives and their probabilities (spaces shown as "␣")."""
-    return {_visible(text): float(prob) for text, prob in token_info.top5}
+    """`gr.Label` value for one token: its top alternatives and their probabilities (spaces shown as "␣"). Tokens
+    that look alike (pieces of one multi-byte character all show as "∅") are numbered, so none is lost."""
+    shown: dict[str, float] = {}
+    for text, prob in token_info.top5:
+        label, repeat = _visible(text), 1
+        while label in shown:
+            repeat += 1
+            label = f"{_visible(text)} ({repeat})"
+        shown[label] = float(prob)
+    return shown
 
 
 def _visible(text: str) -> str:

@@ -177,6 +177,74 @@ def test_text_tab_streams_and_a_seed_repeats(served, preset):
     assert again[0] == texts[-1]
 
 
+# --- what the model saw (issue 6): computed after the answer, in the same call --------------------------------
+
+
+class Selected:
+    """What Gradio hands a select handler: the index of the chosen span."""
+
+    def __init__(self, index):
+        self.index = index
+
+
+def test_the_image_endpoint_returns_the_heatmap_with_the_caption(served, tmp_path):
+    client, _ = served
+    picture = handle_file(str(scene_png(tmp_path / "scene.png")))
+    caption, _, heatmap, words = client.predict(picture, "", RANDOM_PRESET, api_name="/caption")
+    assert caption
+    assert Image.open(heatmap["path"]).size == (256, 256)  # the 64x64 scene, drawn 4x with the map over it
+    assert words["choices"] and words["value"] in [index for _, index in words["choices"]]  # the word shown
+    caption_off, _, heatmap_off, _ = client.predict(picture, "", RANDOM_PRESET, False, api_name="/caption")
+    assert caption_off and heatmap_off is None
+
+
+@needs_trained
+def test_each_description_word_gets_a_normalized_map_over_the_patch_grid(served, tmp_path):
+    _, engine = served
+    handlers = app.Handlers(engine)
+    path = str(scene_png(tmp_path / "scene.png"))
+    *_, last = handlers.caption({"path": path}, "", "mmgpt-tiny", True)
+    text, _, _, _, maps = last
+    config = engine.load("mmgpt-tiny").model.config
+    grid = config.image_size // config.patch_size
+    assert len(maps) == len(text.split())
+    for word, patches in maps:
+        assert patches.shape == (grid, grid) and np.isclose(patches.sum(), 1.0, atol=1e-4), word
+    first, second = (next(handlers.image_word({"path": path}, index, maps)) for index in (0, 1))
+    assert first.size == second.size == (256, 256)
+    assert np.asarray(first).tolist() != np.asarray(second).tolist() or np.allclose(maps[0][1], maps[1][1])
+
+
+@needs_trained
+def test_the_transcript_words_get_attention_curves_drawn_under_the_spectrogram(served, tmp_path):
+    _, engine = served
+    handlers = app.Handlers(engine)
+    path = str(speech_wav(tmp_path / "speech.wav"))
+    *_, last = handlers.transcribe({"path": path}, "mmgpt-tiny", True)
+    text, _, picture, _, curves = last
+    assert len(curves) == len(text.split())
+    for word, weights, seconds_per_step in curves:
+        assert np.isclose(weights.sum(), 1.0, atol=1e-4) and seconds_per_step == pytest.approx(0.04), word
+    *_, plain = handlers.transcribe({"path": path}, "mmgpt-tiny", False)
+    assert plain[4] is None and picture.size[1] >= plain[2].size[1]
+
+
+def test_text_output_comes_with_token_confidences_and_their_top_5(served):
+    client, engine = served
+    output, _, spans = client.predict(**text_args(max_new_tokens=12), api_name="/generate")
+    assert "".join(span["token"] for span in spans) == output
+    assert {span["class_or_confidence"] for span in spans} <= {"sure", "unsure", "guess"}
+    *_, last = app.Handlers(engine).generate(*text_args(max_new_tokens=12).values(), True)
+    alternatives = [app.Handlers.token_alternatives(last[3], Selected(i)) for i in range(len(last[3]))]
+    for top in alternatives:
+        probabilities = list(top.values())
+        assert len(probabilities) == 5 and probabilities == sorted(probabilities, reverse=True)
+        assert all(0.0 <= p <= 1.0 for p in probabilities) and sum(probabilities) <= 1.0 + 1e-6
+    assert app.Handlers.token_alternatives(last[3], Selected(len(last[3]))) is None  # past the end: nothing
+    no_maps = client.predict(**text_args(max_new_tokens=12), show_maps=False, api_name="/generate")
+    assert no_maps[0] == output and no_maps[2] is None
+
+
 # --- clear messages ---------------------------------------------------------------------------------------------
 
 
@@ -201,7 +269,7 @@ def test_offline_hub_preset_says_so_and_the_app_keeps_working(served):
 def test_no_image_gives_a_clear_error_and_the_next_request_works(served, tmp_path):
     client, _ = served
     assert "No image was given" in error_of(client, None, "", RANDOM_PRESET, api_name="/caption")
-    assert "没有收到图片" in error_of(client, None, "", RANDOM_PRESET, "zh-CN", api_name="/caption")
+    assert "没有收到图片" in error_of(client, None, "", RANDOM_PRESET, lang="zh-CN", api_name="/caption")
     assert client.predict(handle_file(str(scene_png(tmp_path / "ok.png"))), "", RANDOM_PRESET,
                           api_name="/caption")[0]
 

@@ -18,8 +18,8 @@ SIZES = ("mmgpt_tiny", "gpt2_small")
 FIGURES = {
     "streaming": ["tokens_per_s_ratio", "stream_tokens_per_s", "generate_tokens_per_s"],
     "app_http": [f"{tab}_{figure}" for tab in TABS for figure in (
-        "http_added_ttft_p50_ms", "tokens_per_s_ratio", "ttft_p50_ms_http", "ttft_p95_ms_http",
-        "ttft_p50_ms_in_process", "ttft_p95_ms_in_process")],
+        "http_added_ttft_p50_ms", "tokens_per_s_ratio", "arrival_tokens_per_s_ratio", "ttft_p50_ms_http",
+        "ttft_p95_ms_http", "ttft_p50_ms_in_process", "ttft_p95_ms_in_process")],
     "decoder": [f"{size}_{figure}" for size in SIZES for figure in (
         "decode_ratio", "train_step_ratio", "decode_tokens_per_s_mmgpt", "decode_tokens_per_s_gpt2",
         "train_step_ms_mmgpt", "train_step_ms_gpt2")],
@@ -29,6 +29,7 @@ FIGURES = {
               "speech_real_time_factor"],
     "startup": ["cold_start_http_200_s", "cold_start_first_token_s", "rss_idle_mib", "rss_mmgpt_tiny_loaded_mib",
                 "rss_growth_per_session_mib"],
+    "explain_overhead": [f"{tab}_{figure}" for tab in TABS for figure in ("tokens_per_s_ratio", "explain_ms")],
     "concurrency": ["engine_4_clients_ratio", "engine_8_clients_ratio", "engine_1_client_tokens_per_s",
                     "http_4_clients_ratio", "http_8_clients_ratio", "http_1_client_tokens_per_s"],
 }

@@ -374,6 +374,15 @@ def test_confidence_spans_and_alternatives_fit_the_widgets(mmgpt):
     assert len(label) <= 5 and all(0 <= p <= 1 for p in label.values())
 
 
+def test_alternatives_that_look_alike_are_all_kept():
+    class Token:
+        top5 = [(" a", 0.5), ("\ufffd", 0.2), ("", 0.1), ("\ufffd", 0.05), (" b", 0.01)]
+
+    label = alternatives(Token())
+    assert len(label) == 5 and sorted(label.values(), reverse=True) == [0.5, 0.2, 0.1, 0.05, 0.01]
+    assert "␣a" in label
+
+
 def test_word_choices_number_repeated_words():
     class Word:
         def __init__(self, word):

@@ -160,8 +160,8 @@ def test_a_symlink_in_the_upload_folder_does_not_lead_outside(served, secret):
             status, body = raw_get(served, f"/gradio_api/file={folder / name}")
             assert status == 403 and PASSWD_LINE not in body and secret["marker"] not in body, name
         # nor can a request hand the symlinked picture or recording to a model
-        for api_name, data in (("caption", [file_data(folder / "scene.png"), "", stress.MMGPT_PRESET, "en"]),
-                               ("transcribe", [file_data(folder / "speech.wav"), stress.MMGPT_PRESET, "en"])):
+        for api_name, data in (("caption", [file_data(folder / "scene.png"), "", stress.MMGPT_PRESET, True, "en"]),
+                               ("transcribe", [file_data(folder / "speech.wav"), stress.MMGPT_PRESET, True, "en"])):
             result = call(served, api_name, data)
             assert result.get("success") is False, (api_name, result)
     finally:
@@ -178,7 +178,7 @@ def test_a_crafted_call_cannot_hand_a_server_file_to_a_model(served, secret, api
     targets = [own, "/etc/passwd", f"{own.parent}/../{own.parent.name}/{own.name}", ROOT / "assets",
                f"http://127.0.0.1:{port}/gradio_api/file={own}"]
     for target in targets:
-        data = [file_data(target), stress.MMGPT_PRESET, "en"]
+        data = [file_data(target), stress.MMGPT_PRESET, True, "en"]
         if api_name == "caption":
             data.insert(1, "")
         result = call(served, api_name, data)
@@ -200,7 +200,7 @@ def test_a_crafted_call_cannot_load_a_model_outside_the_allow_list(served, engin
         calls = {
             "generate": stress.text_data(preset=preset),
             "caption": [file_data(upload(served, stress.scene_png(Path(checkpoint).parent / "x.png"))), "", preset,
-                        "en"],
+                        True, "en"],
             "reply": ["ROMEO:", preset, "en"],
         }
         for api_name, data in calls.items():
@@ -339,7 +339,7 @@ def test_no_prompt_picture_or_recording_reaches_the_logs(served, tmp_path, capfd
             assert result.get("success") is False
         broken = tmp_path / f"{marker}-broken.png"
         broken.write_text(marker)
-        result = call(served, "caption", [file_data(upload(served, broken)), marker, stress.MMGPT_PRESET, "en"])
+        result = call(served, "caption", [file_data(upload(served, broken)), marker, stress.MMGPT_PRESET, True, "en"])
         assert result.get("success") is False
     finally:
         root.removeHandler(handler)
