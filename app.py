@@ -194,7 +194,7 @@ def stream_text(engine: Engine, preset: str, request, params: GenerationParams, 
         else:
             text, stats = update.text, stats_line(update, lang, seed)
             for note in update.notes[shown:]:  # e.g. the prompt was trimmed to fit the model
-                gr.Warning(html.escape(note, quote=False), title=translate("warning_title", lang))
+                gr.Warning(html.escape(note.text(lang), quote=False), title=translate("warning_title", lang))
             shown = len(update.notes)
         yield (text, stats, *extra)
 

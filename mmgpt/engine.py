@@ -28,6 +28,7 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer, set_seed
 
 from .audio import SAMPLE_RATE
+from .i18n import Message
 from .loaders import ModelAdapter, PresetUnavailableError, dtype_for, load_adapter, pick_device
 from .presets import PRESETS, Preset, UnknownPresetError, get_preset
 from .requests import AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
@@ -102,7 +103,7 @@ class _Chunk(NamedTuple):
 
 
 class _Note(NamedTuple):
-    text: str  # a remark for the user, e.g. that the prompt was trimmed
+    text: Message  # a remark for the user, e.g. that the prompt was trimmed
 
 
 _END = object()  # the worker's last queue item, after the final chunk or an error
@@ -241,7 +242,7 @@ def _join_text(text: str, window_text: str) -> str:
     return text + window_text
 
 
-def fit_to_context(adapter: ModelAdapter, request: TextRequest, max_new_tokens: int) -> tuple[dict, str | None]:
+def fit_to_context(adapter: ModelAdapter, request: TextRequest, max_new_tokens: int) -> tuple[dict, Message | None]:
     """`generate()` inputs for `request`, its text trimmed from the left if the model's context is too short.
 
     The prompt (with its chat template, if any) may take the context minus `max_new_tokens`, or
@@ -277,9 +278,7 @@ def fit_to_context(adapter: ModelAdapter, request: TextRequest, max_new_tokens: 
     total, kept = _read_tokens(tokenizer, original), _read_tokens(tokenizer, request)
     logger.info("trimmed a %d-token text to its last %d tokens (context %d, max_new_tokens %d)", total, kept,
                 context, max_new_tokens)
-    note = (f"The text was too long for this model: it reads {context} tokens at most, answer included, so only the "
-            f"last {kept} of its {total} tokens were used.")
-    return inputs, note
+    return inputs, Message("context_trimmed", context=context, kept=kept, total=total)
 
 
 def _read_tokens(tokenizer, request: TextRequest) -> int:
@@ -448,7 +447,7 @@ class Engine:
                 logger.error("generation thread for %s did not stop within %.0f s", preset_name, self.timeout_s)
 
     @staticmethod
-    def _update(chunk: _Chunk, started: float, done: bool, windows: int, notes: tuple[str, ...]) -> StreamUpdate:
+    def _update(chunk: _Chunk, started: float, done: bool, windows: int, notes: tuple[Message, ...]) -> StreamUpdate:
         ttft = None if chunk.first_token_at is None else chunk.first_token_at - started
         rate = None
         if chunk.tokens > 1 and chunk.last_token_at > chunk.first_token_at:

@@ -11,6 +11,8 @@ This module is plain data and imports nothing heavy, so `mmgpt.inputs` and the C
 
 from __future__ import annotations
 
+from typing import Any
+
 DEFAULT_LANGUAGE = "en"
 LANGUAGES = {"en": "English", "zh-CN": "简体中文"}  # locale code -> name in that language
 
@@ -160,6 +162,11 @@ _TABLE: dict[str, tuple[str, str]] = {
     "prompt_empty": ("The prompt is empty. Type some text and try again.", "提示词是空的。请输入一些文字后重试。"),
     "prompt_trimmed": ("The text was {chars} characters long; only the last {max_chars} were kept.",
                        "文字长 {chars} 个字符；只保留了最后 {max_chars} 个。"),
+    "context_trimmed": (
+        "The text was too long for this model: it reads {context} tokens at most, answer included, so only the "
+        "last {kept} of its {total} tokens were used.",
+        "文字对这个模型来说太长了：它最多读 {context} 个 token（含回答），所以只用了全部 {total} 个 token 中的最后 {kept} 个。",
+    ),
     "prompt_control_removed": ("{count} control characters were removed from the text.",
                                "已从文字中删除 {count} 个控制字符。"),
     "number_invalid": ("{name} must be a number, got {value}.", "{name} 必须是数字，收到的是 {value}。"),
@@ -202,6 +209,23 @@ def translate(key: str, lang: str | None = DEFAULT_LANGUAGE, **params) -> str:
     table = TRANSLATIONS[normalize_language(lang)]
     template = table.get(key) or TRANSLATIONS[DEFAULT_LANGUAGE][key]
     return template.format(**params) if params else template
+
+
+class Message:
+    """A user-facing message: a key into this table and its parameters. `str()` is the English text."""
+
+    def __init__(self, key: str, **params: Any):
+        self.key = key
+        self.params = params
+
+    def text(self, lang: str | None = None) -> str:
+        return translate(self.key, lang, **self.params)
+
+    def __str__(self) -> str:
+        return self.text()
+
+    def __repr__(self) -> str:
+        return f"Message({self.key!r}, {self.params!r})"
 
 
 def make_i18n():

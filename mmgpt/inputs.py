@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .audio import SAMPLE_RATE, to_mono_16k
-from .i18n import translate
+from .i18n import Message, translate  # noqa: F401  (Message is part of this module's API)
 
 logger = logging.getLogger(__name__)
 
@@ -51,23 +51,6 @@ FFMPEG_DEMUXERS = "matroska,webm,mov,mp4,m4a,3gp,aac,mp3,ogg,wav,flac,asf"  # th
 
 MAX_PROMPT_CHARS = 4_000  # characters; longer prompts keep their end (the engine trims to the model's context)
 KEPT_CONTROL_CHARACTERS = "\n\t"
-
-
-class Message:
-    """A user-facing message: a key into `mmgpt.i18n` and its parameters. `str()` is the English text."""
-
-    def __init__(self, key: str, **params: Any):
-        self.key = key
-        self.params = params
-
-    def text(self, lang: str | None = None) -> str:
-        return translate(self.key, lang, **self.params)
-
-    def __str__(self) -> str:
-        return self.text()
-
-    def __repr__(self) -> str:
-        return f"Message({self.key!r}, {self.params!r})"
 
 
 class InputError(ValueError):

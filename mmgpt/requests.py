@@ -96,4 +96,4 @@ class StreamUpdate:
     done: bool  # True on the last update only
     window: int = 0  # which audio window the text is coming from (0-based)
     windows: int = 1  # how many windows the request was cut into
-    notes: tuple[str, ...] = ()  # remarks for the user so far, e.g. that a long prompt was trimmed to fit the model
+    notes: tuple = ()  # `i18n.Message`s for the user so far, e.g. that a long prompt was trimmed to fit the model

@@ -295,7 +295,8 @@ def test_a_prompt_longer_than_the_context_keeps_its_end_and_says_so(engine, max_
     last = final_update(updates)
     assert last.tokens == min(max_new_tokens, 512 - kept)
     (note,) = last.notes
-    assert f"only the last {kept} of its 600 tokens were used" in note and "512 tokens" in note
+    assert f"only the last {kept} of its 600 tokens were used" in str(note) and "512 tokens" in str(note)
+    assert f"最后 {kept} 个" in note.text("zh-CN")  # the app shows it in the page's language
     assert all(update.notes == (note,) for update in updates)  # the first update already says it
     adapter = engine.load("tiny")
     inputs, _ = engine_module.fit_to_context(adapter, request, max_new_tokens)

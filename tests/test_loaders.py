@@ -148,7 +148,7 @@ def test_chat_lm_trims_the_users_text_not_the_template(chat_preset):
                     TextRequest("what breaks", task="answer", context=long_text)):
         updates = list(engine.stream(chat_preset.name, request, GenerationParams(max_new_tokens=56)))
         (note,) = updates[-1].notes
-        assert "256 tokens at most" in note and "were used" in note
+        assert "256 tokens at most" in str(note) and "were used" in str(note)
         assert updates[-1].tokens == 56
         inputs, _ = fit_to_context(engine.load(chat_preset.name), request, 56)
         words = tokenizer.convert_ids_to_tokens(inputs["input_ids"][0].tolist())
