@@ -192,9 +192,12 @@ class _Worker:
                             self.streamer.text_queue.put(_Note(note))
                     else:
                         inputs = self.adapter.prepare(segment)
+                    # an adapter may add what its model needs for this kind of request (mmgpt: see its adapter)
+                    extra = getattr(self.adapter, "extra_generate_kwargs", lambda _: {})(segment)
                     self.adapter.model.generate(
                         **inputs,
                         **generation_kwargs(self.params, self.adapter.room_for_new_tokens(inputs)),
+                        **extra,
                         streamer=self.streamer,
                         stopping_criteria=StoppingCriteriaList([self.stop]),
                     )

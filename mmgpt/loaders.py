@@ -280,6 +280,14 @@ class MMGPTAdapter:
     def room_for_new_tokens(self, inputs: dict) -> int | None:
         return decoder_room(self.model, inputs["input_ids"].shape[-1])
 
+    def extra_generate_kwargs(self, request) -> dict:
+        """Text continuation never ends with end-of-text in training (it reads windows of a long corpus), so it
+        must not end there now: left free, it often stops at once after caption-like words, answering nothing."""
+        config = self.model.generation_config
+        if not isinstance(request, TextRequest) or config.eos_token_id is None:
+            return {}
+        return {"suppress_tokens": [*(config.suppress_tokens or []), config.eos_token_id]}
+
 
 ADAPTERS: dict[str, Callable[[str, str, torch.dtype], ModelAdapter]] = {
     "mmgpt": MMGPTAdapter.load,

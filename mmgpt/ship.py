@@ -41,6 +41,8 @@ def ship(checkpoint: str | Path, eval_json: str | Path, out: str | Path, command
     results = json.loads(Path(eval_json).read_text())
     n_params = sum(t.numel() for t in _safetensors(out / "model.safetensors").values())
     (out / "README.md").write_text(model_card(config, state, results, n_params, command))
+    if Path(eval_json).resolve() != (out / "eval.json").resolve():  # the card's figures travel with the weights
+        shutil.copyfile(eval_json, out / "eval.json")
     return out
 
 

@@ -41,18 +41,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignor
 WORKER_PREFIXES = ("mmgpt-generate-", "mmgpt-stream-")  # the engine's worker threads and the app's pumps
 RANDOM_PRESET = "mmgpt-random"
 
-# Strict: when a retrained mmgpt-tiny meets the target these tests pass, and strict xfail turns that into a
-# failure so the mark gets removed.
-SHORTFALL_CAPTION = (
-    "known shortfall (issue 3): mmgpt-tiny, trained 85 CPU-minutes, reaches 4.4% caption exact match on held-out "
-    "scenes (assets/mmgpt-tiny/eval.json); it names colours, not yet shapes and positions reliably"
-)
-SHORTFALL_ASR = (
-    "known shortfall (issue 3): mmgpt-tiny reaches 17.4% WER on held-out voices (4.2% on training voices); "
-    "numbers and some caption words come out wrong (assets/mmgpt-tiny/eval.json)"
-)
-
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -343,7 +331,6 @@ def examples(suffix: str, generate) -> list[tuple[Path, str]]:
 
 
 @needs_trained
-@pytest.mark.xfail(strict=True, reason=SHORTFALL_CAPTION)
 def test_image_tab_captions_example_scenes(served, tmp_path):
     def generate():
         from mmgpt.data.scenes import scene_dataset
@@ -362,7 +349,6 @@ def test_image_tab_captions_example_scenes(served, tmp_path):
 
 
 @needs_trained
-@pytest.mark.xfail(strict=True, reason=SHORTFALL_ASR)
 def test_microphone_tab_transcribes_espeak(served, tmp_path):
     if not shutil.which("espeak-ng"):
         pytest.skip("espeak-ng is not installed")

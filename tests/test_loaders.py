@@ -294,6 +294,22 @@ def test_mmgpt_audio_longer_than_its_window_is_cut_into_windows(mmgpt_preset):
     assert updates[-1].windows == 3
 
 
+def test_mmgpt_continues_text_to_max_new_tokens_but_may_end_a_caption(mmgpt_preset):
+    """Its text task never ends in training (windows of a long corpus), so a continuation must not stop at once."""
+    engine = engine_for(mmgpt_preset)
+    model = engine.load(mmgpt_preset.name).model
+    eos = model.generation_config.eos_token_id
+
+    def say_end_of_text_first(module, inputs, logits):
+        logits[..., eos] += 1e4  # a model that would end every answer at once
+
+    model.lm_head.register_forward_hook(say_end_of_text_first)
+    six = GenerationParams(max_new_tokens=6)
+    text = list(engine.stream(mmgpt_preset.name, TextRequest("a small red circle"), six))[-1]
+    caption = list(engine.stream(mmgpt_preset.name, ImageRequest(IMAGE), six))[-1]
+    assert text.tokens == 6 and caption.tokens == 1
+
+
 @pytest.mark.skipif(not (REPO_ROOT / PRESETS["mmgpt-tiny"].source).is_dir(),
                     reason="assets/mmgpt-tiny is not trained yet")
 def test_shipped_mmgpt_tiny_streams_from_its_preset():
