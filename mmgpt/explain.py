@@ -14,8 +14,9 @@ space) gets the mean of its tokens' maps, normalized again.
 
 Which layers and heads:
 - mmgpt: every head of every decoder layer for images, of the second half of the layers for audio, each head's map
-  weighted by how concentrated it is (`concentration_weighted_map`). Measured on the shipped checkpoint (step
-  1520) against plain averaging: on 80 shape words of test scenes, the map's mass on the named object's patches
+  weighted by how concentrated it is (`concentration_weighted_map`). Measured on the first shipped checkpoint
+  (step 1520; `tests/test_explain.py` re-checks the left-half and silence properties on whichever is shipped)
+  against plain averaging: on 80 shape words of test scenes, the map's mass on the named object's patches
   is 0.48 against 0.28 (chance 0.14); for single shapes in the left third, the mass in the left half is 0.90 on
   average (lowest 0.74) against 0.64 (lowest 0.51). Most heads spread their attention over the whole picture and
   drown the few that look at the shapes when all are averaged. Audio alignment is weaker: with words spoken one by
