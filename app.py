@@ -322,17 +322,17 @@ class Handlers:
         preset = self.check_preset("audio", preset)
         clip = inputs.load_audio(audio)
         _warn(clip.notes, lang)
-        spectrogram = figures.spectrogram_image(clip.waveform)
         params = self.engine.preset(preset).params()
         request = AudioRequest(clip.waveform)
-        # the picture goes out first and last (the last is what API callers get), not with every token
+        # The picture is drawn once the transcript is done: drawing it first would delay the first words, and
+        # drawing it meanwhile would slow them down (it shares the CPU and the GIL with decoding).
         text, stats = "", ""
         for text, stats, *_ in stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS):
-            yield (text, stats, *SKIP_MAPS) if text else (text, stats, spectrogram, *SKIP_MAPS[1:])
+            yield (text, stats, *SKIP_MAPS)
         explanation = self.explain(preset, request, text, show_maps)
         curves = explanation and explanation.audio_curves
         if not curves:
-            yield (text, stats, spectrogram, gr.update(choices=[], value=None), None)
+            yield (text, stats, figures.spectrogram_image(clip.waveform), gr.update(choices=[], value=None), None)
             return
         word = first_content_word(curves)
         yield (text, stats, curve_picture(clip.waveform, curves[word]),
