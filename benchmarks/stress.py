@@ -487,9 +487,19 @@ def busy_answer(served: Served, concurrency: int, queue_size: int, attempts: int
     from gradio_client.utils import QueueError
 
     client = served.client()
-    jobs = [client.submit(**text_args(max_new_tokens=LONG_TOKENS), api_name="/generate")
-            for _ in range(concurrency + queue_size)]
+
+    def submit_long(count: int) -> list:
+        return [client.submit(**text_args(max_new_tokens=LONG_TOKENS), api_name="/generate") for _ in range(count)]
+
+    # The running ones first: all at once, the queue would take the last ones before any had started, and
+    # refuse them itself.
+    jobs = submit_long(concurrency)
     try:
+        if wait_for(lambda: len(served.demo._queue) == 0 and sum(job.status().code.name == "ITERATING"
+                                                                 for job in jobs) == concurrency,
+                    REQUEST_TIMEOUT_S) is None:
+            raise AssertionError(f"the first {concurrency} generations never started")
+        jobs += submit_long(queue_size)
         if wait_for(lambda: len(served.demo._queue) >= queue_size, REQUEST_TIMEOUT_S) is None:
             raise AssertionError(f"the queue never filled: {len(served.demo._queue)} waiting")
         statuses, http_s, client_s, client_errors = [], [], [], []
