@@ -300,10 +300,10 @@ class Handlers:
 
     def image_word(self, image, word, maps):
         """The heatmap of the chosen word of the description, over the picture."""
-        if not maps or not isinstance(word, int) or not 0 <= word < len(maps):
+        if (picked := picked_item(maps, word)) is None:
             yield None
             return
-        yield overlays.heatmap_overlay(inputs.load_image(image, []), maps[word][1])
+        yield overlays.heatmap_overlay(inputs.load_image(image, []), picked[1])
 
     def explain(self, preset: str, request, text: str, show_maps):
         """The answer's `explain.Explanation`, or None when the toggle is off or there is no answer."""
@@ -335,17 +335,16 @@ class Handlers:
             yield (text, stats, figures.spectrogram_image(clip.waveform), gr.update(choices=[], value=None), None)
             return
         word = first_content_word(curves)
-        yield (text, stats, curve_picture(clip.waveform, curves[word]),
-               gr.update(choices=overlays.word_choices(curves), value=word),
-               [(c.word, c.weights, c.seconds_per_step) for c in curves])
+        kept = [(c.word, c.weights, c.seconds_per_step) for c in curves]
+        yield (text, stats, curve_picture(clip.waveform, kept[word]),
+               gr.update(choices=overlays.word_choices(curves), value=word), kept)
 
     def audio_word(self, audio, word, curves):
         """The spectrogram with the chosen transcript word's attention over time under it."""
-        if not curves or not isinstance(word, int) or not 0 <= word < len(curves):
+        if (picked := picked_item(curves, word)) is None:
             yield gr.skip()
             return
-        label, weights, seconds_per_step = curves[word]
-        yield overlays.spectrogram_with_attention(inputs.load_audio(audio).waveform, weights, seconds_per_step, label)
+        yield curve_picture(inputs.load_audio(audio).waveform, picked)
 
     def reply(self, transcript, preset, lang=""):
         """Answer a transcript with a text model: (reply so far, stats)."""
@@ -390,10 +389,7 @@ class Handlers:
     @staticmethod
     def token_alternatives(alternatives, evt: gr.SelectData):
         """The selected token's top 5 alternatives with their probabilities."""
-        index = evt.index if isinstance(evt.index, int) else None
-        if not alternatives or index is None or not 0 <= index < len(alternatives):
-            return None
-        return alternatives[index]
+        return picked_item(alternatives, evt.index)
 
     @staticmethod
     def settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed) -> GenerationParams:
@@ -423,8 +419,18 @@ def first_content_word(items) -> int:
     return next((i for i, item in enumerate(items) if item.word.lower().strip(",.") not in STOP_WORDS), 0)
 
 
+def picked_item(items, index):
+    """`items[index]` for a word or token the user picked, or None when nothing valid is (a crafted call may
+    send anything)."""
+    if not items or isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < len(items):
+        return None
+    return items[index]
+
+
 def curve_picture(waveform, curve):
-    return overlays.spectrogram_with_attention(waveform, curve.weights, curve.seconds_per_step, curve.word)
+    """The spectrogram with one word's attention under it; `curve` is (word, weights, seconds per step)."""
+    word, weights, seconds_per_step = curve
+    return overlays.spectrogram_with_attention(waveform, weights, seconds_per_step, word)
 
 
 TEXT_TASK_KEYS = {"continue": "task_continue", "chat": "task_chat", "summarize": "task_summarize",

@@ -36,7 +36,7 @@ def run(ctx: Context) -> Result:
             for output in calls[tab](on):
                 if output[0] != text:
                     text, last_text_at = output[0], time.perf_counter()
-                stats = output[1] if isinstance(output[1], str) else stats
+                stats = output[1]
             rate = STATS_RATE.search(stats)
             return float(rate.group(1)) if rate else float("nan"), (time.perf_counter() - last_text_at) * 1000
 

@@ -6,6 +6,7 @@ CPU, nccl on GPUs): each rank draws its own data and the gradients are averaged 
 """
 
 import dataclasses
+import functools
 import json
 import math
 import os
@@ -114,6 +115,7 @@ def broadcast_parameters(model: torch.nn.Module, world: int) -> None:
 # --- data -----------------------------------------------------------------------------------------------------
 
 
+@functools.cache  # warp_frequencies runs for every training clip
 def _mel_bin_frequencies() -> np.ndarray:
     """Centre frequency (Hz) of each log-mel bin, as librosa's filterbank places them."""
     import librosa
