@@ -106,27 +106,31 @@ def files_under(directory: str | Path) -> int:
 
 def random_presets(directory: Path) -> dict[str, Preset]:
     """The real presets plus two small random models that never say end-of-text (every answer runs to its limit)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-    from mmgpt.model.testing import save_random_checkpoint
-
-    mmgpt_dir = save_random_checkpoint(directory / "mmgpt", n_positions=2048, n_embd=64, n_layer=2)
-    _disable_end_of_text(mmgpt_dir)
+    defaults = {"max_new_tokens": SHORT_TOKENS}
+    mmgpt = never_ending_mmgpt_preset(MMGPT_PRESET, directory / "mmgpt", defaults, n_embd=64, n_layer=2)
     gpt2_dir = directory / "gpt2"
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(mmgpt_dir)  # a byte-level BPE: any prompt round-trips
+    tokenizer = AutoTokenizer.from_pretrained(mmgpt.source)  # a byte-level BPE: any prompt round-trips
     tokenizer.save_pretrained(gpt2_dir)
     config = GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=2, n_head=2, n_positions=512,
                         bos_token_id=None, eos_token_id=None)
     GPT2LMHeadModel(config).save_pretrained(gpt2_dir)
-    defaults = {"max_new_tokens": SHORT_TOKENS}
     return {
         **PRESETS,
-        MMGPT_PRESET: dataclasses.replace(PRESETS["mmgpt-tiny"], name=MMGPT_PRESET, source=str(mmgpt_dir),
-                                          defaults=defaults),
+        MMGPT_PRESET: mmgpt,
         GPT2_PRESET: Preset(GPT2_PRESET, ("text",), "causal-lm", str(gpt2_dir), "random GPT-2", 1, defaults),
     }
+
+
+def never_ending_mmgpt_preset(name: str, directory: Path, defaults: dict, **sizes) -> Preset:
+    """mmgpt-tiny's preset on a random mmgpt written to `directory` (`sizes` as `save_random_checkpoint` takes
+    them) that never says end-of-text: every answer runs to its limit, so Stop and cancel always land mid-stream."""
+    from mmgpt.model.testing import save_random_checkpoint
+
+    checkpoint = save_random_checkpoint(directory, n_positions=2048, **sizes)
+    _disable_end_of_text(checkpoint)
+    return dataclasses.replace(PRESETS["mmgpt-tiny"], name=name, source=str(checkpoint), defaults=defaults)
 
 
 def _disable_end_of_text(directory: Path):

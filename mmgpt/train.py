@@ -57,6 +57,7 @@ class TrainConfig:
     audio_batch: int = 24
     speech_pool: int = 12_000  # distinct training utterances synthesized up front
     mel_warp: float = 0.12  # frequency warp of training clips, up to +/- this fraction; 0 turns it off
+    colour_word_noise: float = 0.0  # chance that a caption's colour word is swapped in the input (not the label)
     # optimization: AdamW, linear warmup then cosine decay, gradient clipping
     lr: float = 1e-3
     min_lr: float = 1e-4
@@ -139,6 +140,33 @@ def warp_frequencies(features: np.ndarray, factor: float) -> np.ndarray:
 
 
 
+def colour_token_ids(tokenizer) -> np.ndarray:
+    """The token of each colour word as captions spell it mid-sentence (" red"): one token each, or none at all."""
+    from .data import COLOURS
+
+    ids = [tokenizer.encode(" " + colour, add_special_tokens=False) for colour in COLOURS]
+    return np.array([i[0] for i in ids]) if all(len(i) == 1 for i in ids) else np.array([], dtype=int)
+
+
+def swap_colour_words(input_ids: torch.Tensor, colour_ids: np.ndarray, chance: float,
+                      rng: np.random.Generator) -> torch.Tensor:
+    """Replace each colour token of the *input* by another colour with probability `chance`; labels keep the truth.
+
+    A caption says colour then shape, so a decoder that reads its own colour word learns which shapes follow
+    "pink" in training and never names a pairing it has not seen (the compositional split). Seeing a wrong
+    colour word now and then makes it take the shape from the picture instead.
+    """
+    if not len(colour_ids):
+        return input_ids
+    ids = input_ids.numpy().copy()
+    positions = np.isin(ids, colour_ids) & (rng.random(ids.shape) < chance)
+    offsets = rng.integers(1, len(colour_ids), ids.shape)  # never the same colour again
+    index = {token: k for k, token in enumerate(colour_ids)}
+    for row, col in zip(*np.nonzero(positions)):
+        ids[row, col] = colour_ids[(index[ids[row, col]] + offsets[row, col]) % len(colour_ids)]
+    return torch.from_numpy(ids)
+
+
 def tokenizer_corpus(train_text: str, seed: int):
     """What the BPE learns from: Shakespeare (train split), scene captions, commands and numbers."""
     from .data import COMMANDS, example_captions
@@ -176,6 +204,7 @@ class TaskBatches:
         self.text_marker = processor.token_ids["<|text|>"]
         self.text_tokens = np.array(processor.tokenizer.encode(train_text, add_special_tokens=False), np.int32)
         self.scenes = iter_scenes("train", seed)
+        self.colour_ids = colour_token_ids(processor.tokenizer)
         start = time.time()
         # The pool is the same on every resume, so its clips come from the on-disk cache after the first run.
         utterances = speech_dataset("train", cfg.speech_pool, pool_seed, cfg.speech_cache_dir)
@@ -200,6 +229,9 @@ class TaskBatches:
         prompt = self.processor.prompt_ids("caption")
         batch = pad_right([prompt + self.encode(s.caption) for s in scenes], [len(prompt)] * len(scenes), self.eos)
         batch["pixel_values"] = torch.from_numpy(np.stack([self.processor.image_to_pixels(s.image) for s in scenes]))
+        if self.cfg.colour_word_noise:
+            batch["input_ids"] = swap_colour_words(batch["input_ids"], self.colour_ids, self.cfg.colour_word_noise,
+                                                   self.rng)
         return batch
 
     def transcribe(self) -> dict:

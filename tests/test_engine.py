@@ -231,7 +231,7 @@ def save_char_gpt2(directory, seed: int = 0):
 
 def test_text_streams_token_by_token_even_without_word_boundaries(tmp_path):
     directory = save_char_gpt2(tmp_path)
-    engine = Engine(device="cpu", timeout_s=30, presets=tiny_presets(directory, "letters"))
+    engine = Engine(device="cpu", timeout_s=30, presets=tiny_presets(directory, "letters"), update_interval_s=0)
     request = TextRequest("romeo")
     updates = list(engine.stream("letters", request, GenerationParams(max_new_tokens=16)))
     last = final_update(updates)
@@ -277,6 +277,37 @@ def test_the_streamer_does_not_hold_back_invalid_bytes_for_ever():
     for _ in range(3 * engine_module.HOLD_BACK_TOKENS):
         streamer.put(torch.tensor([stray]))
     assert streamer.text_queue.qsize() == 3  # released every HOLD_BACK_TOKENS tokens, not only at the end
+
+
+def test_tokens_faster_than_the_update_interval_go_out_together(tmp_path):
+    directory = save_char_gpt2(tmp_path)
+    engine = Engine(device="cpu", timeout_s=30, presets=tiny_presets(directory, "letters"), update_interval_s=3600)
+    updates = list(engine.stream("letters", TextRequest("romeo"), GenerationParams(max_new_tokens=16)))
+    # the first token goes out at once (time to first token is not delayed); the rest wait for the window's end
+    assert [(len(u.text), u.tokens, u.done) for u in updates] == [(1, 1, False), (16, 16, False), (16, 16, True)]
+
+
+def test_coalesced_releases_end_on_whole_characters(monkeypatch):
+    from mmgpt.model.processing_mmgpt import train_tokenizer
+
+    tokenizer = train_tokenizer(["plain ascii words only"], vocab_size=300)
+    text = "Ünïcode: 你好, 世界 😀 done"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    clock = iter(range(10_000))
+    monkeypatch.setattr(engine_module.time, "perf_counter", lambda: next(clock))  # one tick per token
+    streamer = engine_module._TokenStreamer(tokenizer, timeout=1.0, min_interval_s=4.5)  # a release every 5 ticks
+    streamer.put(torch.tensor([[0, 0]]))  # the prompt
+    for token in ids:
+        streamer.put(torch.tensor([token]))
+    streamer.end()
+    chunks = [streamer.text_queue.get_nowait() for _ in range(streamer.text_queue.qsize())]
+    texts = [chunk.text for chunk in chunks]
+    assert 2 < len(chunks) < len(ids) / 2
+    assert not any("\ufffd" in t for t in texts), texts
+    assert all(later.startswith(earlier) for earlier, later in zip(texts, texts[1:]))
+    assert texts[-1] == text
+    # some releases stopped before a cut character that the tokens of their interval ended in
+    assert any(chunk.text != tokenizer.decode(ids[: chunk.tokens]) for chunk in chunks)
 
 
 def test_max_new_tokens_is_capped_at_the_models_context(engine):
@@ -397,7 +428,8 @@ def test_timeout_ends_the_worker_and_raises(gpt2_dir):
 
 
 def test_a_worker_exception_surfaces_in_the_caller_not_as_a_hang(gpt2_dir):
-    engine = Engine(device="cpu", timeout_s=10, presets=tiny_presets(gpt2_dir, "tiny"))
+    engine = Engine(device="cpu", timeout_s=10, presets=tiny_presets(gpt2_dir, "tiny"),
+                    update_interval_s=0)  # every token its own update, so both before the failure arrive
     spy = spy_on_forward(engine.load("tiny").model, fail_on_call=3)
     started = time.perf_counter()
     updates = []

@@ -5,22 +5,16 @@ requests) and records the figures; here they run small enough to finish in about
 small random checkpoints the tests write themselves, so none of it depends on the trained model.
 """
 
+import functools
 import os
+import threading
+import time
+from pathlib import Path
 
-for _name, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-                      "GRADIO_ANALYTICS_ENABLED": "False"}.items():
-    os.environ.setdefault(_name, _value)  # before gradio_client is imported: it calls the Hub otherwise
+import pytest
 
-import functools  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-
-import app  # noqa: E402
-from benchmarks import stress  # noqa: E402
-from mmgpt.engine import Engine  # noqa: E402
+import app
+from benchmarks import stress
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated")
 
@@ -36,23 +30,6 @@ BUSY_ANSWER_S = 2.0  # "at once": a full queue answers in milliseconds (benchmar
 
 
 @pytest.fixture(scope="module")
-def presets(tmp_path_factory):
-    return stress.random_presets(tmp_path_factory.mktemp("checkpoints"))
-
-
-@pytest.fixture(scope="module")
-def engine(presets):
-    """One model cache for every app in this module, as one server process has."""
-    return Engine(max_loaded=3, timeout_s=stress.REQUEST_TIMEOUT_S, presets=presets)
-
-
-@pytest.fixture(scope="module")
-def served(presets, engine):
-    with stress.serve(presets, engine) as served:
-        yield served
-
-
-@pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     return tmp_path_factory.mktemp("client-files")
 
@@ -61,8 +38,8 @@ def workdir(tmp_path_factory):
 
 
 @pytest.mark.parametrize("via", ["client", "connection"], ids=["job.cancel()", "dropped connection"])
-def test_cancel_storm_leaves_no_threads_or_memory_behind(served, via):
-    figures = stress.cancel_storm(served, CANCEL_CYCLES, via)
+def test_cancel_storm_leaves_no_threads_or_memory_behind(stress_app, via):
+    figures = stress.cancel_storm(stress_app, CANCEL_CYCLES, via)
     assert figures["not_stopped"] == 0 and figures["worker_threads_after"] == 0, figures
     assert figures["anomaly_count"] == 0, figures  # every generation was streaming when it was cancelled
     assert figures["threads_after"] <= figures["threads_before"] + THREAD_SLACK, figures
@@ -70,9 +47,9 @@ def test_cancel_storm_leaves_no_threads_or_memory_behind(served, via):
     assert figures["stop_s_max"] < 2.0, figures  # every worker was gone within 2 s of its cancel
 
 
-def test_a_cancelled_generation_runs_no_further_decoding_step(served, engine):
+def test_a_cancelled_generation_runs_no_further_decoding_step(stress_app, stress_engine):
     """After job.cancel() returns, the model is not called again (the engine test counts steps exactly)."""
-    model = engine.load(stress.MMGPT_PRESET).model
+    model = stress_engine.load(stress.MMGPT_PRESET).model
     calls = {"n": 0}
     original, patched_before = model.forward, "forward" in vars(model)
 
@@ -83,7 +60,7 @@ def test_a_cancelled_generation_runs_no_further_decoding_step(served, engine):
 
     model.forward = counting_forward
     try:
-        client = served.client()
+        client = stress_app.client()
         job = client.submit(**stress.text_args(max_new_tokens=stress.LONG_TOKENS), api_name="/generate")
         assert stress.wait_for(lambda: calls["n"] >= 20, 30) is not None, "the generation never got going"
         job.cancel()
@@ -102,8 +79,8 @@ def test_a_cancelled_generation_runs_no_further_decoding_step(served, engine):
 
 
 @pytest.fixture(scope="module")
-def small_queue(presets, engine):
-    with stress.serve(presets, engine, queue_size=SMALL_QUEUE, concurrency=CONCURRENCY) as served:
+def small_queue(stress_presets, stress_engine):
+    with stress.serve(stress_presets, stress_engine, queue_size=SMALL_QUEUE, concurrency=CONCURRENCY) as served:
         yield served
 
 
@@ -127,8 +104,8 @@ def test_a_full_queue_says_busy_at_once(small_queue):
 # --- soak -------------------------------------------------------------------------------------------------------
 
 
-def test_soak_of_mixed_requests_keeps_memory_files_and_loads_bounded(presets, engine, workdir):
-    with stress.serve(presets, engine, cache_sweep=CACHE_SWEEP) as served:
+def test_soak_of_mixed_requests_keeps_memory_files_and_loads_bounded(stress_presets, stress_engine, workdir):
+    with stress.serve(stress_presets, stress_engine, cache_sweep=CACHE_SWEEP) as served:
         figures = stress.soak(served, SOAK_REQUESTS, workdir)
     assert figures["rss_growth_mb"] < SOAK_RSS_GROWTH_MB, figures
     assert figures["cached_files_after_sweep"] == 0, figures  # every upload and output was swept
@@ -150,11 +127,11 @@ class GrowsWhileSwept(set):
             yield item
 
 
-def test_the_cache_sweeper_survives_uploads_arriving_mid_sweep(presets, engine):
+def test_the_cache_sweeper_survives_uploads_arriving_mid_sweep(stress_presets, stress_engine):
     """Gradio 6.31's sweeper dies on "Set changed size during iteration"; the app's wrapper sweeps again."""
     from gradio.utils import get_upload_folder
 
-    with stress.serve(presets, engine, cache_sweep=(1, 1)) as served:
+    with stress.serve(stress_presets, stress_engine, cache_sweep=(1, 1)) as served:
         served.demo.temp_file_sets.insert(0, GrowsWhileSwept({"/nonexistent/cached-before-the-sweep"}))
         old = Path(get_upload_folder()) / f"sweep-probe-{os.getpid()}.txt"
         old.parent.mkdir(parents=True, exist_ok=True)
@@ -163,10 +140,10 @@ def test_the_cache_sweeper_survives_uploads_arriving_mid_sweep(presets, engine):
         assert stress.wait_for(lambda: not old.exists(), 6.0, 0.1) is not None, "the sweeper stopped sweeping"
 
 
-def test_gradio_keeps_state_for_a_bounded_number_of_sessions(presets, engine):
+def test_gradio_keeps_state_for_a_bounded_number_of_sessions(stress_presets, stress_engine):
     """Gradio keeps about 0.13 MB per browser session; the app caps how many (benchmarks/stress.py shows the
     memory plateau at full size)."""
     assert app.launch_kwargs()["state_session_capacity"] == app.SESSION_CAPACITY <= 1000
-    with stress.serve(presets, engine, session_capacity=20) as served:
+    with stress.serve(stress_presets, stress_engine, session_capacity=20) as served:
         figures = stress.sessions(served, 60, warmup=0)
     assert figures["sessions_kept"] == 20, figures

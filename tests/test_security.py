@@ -5,47 +5,26 @@ stranger can send: raw HTTP paths (sent byte for byte, not normalized by a clien
 gradio_client calls.
 """
 
+import http.client
+import logging
 import os
+import re
+import secrets
+import socket
+from pathlib import Path
 
-for _name, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-                      "GRADIO_ANALYTICS_ENABLED": "False"}.items():
-    os.environ.setdefault(_name, _value)  # before gradio_client is imported: it calls the Hub otherwise
+import pytest
+from gradio_client import handle_file
 
-import http.client  # noqa: E402
-import logging  # noqa: E402
-import re  # noqa: E402
-import secrets  # noqa: E402
-import socket  # noqa: E402
-from pathlib import Path  # noqa: E402
-
-import pytest  # noqa: E402
-from gradio_client import handle_file  # noqa: E402
-
-import app  # noqa: E402
-from benchmarks import stress  # noqa: E402
-from mmgpt.engine import Engine, TextRequest, UnknownPresetError  # noqa: E402
+import app
+from benchmarks import stress
+from mmgpt.engine import Engine, TextRequest, UnknownPresetError
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated")
 
 ROOT = Path(__file__).resolve().parents[1]
 PASSWD_LINE = "root:x:0:0"  # the first line of /etc/passwd on Linux
 SOURCE_LINE = "def user_facing_errors"  # a line of app.py, which sits in the server's working directory
-
-
-@pytest.fixture(scope="module")
-def presets(tmp_path_factory):
-    return stress.random_presets(tmp_path_factory.mktemp("checkpoints"))
-
-
-@pytest.fixture(scope="module")
-def engine(presets):
-    return Engine(max_loaded=3, timeout_s=stress.REQUEST_TIMEOUT_S, presets=presets)
-
-
-@pytest.fixture(scope="module")
-def served(presets, engine):
-    with stress.serve(presets, engine) as served:
-        yield served
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +39,9 @@ def secret(tmp_path_factory) -> dict:
     return {"marker": marker, "text": text, "picture": picture, "recording": recording}
 
 
-def raw_get(served, path: str) -> tuple[int, str]:
+def raw_get(stress_app, path: str) -> tuple[int, str]:
     """GET `path` exactly as written: no client-side normalization of `..` or of percent-escapes."""
-    host, port = served.url.split("//")[1].rstrip("/").split(":")
+    host, port = stress_app.url.split("//")[1].rstrip("/").split(":")
     connection = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
         connection.request("GET", path)
@@ -72,20 +51,20 @@ def raw_get(served, path: str) -> tuple[int, str]:
         connection.close()
 
 
-def upload(served, path: Path) -> str:
+def upload(stress_app, path: Path) -> str:
     """Upload a file as the browser does; returns where the server keeps it."""
     import httpx
 
     with path.open("rb") as handle:
-        response = httpx.post(served.url + "gradio_api/upload", files={"files": (path.name, handle)}, timeout=30)
+        response = httpx.post(stress_app.url + "gradio_api/upload", files={"files": (path.name, handle)}, timeout=30)
     response.raise_for_status()
     return response.json()[0]
 
 
-def call(served, api_name: str, data: list) -> dict:
+def call(stress_app, api_name: str, data: list) -> dict:
     """Run one event through the queue over raw HTTP; its final message (`success`, `output`)."""
     last = {}
-    for message in stress.sse_events(served, api_name, data):
+    for message in stress.sse_events(stress_app, api_name, data):
         last = message
         if message.get("msg") in ("process_completed", "join_refused"):
             break
@@ -99,12 +78,12 @@ def file_data(path) -> dict:
 # --- files ------------------------------------------------------------------------------------------------------
 
 
-def test_an_uploaded_file_is_served_back(served, tmp_path):
+def test_an_uploaded_file_is_served_back(stress_app, tmp_path):
     """The control for the probes below: the file route works for what a user uploaded."""
     mine = tmp_path / "mine.txt"
     mine.write_text("uploaded by me")
-    stored = upload(served, mine)
-    status, body = raw_get(served, f"/gradio_api/file={stored}")
+    stored = upload(stress_app, mine)
+    status, body = raw_get(stress_app, f"/gradio_api/file={stored}")
     assert (status, body) == (200, "uploaded by me")
 
 
@@ -132,13 +111,13 @@ def traversal_probes(upload_dir: str, secret: dict, port: int) -> list[str]:
     return probes
 
 
-def test_file_routes_refuse_every_path_outside_the_upload_and_cache_folders(served, secret):
+def test_file_routes_refuse_every_path_outside_the_upload_and_cache_folders(stress_app, secret):
     from gradio.utils import get_upload_folder
 
-    port = int(served.url.rstrip("/").rsplit(":", 1)[1])
+    port = int(stress_app.url.rstrip("/").rsplit(":", 1)[1])
     leaks = []
     for probe in traversal_probes(get_upload_folder(), secret, port):
-        status, body = raw_get(served, probe)
+        status, body = raw_get(stress_app, probe)
         if any(text in body for text in (PASSWD_LINE, secret["marker"], SOURCE_LINE, "HF_HUB_OFFLINE")):
             leaks.append((probe, status))
         elif probe.startswith("/gradio_api/file") and status not in (400, 403, 404):
@@ -146,7 +125,7 @@ def test_file_routes_refuse_every_path_outside_the_upload_and_cache_folders(serv
     assert leaks == []
 
 
-def test_a_symlink_in_the_upload_folder_does_not_lead_outside(served, secret):
+def test_a_symlink_in_the_upload_folder_does_not_lead_outside(stress_app, secret):
     from gradio.utils import get_upload_folder
 
     folder = Path(get_upload_folder()) / ("probe-" + secrets.token_hex(4))
@@ -157,12 +136,12 @@ def test_a_symlink_in_the_upload_folder_does_not_lead_outside(served, secret):
             (folder / name).symlink_to(target)
         (folder / "outside").symlink_to(secret["text"].parent, target_is_directory=True)
         for name in ("passwd.txt", "secret.txt", "outside/secret.txt"):
-            status, body = raw_get(served, f"/gradio_api/file={folder / name}")
+            status, body = raw_get(stress_app, f"/gradio_api/file={folder / name}")
             assert status == 403 and PASSWD_LINE not in body and secret["marker"] not in body, name
         # nor can a request hand the symlinked picture or recording to a model
         for api_name, data in (("caption", [file_data(folder / "scene.png"), "", stress.MMGPT_PRESET, True, "en"]),
                                ("transcribe", [file_data(folder / "speech.wav"), stress.MMGPT_PRESET, True, "en"])):
-            result = call(served, api_name, data)
+            result = call(stress_app, api_name, data)
             assert result.get("success") is False, (api_name, result)
     finally:
         for path in sorted(folder.rglob("*"), reverse=True):
@@ -171,17 +150,17 @@ def test_a_symlink_in_the_upload_folder_does_not_lead_outside(served, secret):
 
 
 @pytest.mark.parametrize("api_name", ["caption", "transcribe"])
-def test_a_crafted_call_cannot_hand_a_server_file_to_a_model(served, secret, api_name):
+def test_a_crafted_call_cannot_hand_a_server_file_to_a_model(stress_app, secret, api_name):
     """Inputs must be uploads: a path elsewhere on the server is refused before any handler runs."""
     own = secret["picture"] if api_name == "caption" else secret["recording"]
-    port = int(served.url.rstrip("/").rsplit(":", 1)[1])
+    port = int(stress_app.url.rstrip("/").rsplit(":", 1)[1])
     targets = [own, "/etc/passwd", f"{own.parent}/../{own.parent.name}/{own.name}", ROOT / "assets",
                f"http://127.0.0.1:{port}/gradio_api/file={own}"]
     for target in targets:
         data = [file_data(target), stress.MMGPT_PRESET, True, "en"]
         if api_name == "caption":
             data.insert(1, "")
-        result = call(served, api_name, data)
+        result = call(stress_app, api_name, data)
         assert result.get("success") is False, (target, result)
         assert secret["marker"] not in str(result) and PASSWD_LINE not in str(result)
 
@@ -192,27 +171,27 @@ OUTSIDE_PRESETS = ["../../etc", "../../etc/passwd", "openai-community/gpt2-xl", 
                    "mmgpt-random/../gpt2", "MMGPT-RANDOM", " mmgpt-random", "", None, 7, ["gpt2"], {"name": "gpt2"}]
 
 
-def test_a_crafted_call_cannot_load_a_model_outside_the_allow_list(served, engine, presets):
-    engine.load(stress.MMGPT_PRESET)  # whatever is loaded before stays exactly as it is
-    loaded, counts = engine.loaded, dict(engine.load_count)
-    checkpoint = presets[stress.MMGPT_PRESET].source  # a real checkpoint directory, named by path
+def test_a_crafted_call_cannot_load_a_model_outside_the_allow_list(stress_app, stress_engine, stress_presets):
+    stress_engine.load(stress.MMGPT_PRESET)  # whatever is loaded before stays exactly as it is
+    loaded, counts = stress_engine.loaded, dict(stress_engine.load_count)
+    checkpoint = stress_presets[stress.MMGPT_PRESET].source  # a real checkpoint directory, named by path
     for preset in [*OUTSIDE_PRESETS, checkpoint]:
         calls = {
             "generate": stress.text_data(preset=preset),
-            "caption": [file_data(upload(served, stress.scene_png(Path(checkpoint).parent / "x.png"))), "", preset,
+            "caption": [file_data(upload(stress_app, stress.scene_png(Path(checkpoint).parent / "x.png"))), "", preset,
                         True, "en"],
             "reply": ["ROMEO:", preset, "en"],
         }
         for api_name, data in calls.items():
-            result = call(served, api_name, data)
+            result = call(stress_app, api_name, data)
             assert result.get("success") is False, (preset, api_name)
             assert "There is no model named" in str(result["output"].get("error")), (preset, api_name, result)
-    assert engine.loaded == loaded and dict(engine.load_count) == counts
+    assert stress_engine.loaded == loaded and dict(stress_engine.load_count) == counts
 
 
-def test_the_engine_loads_only_presets_by_name(presets):
-    engine = Engine(device="cpu", presets=presets)
-    for name in [*OUTSIDE_PRESETS, presets[stress.MMGPT_PRESET].source]:
+def test_the_engine_loads_only_presets_by_name(stress_presets):
+    engine = Engine(device="cpu", presets=stress_presets)
+    for name in [*OUTSIDE_PRESETS, stress_presets[stress.MMGPT_PRESET].source]:
         with pytest.raises(UnknownPresetError, match="Unknown model"):
             engine.load(name)
         with pytest.raises(UnknownPresetError):
@@ -268,7 +247,7 @@ def other_addresses() -> list[str]:
     return sorted(address for address in found if not address.startswith("127.") and address != "0.0.0.0")
 
 
-def test_a_default_launch_is_reachable_on_loopback_only_and_sends_no_analytics(presets, engine, monkeypatch):
+def test_a_default_launch_is_reachable_on_loopback_only_and_sends_no_analytics(stress_engine, monkeypatch):
     import gradio.analytics
 
     monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
@@ -277,7 +256,7 @@ def test_a_default_launch_is_reachable_on_loopback_only_and_sends_no_analytics(p
     sent = []
     monkeypatch.setattr(gradio.analytics, "_do_analytics_request", lambda *args, **kwargs: sent.append(args))
     monkeypatch.setattr(gradio.analytics, "_do_normal_analytics_request", lambda *args, **kwargs: sent.append(args))
-    demo = app.build_demo(engine)
+    demo = app.build_demo(stress_engine)
     port = stress.free_port()
     demo.launch(**app.launch_kwargs(server_port=port, prevent_thread_lock=True, quiet=True))
     try:
@@ -305,7 +284,7 @@ class Everything(logging.Handler):
         self.lines.append(text)
 
 
-def test_no_prompt_picture_or_recording_reaches_the_logs(served, tmp_path, capfd):
+def test_no_prompt_picture_or_recording_reaches_the_logs(stress_app, tmp_path, capfd):
     """Requests carry a unique marker in every prompt and file name; with every logger at DEBUG, it never shows."""
     marker = "PRIVATE" + secrets.token_hex(6)
     handler = Everything()
@@ -317,7 +296,7 @@ def test_no_prompt_picture_or_recording_reaches_the_logs(served, tmp_path, capfd
     for logger in loggers:
         logger.setLevel(logging.DEBUG)
     try:
-        client = served.client()
+        client = stress_app.client()
         picture = stress.scene_png(tmp_path / f"{marker}.png")
         recording = stress.tone_wav(tmp_path / f"{marker}.wav")
         prompt = f"{marker} ROMEO: my secret is {marker}"
@@ -327,7 +306,7 @@ def test_no_prompt_picture_or_recording_reaches_the_logs(served, tmp_path, capfd
         assert client.predict(prompt, stress.GPT2_PRESET, api_name="/reply")[0]
         # a prompt too long for the model: trimmed, with a note to the user (a Gradio warning) that quotes none of it
         long_prompt = " ".join([marker] * 600)
-        messages = list(stress.sse_events(served, "generate",
+        messages = list(stress.sse_events(stress_app, "generate",
                                           stress.text_data(long_prompt, preset=stress.GPT2_PRESET)))
         notes = [m["log"] for m in messages if m.get("msg") == "log"]
         assert any("too long for this model" in note for note in notes), notes
@@ -335,11 +314,12 @@ def test_no_prompt_picture_or_recording_reaches_the_logs(served, tmp_path, capfd
         assert messages[-1].get("success") is True, messages[-1]
         # and refusals, which quote what was wrong, never the prompt
         for overrides in (dict(task="summarize"), dict(preset=f"{marker}-model"), dict(temperature=f"{marker}")):
-            result = call(served, "generate", stress.text_data(prompt, **overrides))
+            result = call(stress_app, "generate", stress.text_data(prompt, **overrides))
             assert result.get("success") is False
         broken = tmp_path / f"{marker}-broken.png"
         broken.write_text(marker)
-        result = call(served, "caption", [file_data(upload(served, broken)), marker, stress.MMGPT_PRESET, True, "en"])
+        uploaded = file_data(upload(stress_app, broken))
+        result = call(stress_app, "caption", [uploaded, marker, stress.MMGPT_PRESET, True, "en"])
         assert result.get("success") is False
     finally:
         root.removeHandler(handler)

@@ -23,7 +23,7 @@ from mmgpt.data import load_shakespeare, scene_dataset, speech_dataset
 from mmgpt.data.text import default_corpus_path
 from mmgpt.model.processing_mmgpt import pad_features
 from mmgpt.model.testing import tiny_model_and_processor
-from mmgpt.train import TrainConfig, pad_right, train, warp_frequencies
+from mmgpt.train import TrainConfig, colour_token_ids, pad_right, swap_colour_words, train, warp_frequencies
 
 HAVE_ESPEAK = shutil.which("espeak-ng") is not None
 needs_espeak = pytest.mark.skipif(not HAVE_ESPEAK, reason="espeak-ng is not installed (apt-get install -y espeak-ng)")
@@ -74,6 +74,40 @@ def test_warping_moves_a_tone_to_the_bin_of_its_scaled_frequency(factor):
     assert warped.shape == log_mel_of_a_tone(1000.0).shape
     assert abs(peak_bin(warped) - peak_bin(log_mel_of_a_tone(1000.0 * factor))) <= 1
     assert peak_bin(warped) != peak_bin(log_mel_of_a_tone(1000.0))
+
+
+# --- colour words swapped in caption inputs --------------------------------------------------------------------
+
+
+def test_colour_noise_swaps_colour_words_in_the_input_and_never_in_the_labels():
+    from mmgpt.data import COLOURS, example_captions
+    from mmgpt.model.processing_mmgpt import train_tokenizer
+
+    captions = example_captions(200, seed=0)
+    tokenizer = train_tokenizer(captions, vocab_size=400)  # learned from captions, as the trainer's tokenizer is
+    colour_ids = colour_token_ids(tokenizer)
+    assert len(colour_ids) == len(COLOURS)  # every colour is one token, so a swap keeps the caption's length
+    rows = [tokenizer.encode(c, add_special_tokens=False) for c in captions[:16]]
+    batch = pad_right(rows, [0] * len(rows), pad_id=0)
+    clean, labels = batch["input_ids"].clone(), batch["labels"].clone()
+    is_colour = torch.from_numpy(np.isin(clean.numpy(), colour_ids))
+    assert is_colour.any()
+
+    swapped = swap_colour_words(clean, colour_ids, 1.0, np.random.default_rng(0))
+    assert torch.equal(swapped[~is_colour], clean[~is_colour])  # other words untouched
+    assert (swapped[is_colour] != clean[is_colour]).all()  # each colour word became another colour
+    assert np.isin(swapped[is_colour].numpy(), colour_ids).all()
+    assert torch.equal(swap_colour_words(clean, colour_ids, 0.0, np.random.default_rng(0)), clean)
+    assert torch.equal(batch["input_ids"], clean) and torch.equal(batch["labels"], labels)  # a copy is swapped
+
+
+def test_without_single_token_colours_there_is_nothing_to_swap():
+    from mmgpt.model.processing_mmgpt import train_tokenizer
+
+    tokenizer = train_tokenizer(["plain words only"], vocab_size=300)  # bytes: colours take several tokens
+    assert len(colour_token_ids(tokenizer)) == 0
+    ids = torch.arange(12).reshape(2, 6)
+    assert torch.equal(swap_colour_words(ids, colour_token_ids(tokenizer), 1.0, np.random.default_rng(0)), ids)
 
 
 # --- a tiny config overfits one batch of each task -------------------------------------------------------------

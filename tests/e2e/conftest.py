@@ -8,22 +8,14 @@ use the trained model and skip without it.
 
 from __future__ import annotations
 
-import os
+import re
+from pathlib import Path
+from urllib.parse import urlsplit
 
-for _name, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
-                      "GRADIO_ANALYTICS_ENABLED": "False"}.items():
-    os.environ.setdefault(_name, _value)
+import numpy as np
+import pytest
 
-import dataclasses  # noqa: E402
-import json  # noqa: E402
-import re  # noqa: E402
-from pathlib import Path  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
-
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
-from e2e_support import (  # noqa: E402
+from e2e_support import (
     ARTIFACTS,
     CHROMIUM,
     EXAMPLES,
@@ -31,7 +23,6 @@ from e2e_support import (  # noqa: E402
     NO_CHROMIUM,
     RANDOM_PRESET,
     expected_answers,
-    free_port,
     read_wav,
     write_wav,
 )
@@ -50,28 +41,17 @@ LEAD_IN_S = 0.3  # silence before the speech, so that none is lost while the rec
 @pytest.fixture(scope="session")
 def app_url(tmp_path_factory) -> str:
     """The app, served from this process (so tests can see its threads) on a free port of 127.0.0.1."""
-    import app
+    from benchmarks import stress
     from mmgpt.engine import Engine
-    from mmgpt.model.testing import save_random_checkpoint
     from mmgpt.presets import PRESETS
 
-    checkpoint = tmp_path_factory.mktemp("random-mmgpt")
-    save_random_checkpoint(checkpoint, n_positions=2048, n_embd=256, n_layer=6)  # ~130 tokens/s on a free core
-    config_path = checkpoint / "generation_config.json"
-    config = json.loads(config_path.read_text())
-    config.update(eos_token_id=None, _from_model_config=False)  # never ends by itself: Stop is always mid-stream
-    config_path.write_text(json.dumps(config))
-    random_preset = dataclasses.replace(PRESETS["mmgpt-tiny"], name=RANDOM_PRESET, source=str(checkpoint),
-                                        defaults={"max_new_tokens": 128, "temperature": 1.0, "seed": 0})
-    engine = Engine(max_loaded=3, timeout_s=60, presets={**PRESETS, RANDOM_PRESET: random_preset})
-    demo = app.build_demo(engine)
-    port = free_port()
-    demo.launch(**app.launch_kwargs(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True,
-                                    quiet=True))
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        demo.close()
+    # ~130 tokens/s on a free core, and it never ends by itself: Stop always lands mid-stream
+    random_preset = stress.never_ending_mmgpt_preset(
+        RANDOM_PRESET, tmp_path_factory.mktemp("random-mmgpt"), {"max_new_tokens": 128, "temperature": 1.0, "seed": 0},
+        n_embd=256, n_layer=6)
+    presets = {**PRESETS, RANDOM_PRESET: random_preset}
+    with stress.serve(presets, Engine(max_loaded=3, timeout_s=60, presets=presets)) as served:
+        yield served.url
 
 
 # --- the browser --------------------------------------------------------------------------------------------------

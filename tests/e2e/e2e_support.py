@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import threading
 import time
 import wave
@@ -33,12 +32,6 @@ def trained() -> bool:
 def expected_answers() -> dict[str, str]:
     """File name -> what the trained model should say about it (assets/examples/examples.json)."""
     return json.loads((EXAMPLES / "examples.json").read_text())
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def write_wav(path: Path, samples: np.ndarray, rate: int) -> Path:
