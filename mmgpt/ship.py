@@ -84,6 +84,18 @@ def _mel_warp(train_cfg: dict) -> str:
     return f", each heard with its frequencies warped by a random factor within +/-{warp:.0%}"
 
 
+def _batch_recipe(train_cfg: dict) -> str:
+    notes = []
+    if noise := train_cfg.get("colour_word_noise", 0.0):
+        notes.append(f"In caption inputs each colour word is swapped for another colour with probability {noise} "
+                     "(the labels keep the true colour), so the shape that follows must be read from the picture, "
+                     "not guessed from the colour.")
+    windows = train_cfg.get("speech_window_batches", 0)
+    notes.append(f"Utterance batches are drawn from windows of {windows} batches' worth of clips of similar length."
+                 if windows else "Utterance batches are drawn from the whole pool, whatever their lengths.")
+    return "\n" + " ".join(notes)
+
+
 def model_card(config, state: dict, results: dict, n_params: int, command: str) -> str:
     train_cfg = state["config"]
     minutes = state["train_seconds"] / 60
@@ -144,7 +156,7 @@ Every step sums the losses of three sub-batches: {train_cfg['text_batch']} text 
 utterances. AdamW (lr {train_cfg['lr']}, betas 0.9/0.95, weight decay {train_cfg['weight_decay']} on matrices),
 {train_cfg['warmup_steps']} warmup steps then cosine decay to {train_cfg['min_lr']}, gradient clipping at
 {train_cfg['grad_clip']}, dropout {train_cfg['dropout']}, {train_cfg.get('precision', 'fp32')} autocast, seed
-{train_cfg['seed']}.
+{train_cfg['seed']}.{_batch_recipe(train_cfg)}
 
 - Command: `{command}`
 - Steps: {state['step']}; training wall time: {minutes:.1f} min on a 2-core CPU (evaluation pauses excluded),

@@ -347,17 +347,16 @@ class MMGPTForCausalLM(MMGPTPreTrainedModel, GenerationMixin):
 
     def text_loss(self, logits, labels, input_ids=None, attention_mask=None) -> torch.Tensor:
         """Mean next-token cross-entropy over text positions; prefix placeholders and padding never count."""
-        labels = labels.clone()
         if attention_mask is not None:
             labels = labels.masked_fill(attention_mask == 0, -100)
         if input_ids is not None:
             prefix = (input_ids == self.config.image_placeholder_id) | (input_ids == self.config.audio_placeholder_id)
             labels = labels.masked_fill(prefix, -100)
-        targets = labels[:, 1:]
+        # Shift the labels, not the logits: slicing (B, T, vocab) logits would copy them, hundreds of MB at GPT-2 size.
+        targets = F.pad(labels[:, 1:], (0, 1), value=-100)  # (B, T): the token each position predicts
         if attention_mask is not None:  # nor does a prediction made at a padding position (left padding's last pad)
-            targets = targets.masked_fill(attention_mask[:, :-1] == 0, -100)
-        shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-        return F.cross_entropy(shift_logits, targets.reshape(-1), ignore_index=-100)
+            targets = targets.masked_fill(attention_mask == 0, -100)
+        return F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), targets.reshape(-1), ignore_index=-100)
 
 
 def load_gpt2_weights(model: MMGPTForCausalLM, gpt2_state_dict: dict[str, torch.Tensor]) -> MMGPTForCausalLM:
