@@ -217,8 +217,7 @@ class _Worker:
                             self.streamer.text_queue.put(_Note(note))
                     else:
                         inputs = self.adapter.prepare(segment)
-                    # an adapter may add what its model needs for this kind of request (mmgpt: see its adapter)
-                    extra = getattr(self.adapter, "extra_generate_kwargs", lambda _: {})(segment)
+                    extra = self.adapter.extra_generate_kwargs(segment)  # e.g. mmgpt: see its adapter
                     self.adapter.model.generate(
                         **inputs,
                         **generation_kwargs(self.params, self.adapter.room_for_new_tokens(inputs)),

@@ -65,6 +65,10 @@ class ModelAdapter(Protocol):
         """How many tokens the decoder can still write after `inputs` (its context length); None if unknown."""
         ...
 
+    def extra_generate_kwargs(self, request) -> dict:
+        """Generation settings this model needs for this kind of request beyond the user's (usually none)."""
+        ...
+
 
 # --- devices ----------------------------------------------------------------------------------------------------
 
@@ -143,6 +147,9 @@ class CausalLMAdapter:
     def room_for_new_tokens(self, inputs: dict) -> int | None:
         return decoder_room(self.model, inputs["input_ids"].shape[-1])
 
+    def extra_generate_kwargs(self, request) -> dict:
+        return {}
+
 
 @dataclass
 class ChatLMAdapter(CausalLMAdapter):
@@ -192,6 +199,9 @@ class VisionEncoderDecoderAdapter:
     def room_for_new_tokens(self, inputs: dict) -> int | None:
         return decoder_room(self.model, 1)  # the decoder starts from decoder_start_token_id
 
+    def extra_generate_kwargs(self, request) -> dict:
+        return {}
+
 
 @dataclass
 class BlipAdapter:
@@ -216,6 +226,9 @@ class BlipAdapter:
 
     def room_for_new_tokens(self, inputs: dict) -> int | None:
         return decoder_room(self.model, inputs["input_ids"].shape[-1] if "input_ids" in inputs else 1)
+
+    def extra_generate_kwargs(self, request) -> dict:
+        return {}
 
 
 @dataclass
@@ -245,6 +258,9 @@ class WhisperAdapter:
 
     def room_for_new_tokens(self, inputs: dict) -> int | None:
         return decoder_room(self.model, WHISPER_START_TOKENS)
+
+    def extra_generate_kwargs(self, request) -> dict:
+        return {}
 
 
 @dataclass
