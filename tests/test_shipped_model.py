@@ -31,14 +31,6 @@ MAX_NEW_TOKENS = 40
 
 pytestmark = pytest.mark.skipif(not SHIPPED_DIR.is_dir(), reason="assets/mmgpt-tiny not shipped yet")
 
-# Strict: when a retrained mmgpt-tiny meets the target these tests pass, and strict xfail turns that into a
-# failure so the mark gets removed.
-SHORTFALL_ASR = (
-    "known shortfall (issue 3): mmgpt-tiny reaches 32.2% WER on held-out voices (21.5% on training voices); "
-    "numbers and some caption words come out wrong (assets/mmgpt-tiny/eval.json)"
-)
-
-
 
 @pytest.fixture(scope="module")
 def shipped():
@@ -101,7 +93,6 @@ def test_captions_fresh_test_scenes(shipped):
 
 @pytest.mark.skipif(shutil.which("espeak-ng") is None,
                     reason="espeak-ng is not installed (apt-get install -y espeak-ng)")
-@pytest.mark.xfail(strict=True, reason=SHORTFALL_ASR)
 def test_transcribes_held_out_voices(shipped, tmp_path):
     _, model, processor = shipped
     utterances = speech_dataset("test", TEST_UTTERANCES, seed=FRESH_SEED, cache_dir=tmp_path, snr_db=float("inf"))
