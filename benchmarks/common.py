@@ -15,11 +15,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -91,6 +93,30 @@ def percentile(values, q: float) -> float:
     return float(ordered[low] + (ordered[high] - ordered[low]) * (rank - low))
 
 
+def off_main_thread(work: Callable[[], Any]) -> Any:
+    """`work()` in a new thread that ends with it; its result, or its exception re-raised.
+
+    Why: each thread that runs torch keeps its own OpenMP team, and while one is left over, decoding in every
+    other thread slows down (mmgpt-tiny on this 2-core machine, in worker threads: 651, 570 and 473 tokens/s in
+    three processes, then 446, 372 and 370 once the main thread had generated too). The app never runs torch in
+    its main thread, so neither do the benchmarks, which each run in a thread of their own.
+    """
+    outcome = {}
+
+    def run():
+        try:
+            outcome["result"] = work()
+        except BaseException as exc:  # handed back to the caller
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=run, name="benchmark-off-main")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
+
+
 def interleaved(runs: dict[str, Any], repeats: int) -> dict[str, list]:
     """Call each of `runs` `repeats` times, alternating the order (ABBA...) so drift hits both alike."""
     names = list(runs)
@@ -118,10 +144,11 @@ class Context:
         return smoke if self.smoke else full
 
     def engine(self):
-        """One engine serving PRESET from `model_dir`, shared by the in-process benchmarks (loaded once)."""
+        """One engine serving PRESET from `model_dir`, shared by the in-process benchmarks (loaded once, off the
+        main thread, as the app loads it in a request's thread: see `off_main_thread`)."""
         if self._engine is None:
             self._engine = make_engine(self.model_dir)
-            self._engine.load(PRESET)
+            off_main_thread(lambda: self._engine.load(PRESET))
         return self._engine
 
     def close(self):

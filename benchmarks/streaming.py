@@ -2,12 +2,14 @@
 
 Same loaded model, same prompt, same decoding settings (greedy, `generation_kwargs`), same fixed token count
 (`min_new_tokens = max_new_tokens`). Both timings cover preparing the inputs and generating; the engine's also
-cover its worker thread, the streamer's decoding of every token and the queue hand-off to the caller.
+cover its worker thread, the streamer's decoding of every token and the hand-off of updates to the caller.
+Both generate in a thread that ends with the call, as the engine's workers do, so that neither leaves an OpenMP
+team behind that slows the other (see `common.off_main_thread`).
 """
 
 import time
 
-from .common import PRESET, Context, Figure, Result, fixed_length, interleaved, median
+from .common import PRESET, Context, Figure, Result, fixed_length, interleaved, median, off_main_thread
 
 NAME = "streaming"
 TITLE = "Streaming overhead (engine.stream vs model.generate)"
@@ -40,8 +42,8 @@ def run(ctx: Context) -> Result:
         return last.tokens, time.perf_counter() - started
 
     with fixed_length(adapter.model, tokens):
-        plain(), streamed()  # warm-up
-        runs = interleaved({"generate": plain, "stream": streamed}, repeats)
+        off_main_thread(plain), streamed()  # warm-up
+        runs = interleaved({"generate": lambda: off_main_thread(plain), "stream": streamed}, repeats)
 
     rates = {name: [n / s for n, s in samples] for name, samples in runs.items()}
     counts = {name: sorted({n for n, _ in samples}) for name, samples in runs.items()}
