@@ -179,8 +179,11 @@ def stats_line(update: StreamUpdate | None, lang: str, seed: int | None = None, 
     return line
 
 
-def stream_text(engine: Engine, preset: str, request, params: GenerationParams, lang: str, *extra):
-    """Yield `(text so far, stats line, *extra)` per update; stop the engine's worker however this ends."""
+def stream_text(engine: Engine, preset: str, request, params: GenerationParams, lang: str, *extra,
+                answer: dict | None = None):
+    """Yield `(text so far, stats line, *extra)` per update; stop the engine's worker however this ends.
+
+    `answer`, when given, receives the last update's `token_ids` (what `Engine.explain` should read)."""
     seed = params.seed if params.do_sample else None
     cancel = threading.Event()
     updates = engine.stream(preset, request, params, cancel)  # refuses a wrong preset or task before anything runs
@@ -193,6 +196,8 @@ def stream_text(engine: Engine, preset: str, request, params: GenerationParams, 
                 stats = stats_line(None, lang, seed, waited_s=time.perf_counter() - started)
         else:
             text, stats = update.text, stats_line(update, lang, seed)
+            if answer is not None:
+                answer["token_ids"] = update.token_ids
             for note in update.notes[shown:]:  # e.g. the prompt was trimmed to fit the model
                 gr.Warning(html.escape(note.text(lang), quote=False), title=translate("warning_title", lang))
             shown = len(update.notes)
@@ -286,10 +291,10 @@ class Handlers:
         _warn(notes + prompt_notes, lang)
         params = self.engine.preset(preset).params()
         request = ImageRequest(picture, start)
-        text, stats = "", ""
-        for text, stats, *_ in stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS):
+        text, stats, answer = "", "", {}
+        for text, stats, *_ in stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS, answer=answer):
             yield (text, stats, *SKIP_MAPS)
-        explanation = self.explain(preset, request, text, show_maps)
+        explanation = self.explain(preset, request, text, show_maps, answer.get("token_ids"))
         maps = explanation and explanation.image_maps
         if not maps:
             yield (text, stats, None, gr.update(choices=[], value=None), None)
@@ -305,11 +310,12 @@ class Handlers:
             return
         yield overlays.heatmap_overlay(inputs.load_image(image, []), picked[1])
 
-    def explain(self, preset: str, request, text: str, show_maps):
-        """The answer's `explain.Explanation`, or None when the toggle is off or there is no answer."""
+    def explain(self, preset: str, request, text: str, show_maps, token_ids=None):
+        """The answer's `explain.Explanation` (from its token ids when the engine gave them, else its text), or
+        None when the toggle is off or there is no answer."""
         if not show_maps or not text:
             return None
-        explanation = self.engine.explain(preset, request, text)
+        explanation = self.engine.explain(preset, request, token_ids or text)
         if explanation.note:
             gr.Info(html.escape(explanation.note, quote=False))
         return explanation
@@ -326,10 +332,10 @@ class Handlers:
         request = AudioRequest(clip.waveform)
         # The picture is drawn once the transcript is done: drawing it first would delay the first words, and
         # drawing it meanwhile would slow them down (it shares the CPU and the GIL with decoding).
-        text, stats = "", ""
-        for text, stats, *_ in stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS):
+        text, stats, answer = "", "", {}
+        for text, stats, *_ in stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS, answer=answer):
             yield (text, stats, *SKIP_MAPS)
-        explanation = self.explain(preset, request, text, show_maps)
+        explanation = self.explain(preset, request, text, show_maps, answer.get("token_ids"))
         curves = explanation and explanation.audio_curves
         if not curves:
             yield (text, stats, figures.spectrogram_image(clip.waveform), gr.update(choices=[], value=None), None)
@@ -376,10 +382,11 @@ class Handlers:
         _warn(notes + language_notes + context_notes, lang)
         params = self.settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         request = TextRequest(text, task=task, target_language=language or "French", context=passage)
-        output, stats = "", ""
-        for output, stats, *_ in stream_text(self.engine, preset, request, params, lang, gr.skip(), gr.skip()):
+        output, stats, answer = "", "", {}
+        for output, stats, *_ in stream_text(self.engine, preset, request, params, lang, gr.skip(), gr.skip(),
+                                             answer=answer):
             yield output, stats, gr.skip(), gr.skip()
-        explanation = self.explain(preset, request, output, show_maps)
+        explanation = self.explain(preset, request, output, show_maps, answer.get("token_ids"))
         tokens = explanation and explanation.tokens
         if not tokens:
             yield output, stats, None, None

@@ -104,6 +104,7 @@ class _Chunk(NamedTuple):
     window: int
     first_token_at: float | None  # perf_counter() of the first generated token
     last_token_at: float | None
+    token_ids: tuple[int, ...] = ()  # the window's generated ids, on its final chunk
 
 
 class _Note(NamedTuple):
@@ -181,14 +182,15 @@ class _TokenStreamer(TextIteratorStreamer):
     def end(self):
         window_text = self.tokenizer.decode(self._ids, **self.decode_kwargs)
         self.text = _join_text(self.text, window_text)
+        window_ids = tuple(self._ids)
         self._ids, self._pieces, self._prefix, self._read = [], [], 0, 0
         self.next_tokens_are_prompt = True
-        self._send(self.text)
+        self._send(self.text, window_ids)
 
-    def _send(self, text: str):
+    def _send(self, text: str, token_ids: tuple[int, ...] = ()):
         # the worker, not the streamer, marks the end: it also has to report errors and cover several windows
-        self.text_queue.put(_Chunk(text, self.tokens, self.window, self.first_token_at, self.last_token_at),
-                            timeout=self.timeout)
+        self.text_queue.put(_Chunk(text, self.tokens, self.window, self.first_token_at, self.last_token_at,
+                                   token_ids), timeout=self.timeout)
 
 
 @dataclass
@@ -390,14 +392,19 @@ class Engine:
                     logger.info("evicted %s (more than %d models loaded)", evicted, self.max_loaded)
         return adapter
 
-    def explain(self, preset_name: str, request, generated: str):
+    def explain(self, preset_name: str, request, generated: str | tuple[int, ...]):
         """Token confidences and, where the model gives them, attention maps for `generated`, the answer
-        `preset_name` streamed to `request` (an `explain.Explanation`). One extra forward pass after generation,
-        so streaming never waits for it; a model that cannot give maps gets None fields and a note, not an error."""
+        `preset_name` streamed to `request`: its last update's `token_ids`, or else its text (an
+        `explain.Explanation`). One extra forward pass after generation, so streaming never waits for it; a model
+        that cannot give maps gets None fields and a note, not an error."""
         from .explain import explain
 
         self.check(preset_name, request)
-        return explain(self.load(preset_name), request, generated)
+        adapter = self.load(preset_name)
+        if not isinstance(generated, str):  # the words the user saw: end-of-text and other special tokens are not
+            special = set(getattr(adapter.tokenizer, "all_special_ids", []))
+            generated = [token for token in generated if token not in special]
+        return explain(adapter, request, generated)
 
     def _touch(self, name: str) -> ModelAdapter | None:
         adapter = self._loaded.get(name)
@@ -484,4 +491,4 @@ class Engine:
         if chunk.tokens > 1 and chunk.last_token_at > chunk.first_token_at:
             rate = (chunk.tokens - 1) / (chunk.last_token_at - chunk.first_token_at)
         return StreamUpdate(chunk.text, chunk.tokens, ttft, rate, done, window=chunk.window, windows=windows,
-                            notes=notes)
+                            notes=notes, token_ids=chunk.token_ids if done and windows == 1 else ())

@@ -97,3 +97,6 @@ class StreamUpdate:
     window: int = 0  # which audio window the text is coming from (0-based)
     windows: int = 1  # how many windows the request was cut into
     notes: tuple = ()  # `i18n.Message`s for the user so far, e.g. that a long prompt was trimmed to fit the model
+    # On the last update of a one-window answer: its token ids, so that `Engine.explain` reads exactly what the
+    # model wrote (re-tokenizing the text can give other, and more, tokens). Empty otherwise.
+    token_ids: tuple[int, ...] = ()

@@ -310,6 +310,17 @@ def test_coalesced_releases_end_on_whole_characters(monkeypatch):
     assert any(chunk.text != tokenizer.decode(ids[: chunk.tokens]) for chunk in chunks)
 
 
+def test_the_last_update_carries_the_answers_token_ids_and_explain_reads_them(engine):
+    updates = list(engine.stream("tiny", PROMPT, GenerationParams(max_new_tokens=8)))
+    last = final_update(updates)
+    assert len(last.token_ids) == last.tokens == 8 and not any(u.token_ids for u in updates[:-1])
+    tokenizer = engine.load("tiny").tokenizer
+    assert tokenizer.decode(list(last.token_ids), skip_special_tokens=True) == last.text
+    explanation = engine.explain("tiny", PROMPT, last.token_ids)
+    special = set(tokenizer.all_special_ids)
+    assert [t.token_id for t in explanation.tokens] == [i for i in last.token_ids if i not in special]
+
+
 def test_max_new_tokens_is_capped_at_the_models_context(engine):
     last = final_update(list(engine.stream("tiny", PROMPT, GenerationParams(max_new_tokens=2048))))
     assert last.tokens == 512 - len(PROMPT.prompt.split())  # n_positions minus the prompt
