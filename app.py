@@ -179,16 +179,16 @@ def stats_line(update: StreamUpdate | None, lang: str, seed: int | None = None, 
     return line
 
 
-def stream_text(engine: Engine, preset: str, request, params: GenerationParams, lang: str, *extra,
-                answer: dict | None = None):
+def stream_text(engine: Engine, preset: str, request, params: GenerationParams, lang: str, *extra):
     """Yield `(text so far, stats line, *extra)` per update; stop the engine's worker however this ends.
 
-    `answer`, when given, receives the last update's `token_ids` (what `Engine.explain` should read)."""
+    Returns `(text, stats line, token_ids)` of the last update (the ids are what `Engine.explain` should read), so
+    that a handler can `yield from` it and go on with the answer."""
     seed = params.seed if params.do_sample else None
     cancel = threading.Event()
     updates = engine.stream(preset, request, params, cancel)  # refuses a wrong preset or task before anything runs
     started = time.perf_counter()
-    text, stats, shown = "", stats_line(None, lang, seed), 0
+    text, stats, shown, token_ids = "", stats_line(None, lang, seed), 0, ()
     yield (text, stats, *extra)
     for update in responsive(updates, cancel):
         if update is None:  # nothing new yet
@@ -196,12 +196,12 @@ def stream_text(engine: Engine, preset: str, request, params: GenerationParams, 
                 stats = stats_line(None, lang, seed, waited_s=time.perf_counter() - started)
         else:
             text, stats = update.text, stats_line(update, lang, seed)
-            if answer is not None:
-                answer["token_ids"] = update.token_ids
+            token_ids = update.token_ids
             for note in update.notes[shown:]:  # e.g. the prompt was trimmed to fit the model
                 gr.Warning(html.escape(note.text(lang), quote=False), title=translate("warning_title", lang))
             shown = len(update.notes)
         yield (text, stats, *extra)
+    return text, stats, token_ids
 
 
 def responsive(updates: Iterator[StreamUpdate], cancel: threading.Event) -> Iterator[StreamUpdate | None]:
@@ -291,10 +291,8 @@ class Handlers:
         _warn(notes + prompt_notes, lang)
         params = self.engine.preset(preset).params()
         request = ImageRequest(picture, start)
-        text, stats, answer = "", "", {}
-        for text, stats, *_ in stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS, answer=answer):
-            yield (text, stats, *SKIP_MAPS)
-        explanation = self.explain(preset, request, text, show_maps, answer.get("token_ids"))
+        text, stats, token_ids = yield from stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS)
+        explanation = self.explain(preset, request, text, show_maps, token_ids)
         maps = explanation and explanation.image_maps
         if not maps:
             yield (text, stats, None, gr.update(choices=[], value=None), None)
@@ -332,10 +330,8 @@ class Handlers:
         request = AudioRequest(clip.waveform)
         # The picture is drawn once the transcript is done: drawing it first would delay the first words, and
         # drawing it meanwhile would slow them down (it shares the CPU and the GIL with decoding).
-        text, stats, answer = "", "", {}
-        for text, stats, *_ in stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS, answer=answer):
-            yield (text, stats, *SKIP_MAPS)
-        explanation = self.explain(preset, request, text, show_maps, answer.get("token_ids"))
+        text, stats, token_ids = yield from stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS)
+        explanation = self.explain(preset, request, text, show_maps, token_ids)
         curves = explanation and explanation.audio_curves
         if not curves:
             yield (text, stats, figures.spectrogram_image(clip.waveform), gr.update(choices=[], value=None), None)
@@ -382,11 +378,9 @@ class Handlers:
         _warn(notes + language_notes + context_notes, lang)
         params = self.settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         request = TextRequest(text, task=task, target_language=language or "French", context=passage)
-        output, stats, answer = "", "", {}
-        for output, stats, *_ in stream_text(self.engine, preset, request, params, lang, gr.skip(), gr.skip(),
-                                             answer=answer):
-            yield output, stats, gr.skip(), gr.skip()
-        explanation = self.explain(preset, request, output, show_maps, answer.get("token_ids"))
+        skip_outputs = (gr.skip(), gr.skip())  # the confidences come after the stream
+        output, stats, token_ids = yield from stream_text(self.engine, preset, request, params, lang, *skip_outputs)
+        explanation = self.explain(preset, request, output, show_maps, token_ids)
         tokens = explanation and explanation.tokens
         if not tokens:
             yield output, stats, None, None
