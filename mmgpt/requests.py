@@ -36,6 +36,31 @@ class AudioRequest:
 
 
 @dataclass(frozen=True)
+class Turn:
+    """One earlier exchange of a conversation about a picture."""
+
+    question: str  # what the user asked, as text (the transcript, for a spoken question)
+    answer: str  # what the model answered
+
+
+@dataclass(frozen=True, eq=False)
+class AskRequest:
+    """A question about a picture, typed or spoken, after the conversation's earlier turns."""
+
+    image: Image.Image
+    question: str = ""  # the typed question; empty when `audio` holds it
+    audio: np.ndarray | None = None  # the spoken question: float32 `(n_samples,)`, mono, 16 kHz
+    history: tuple[Turn, ...] = ()  # earlier turns about this picture, oldest first
+
+    def __post_init__(self):
+        spoken = self.audio is not None
+        if spoken and (self.audio.ndim != 1 or self.audio.size == 0):
+            raise ValueError(f"the spoken question must be a non-empty 1-D array, got shape {self.audio.shape}")
+        if spoken == bool(self.question.strip()):
+            raise ValueError("ask one question: type it or record it, not both and not neither")
+
+
+@dataclass(frozen=True)
 class TextRequest:
     prompt: str  # the text to continue, the message, the text to summarize or translate, or the question
     task: str = "continue"  # one of TEXT_TASKS; all but "continue" need an instruction-tuned (chat-lm) preset

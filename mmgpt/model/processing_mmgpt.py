@@ -4,6 +4,9 @@ A prompt is `[marker][placeholders][task token][optional text]`:
 - caption:    `<|image|> <|patch|> x num_patches <|caption|>`
 - transcribe: `<|audio|> <|frame|> x audio_tokens <|transcribe|>`
 - continue:   `<|text|> prompt`
+- ask:        `<|image|> <|patch|> x num_patches` then, per earlier turn, `<|ask|> question <|answer|> answer
+              <|endoftext|>`, then the new question: `[<|audio|> <|frame|> x audio_tokens] <|ask|> [question text]
+              <|answer|>`. A spoken question puts its audio before its `<|ask|>` and has no text.
 The model writes the answer after it and ends with `<|endoftext|>`.
 """
 
@@ -29,8 +32,10 @@ SPECIAL_TOKENS = (
     "<|caption|>",
     "<|transcribe|>",
     "<|text|>",
+    "<|ask|>",  # from mmgpt-tiny v4 on; earlier checkpoints lack these two and cannot answer questions
+    "<|answer|>",
 )
-TASK_TOKENS = {"caption": "<|caption|>", "transcribe": "<|transcribe|>", "continue": "<|text|>"}
+TASK_TOKENS = {"caption": "<|caption|>", "transcribe": "<|transcribe|>", "continue": "<|text|>", "ask": "<|ask|>"}
 PIXEL_MEAN = 0.5  # pixels are scaled to [0, 1] and then normalized to [-1, 1]
 PIXEL_STD = 0.5
 
@@ -64,7 +69,13 @@ class MMGPTProcessor(ProcessorMixin):
         self.patch_size = patch_size
         self.max_audio_frames = max_audio_frames
         super().__init__(tokenizer, **kwargs)
-        self.token_ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+        vocabulary = tokenizer.get_vocab()
+        self.token_ids = {token: vocabulary[token] for token in SPECIAL_TOKENS if token in vocabulary}
+
+    @property
+    def can_ask(self) -> bool:
+        """Whether this checkpoint's tokenizer has the question tokens (mmgpt-tiny v4 and later)."""
+        return "<|ask|>" in self.token_ids
 
     @classmethod
     def from_config(cls, config: MMGPTConfig, tokenizer) -> "MMGPTProcessor":
@@ -108,9 +119,13 @@ class MMGPTProcessor(ProcessorMixin):
             )
         return log_mel_spectrogram(waveform)
 
-    def prompt_ids(self, task: str, text: str = "", audio_frames: int = 0) -> list[int]:
-        """Token ids of one prompt; `audio_frames` is the feature frame count for `transcribe`."""
+    def prompt_ids(self, task: str, text: str = "", audio_frames: int = 0,
+                   history: Sequence[tuple[str, str]] = ()) -> list[int]:
+        """Token ids of one prompt; `audio_frames` is the feature frame count of the clip (`transcribe`, or a spoken
+        question for `ask`); `history` is the earlier (question, answer) turns of an `ask` conversation."""
         ids = self.token_ids
+        if task == "ask":
+            return self.ask_ids(text, audio_frames, history)
         if task == "caption":
             prefix = [ids["<|image|>"]] + [ids["<|patch|>"]] * self.num_patches
         elif task == "transcribe":
@@ -121,6 +136,23 @@ class MMGPTProcessor(ProcessorMixin):
             raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_TOKENS)}")
         return prefix + [ids[TASK_TOKENS[task]]] + self.tokenizer.encode(text, add_special_tokens=False)
 
+    def ask_ids(self, question: str, audio_frames: int = 0, history: Sequence[tuple[str, str]] = ()) -> list[int]:
+        """Token ids of a question about a picture, after its earlier turns (see the module docstring)."""
+        if not self.can_ask:
+            raise ValueError("this mmgpt checkpoint was trained before questions existed (no <|ask|> token); "
+                             "use mmgpt-tiny v4 or later")
+        ids, encode = self.token_ids, self._encode
+        prompt = [ids["<|image|>"]] + [ids["<|patch|>"]] * self.num_patches
+        for earlier_question, answer in history:
+            prompt += [ids["<|ask|>"], *encode(earlier_question), ids["<|answer|>"], *encode(answer),
+                       ids["<|endoftext|>"]]
+        if audio_frames:
+            prompt += [ids["<|audio|>"]] + [ids["<|frame|>"]] * MMGPTConfig.audio_tokens_for_frames(audio_frames)
+        return prompt + [ids["<|ask|>"], *encode(question), ids["<|answer|>"]]
+
+    def _encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text, add_special_tokens=False)
+
     # --- batches ------------------------------------------------------------------------------------------------
 
     def __call__(
@@ -130,13 +162,21 @@ class MMGPTProcessor(ProcessorMixin):
         audio: np.ndarray | Sequence[np.ndarray] | None = None,
         sampling_rate: int | None = None,
         return_tensors: str = "pt",
+        task: str | None = None,
+        history: Sequence[Sequence[tuple[str, str]]] | None = None,
         **kwargs,
     ) -> BatchFeature:
         """Prompts for a batch, left-padded for generation.
 
         `images` -> caption prompts, `audio` -> transcribe prompts, otherwise `text` -> continue prompts.
         `text` beside images or audio is appended after the task token.
+        `task="ask"` -> questions about `images`: typed in `text`, or spoken in `audio` (one clip or None per
+        image), after each image's earlier turns in `history` (one list of (question, answer) per image).
         """
+        if task == "ask":
+            return self._ask_batch(images, text, audio, sampling_rate, history, return_tensors)
+        if task is not None:
+            raise ValueError(f"task {task!r}: only 'ask' is named explicitly; other tasks follow the inputs")
         if images is not None and audio is not None:
             raise ValueError("give images or audio, not both: each prompt carries one modality")
         data = {}
@@ -158,6 +198,28 @@ class MMGPTProcessor(ProcessorMixin):
             prompts = [self.prompt_ids("continue", t) for t in ([text] if isinstance(text, str) else text)]
         else:
             raise ValueError("nothing to process: give text, images or audio")
+        data.update(pad_left(prompts, self.token_ids["<|endoftext|>"]))
+        return BatchFeature(data, tensor_type=return_tensors)
+
+    def _ask_batch(self, images, text, audio, sampling_rate, history, return_tensors) -> BatchFeature:
+        if images is None:
+            raise ValueError("a question needs the picture it is about: give images")
+        images = [images] if isinstance(images, Image.Image) else list(images)
+        n = len(images)
+        texts = self._texts_for(text, n)
+        clips = [None] * n if audio is None else ([audio] if isinstance(audio, np.ndarray) else list(audio))
+        histories = [()] * n if history is None else list(history)
+        if len(clips) != n or len(histories) != n:
+            raise ValueError(f"got {n} images, {len(clips)} audio entries and {len(histories)} histories")
+        if any(clip is not None for clip in clips) and sampling_rate is None:
+            raise ValueError(f"sampling_rate is required with audio (mmgpt resamples to {SAMPLE_RATE} Hz)")
+        features = [None if clip is None else self.audio_to_features(clip, sampling_rate) for clip in clips]
+        prompts = [self.ask_ids(t, 0 if f is None else f.shape[1], h) for t, f, h in zip(texts, features, histories)]
+        data = {"pixel_values": torch.from_numpy(np.stack([self.image_to_pixels(im) for im in images]))}
+        if any(f is not None for f in features):
+            if any(f is None for f in features):
+                raise ValueError("in one batch, either every question is spoken or none is")
+            data["input_features"] = torch.from_numpy(pad_features(features))
         data.update(pad_left(prompts, self.token_ids["<|endoftext|>"]))
         return BatchFeature(data, tensor_type=return_tensors)
 
