@@ -158,12 +158,14 @@ class Context:
 
 
 def make_engine(model_dir: Path, max_loaded: int = 1, batching: bool = True):
+    """An engine with the app's settings (torch threads included), serving PRESET from `model_dir`."""
+    import app
     from mmgpt.engine import Engine
     from mmgpt.presets import PRESETS
 
     preset = dataclasses.replace(PRESETS[PRESET], source=str(model_dir))
     return Engine(max_loaded=max_loaded, device="cpu", timeout_s=600, presets={**PRESETS, PRESET: preset},
-                  batching=batching)
+                  batching=batching, threads=app.TORCH_THREADS)
 
 
 def random_checkpoint(directory: Path, smoke: bool) -> Path:
