@@ -30,8 +30,12 @@ FIGURES = {
     "startup": ["cold_start_http_200_s", "cold_start_first_token_s", "rss_idle_mib", "rss_mmgpt_tiny_loaded_mib",
                 "rss_growth_per_session_mib"],
     "explain_overhead": [f"{tab}_{figure}" for tab in TABS for figure in ("tokens_per_s_ratio", "explain_ms")],
-    "concurrency": ["engine_4_clients_ratio", "engine_8_clients_ratio", "engine_1_client_tokens_per_s",
-                    "http_4_clients_ratio", "http_8_clients_ratio", "http_1_client_tokens_per_s"],
+    "concurrency": [f"{path}_{figure}" for path in ("engine", "engine_alone", "http", "http_alone") for figure in (
+        "4_clients_ratio", "8_clients_ratio", "16_clients_ratio", "8_clients_ttft_p95_ratio", "1_client_tokens_per_s",
+        "4_clients_tokens_per_s", "8_clients_tokens_per_s", "16_clients_tokens_per_s", "1_client_ttft_p95_ms",
+        "8_clients_ttft_p95_ms")] + [f"{path}_{n}_vs_before_batching" for path in ("engine", "http")
+                                     for n in ("1_client", "4_clients", "8_clients", "16_clients")]
+                   + [f"{path}_same_answers_as_alone" for path in ("engine", "http", "http_alone")],
 }
 
 
