@@ -210,3 +210,22 @@ def answer_is_right(predicted: str, truth: str) -> bool:
     """Whether a generated answer says what `truth` says ("At the top left." == "top left", "2" == "two")."""
     return normalize_answer(predicted) == normalize_answer(truth)
 
+
+
+def random_question(rng: random.Random) -> str:
+    """A question in the training phrasings about made-up objects, for speech that asks questions."""
+    from .scenes import SIZES
+
+    colour, shape, size = rng.choice(tuple(COLOURS)), rng.choice(SHAPES), rng.choice(tuple(SIZES))
+    ref = rng.choice((shape, f"{colour} one", f"{size} one", f"{colour} {shape}", f"{size} {shape}",
+                      f"{size} {colour} {shape}"))
+    kind = rng.choice(QUESTION_KINDS)
+    if kind == "count":
+        things = rng.choice(("shapes", f"{shape}s", f"{colour} shapes"))
+        return rng.choice(TEMPLATES[kind]).format(things=things)
+    if kind == "exists":
+        return rng.choice(TEMPLATES[kind]).format(colour=colour, shape=shape)
+    if kind == "relation":
+        other = rng.choice([s for s in SHAPES if s != shape])
+        return TEMPLATES[kind][0].format(a=ref, relation=rng.choice(tuple(RELATIONS)), b=other)
+    return rng.choice(TEMPLATES[kind] + FOLLOW_UPS).format(ref=ref)
