@@ -63,14 +63,14 @@ PIXEL_NOISE_STD = (0.0, 8.0)  # range of the Gaussian pixel noise std, in 0-255 
 # to IMAGE_SIZE square, at training as at inference.
 SHORT_SIDE_PIXELS = (48, 160)
 MAX_ASPECT = 2.0
-MIN_CONTRAST = 90.0  # RGB distance every object colour keeps from the background around it
+MIN_CONTRAST = 120.0  # RGB distance every object colour keeps from the background around it
 OUTLINE_PROBABILITY = 0.35  # otherwise filled
-STROKE_PIXELS = (1.0, 4.0)  # outline width, in pixels of the square
+STROKE_PIXELS = (1.5, 4.0)  # outline width, in pixels of the square
 WOBBLE_PROBABILITY = 0.3  # a hand-drawn outline: the edge wanders by a few percent of the size
 WOBBLE = (0.02, 0.07)
 ALIASED_PROBABILITY = 0.25  # drawn without antialiasing, as simple paint programs do
 JPEG_PROBABILITY = 0.4
-JPEG_QUALITY = (15, 90)
+JPEG_QUALITY = (30, 90)
 BACKGROUND_KINDS = {  # kind -> share of scenes
     "white": 0.22, "light": 0.14, "dark": 0.12, "grey": 0.10, "saturated": 0.12, "gradient": 0.15,
     "texture": 0.10, "noise": 0.05,
@@ -389,13 +389,20 @@ def _local_colour(background: np.ndarray, box, width: int, height: int) -> np.nd
     return region.reshape(-1, 3).mean(axis=0)
 
 
+def _nearest_colour_name(rgb: np.ndarray) -> str:
+    """The COLOURS name closest to `rgb` (a green background must not hold a green shape, however dark)."""
+    return min(COLOURS, key=lambda name: min(np.linalg.norm(rgb - np.array(shade, np.float32))
+                                              for shade in (COLOURS[name], *COLOUR_SHADES[name])))
+
+
 def _draw(rng: random.Random, layout, canvas: tuple[int, int]) -> Image.Image:
     width, height = canvas
     colours = [_object_colour(rng, body.colour) for body, _ in layout]
     for _ in range(30):  # a background on which every object stands out
         background = _background(rng, width, height)
         locals_ = [_local_colour(background, body.placed(*centre).box, width, height) for body, centre in layout]
-        if all(np.linalg.norm(c - b) >= MIN_CONTRAST for c, b in zip(colours, locals_)):
+        if all(np.linalg.norm(c - b) >= MIN_CONTRAST and _nearest_colour_name(b) != body.colour
+               for c, b, (body, _) in zip(colours, locals_, layout)):
             break
     else:
         mean = background.mean(axis=(0, 1))
