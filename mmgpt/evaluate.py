@@ -380,10 +380,8 @@ def question_scores(model, processor, test_scenes, heldout_scenes, sizes: EvalSi
     if not getattr(processor, "can_ask", False):
         return dict.fromkeys(keys, _unavailable("this checkpoint cannot take questions (no <|ask|> token: "
                                                 "trained before mmgpt-tiny v4)"))
-    try:
-        from .data.questions import answer_is_right
-    except ImportError as exc:
-        return dict.fromkeys(keys, _unavailable(f"mmgpt.data.questions is missing ({exc})"))
+    from .data.questions import answer_is_right
+
     results = {}
     for prefix, asked in (("qa", in_distribution_questions(test_scenes, sizes.questions, seed)),
                           ("qa_heldout", heldout_wording_questions(heldout_scenes, sizes.questions, seed))):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from mmgpt.data.questions import COUNT_WORDS, QUESTION_KINDS  # the kinds and count words, not the wording
 from mmgpt.data.scenes import COLOURS, HELD_OUT_PAIRS, IMAGE_SIZE, POSITIONS, SHAPES, SIZES, Scene, SceneObject, \
     cell_of, split_seed
 
@@ -477,32 +478,32 @@ def pixel_box(scene: Scene, obj: SceneObject) -> tuple[float, float, float, floa
 
 # --- the wording set: questions --------------------------------------------------------------------------------
 
-QUESTION_KINDS = ("colour", "shape", "size", "count", "position", "relation", "exists")
-NUMBER_ANSWERS = ("none", "one", "two", "three")
 POSITION_CLEARANCE = 3.0  # frame pixels: a position is asked about only when the centre is this far from a cell line
 RELATION_CLEARANCE = 6.0  # frame pixels: a relation is asked about only along an axis separating this much ...
 RELATION_DOMINANCE = 2.0  # ... and this many times more than the other axis does
 PLURALS = {shape: shape + ("es" if shape.endswith("s") else "s") for shape in SHAPES}
 
-# Phrasings of this set only; {ref}/{a}/{b} are referring expressions such as "the red one" or "the large star".
-COLOUR_QUESTIONS = ("Which colour is {ref}?", "Tell me the colour of {ref}.", "What color has {ref} been painted?",
-                    "Name the colour of {ref}.", "In which colour is {ref} drawn?")
-SHAPE_QUESTIONS = ("What kind of shape is {ref}?", "Name the shape of {ref}.", "{Ref} is which shape?",
-                   "Which shape does {ref} have?", "Tell me what shape {ref} is.")
-SIZE_QUESTIONS = ("Is {ref} big or small?", "Would you call {ref} large or small?", "How big is {ref}?",
-                  "Is {ref} drawn small or large?", "Tell me the size of {ref}.")
+# Phrasings of this set only, none of them a frame the training questions (`mmgpt.data.questions`) use;
+# {ref}/{a}/{b} are referring expressions such as "the red one" or "the large star".
+COLOUR_QUESTIONS = ("In which colour is {ref} drawn?", "Name the colour of {ref}.", "What color has {ref} been painted?",
+                    "{Ref} has which colour?", "Say what colour {ref} has.")
+SHAPE_QUESTIONS = ("Name the shape of {ref}.", "{Ref} is which shape?", "Which shape does {ref} have?",
+                   "Tell me what shape {ref} is.", "What form does {ref} have?")
+SIZE_QUESTIONS = ("Is {ref} big or small?", "Would you call {ref} large or small?", "Is {ref} drawn small or large?",
+                  "Tell me the size of {ref}.")
 COUNT_QUESTIONS = {
-    "all": ("How many shapes can you see?", "Count the objects in this picture.", "How many things are drawn here?"),
-    "colour": ("How many {value} things are in the picture?", "Count the {value} shapes."),
-    "shape": ("How many {plural} are drawn here?", "Count the {plural} in the picture."),
-    "size": ("How many {value} shapes can you see?", "Count the {value} objects."),
+    "all": ("What is the number of shapes in the picture?", "Count the objects in this picture.",
+            "How many things are drawn here?"),
+    "colour": ("How many {value} things are in the picture?", "Count every {value} object."),
+    "shape": ("How many {plural} are drawn here?", "Give me the number of {plural}."),
+    "size": ("How many {value} objects are there in this picture?", "Count the {value} objects."),
 }
-POSITION_QUESTIONS = ("Whereabouts is {ref}?", "In which part of the picture is {ref}?",
+POSITION_QUESTIONS = ("Whereabouts is {ref}?", "Which part of the image is {ref} in?",
                       "Where in the image has {ref} been drawn?", "Which part of the picture holds {ref}?")
 RELATION_QUESTIONS = {
     "left": ("Is {a} further left than {b}?", "Is {a} on the left side of {b}?"),
     "right": ("Is {a} further right than {b}?", "Does {a} sit to the right of {b}?"),
-    "up": ("Is {a} higher up than {b}?", "Does {a} sit above {b}?"),
+    "up": ("Is {a} higher up than {b}?", "Does {a} sit over {b}?"),
     "down": ("Is {a} lower down than {b}?", "Is {a} underneath {b}?"),
 }
 EXISTS_QUESTIONS = ("Can you spot {article} {colour} {shape}?", "Does this picture contain {article} {colour} {shape}?",
@@ -513,7 +514,7 @@ EXISTS_QUESTIONS = ("Can you spot {article} {colour} {shape}?", "Does this pictu
 class HeldOutQuestion:
     kind: str  # one of QUESTION_KINDS
     question: str  # as typed: capitalized, with its final punctuation
-    answer: str  # a colour, shape or size word, a NUMBER_ANSWERS word, a POSITIONS name, or "yes" / "no"
+    answer: str  # a colour, shape or size word, a COUNT_WORDS word, a POSITIONS name, or "yes" / "no"
 
 
 def _article(word: str) -> str:
@@ -537,8 +538,8 @@ def _references(obj: SceneObject, objects, hide: str | None) -> list[str]:
 
 def _cell_clearance(obj: SceneObject) -> float:
     """Distance of the centre, in frame pixels, from the nearest line between 3x3 cells."""
-    cell = IMAGE_SIZE / 3
-    return min(min(v % cell, cell - v % cell) for v in obj.centre)
+    lines = (IMAGE_SIZE / 3, 2 * IMAGE_SIZE / 3)
+    return min(abs(v - line) for v in obj.centre for line in lines)
 
 
 def _capitalized(text: str) -> str:
@@ -565,7 +566,7 @@ def _ask_count(rng, scene):
         value = rng.choice(present if rng.random() < 0.7 else values)  # "none" now and then
         count = present.count(value)
         question = rng.choice(COUNT_QUESTIONS[category]).format(value=value, plural=PLURALS.get(value, value))
-    return HeldOutQuestion("count", question, NUMBER_ANSWERS[count])
+    return HeldOutQuestion("count", question, COUNT_WORDS[count])
 
 
 def _ask_position(rng, scene):
@@ -626,14 +627,16 @@ def heldout_question(scene: Scene, rng: random.Random, kind: str) -> HeldOutQues
 
 
 def heldout_questions(scenes, per_kind: int, seed: int) -> list[tuple[Scene, HeldOutQuestion]]:
-    """`per_kind` (scene, question) pairs of every kind, each question about a different scene where possible."""
+    """`per_kind` (scene, question) pairs of every kind; each kind starts at its own place in `scenes` and moves on
+    to the next scene after every question, skipping scenes that allow no clear question of that kind."""
     rng = random.Random(split_seed("heldout-questions", seed))
     pairs = []
-    for kind in QUESTION_KINDS:
-        asked, tries = 0, 0
-        while asked < per_kind and tries < 20 * per_kind:
-            scene = scenes[(tries * 7 + QUESTION_KINDS.index(kind)) % len(scenes)]
-            tries += 1
+    for k, kind in enumerate(QUESTION_KINDS):
+        start, asked = k * len(scenes) // len(QUESTION_KINDS), 0
+        for step in range(20 * per_kind):
+            if asked == per_kind:
+                break
+            scene = scenes[(start + step) % len(scenes)]
             question = heldout_question(scene, rng, kind)
             if question is not None:
                 pairs.append((scene, question))
@@ -645,15 +648,15 @@ def heldout_questions(scenes, per_kind: int, seed: int) -> list[tuple[Scene, Hel
 
 SIDES = ("left", "right", "top", "bottom")
 # Transcript convention of the speech set: lowercase, no punctuation, numbers as digits. Weighted by kind.
-PHRASES = {
+PHRASES = {  # none of them a frame of the speech set's own phrases (`mmgpt.data.speech.PHRASE_TEMPLATES`)
     "shape": (0.6, (
-        "{colour} {shape}", "a {colour} {shape}", "the {shape} is {colour}", "the {colour} {shape} is {size}",
-        "{number} {colour} {plural}", "i can see {number} {plural}", "there is a {size} {shape} on the {side}",
-        "draw a {colour} {shape}", "show me the {colour} {shape}", "find the {size} {colour} {shape}",
+        "{colour} {plural}", "this {shape} is {colour}", "the {colour} {shape} is {size}", "look at the {colour} {shape}",
+        "i count {number} {colour} {plural}", "i can see {number} {plural}", "there is a {size} {shape} on the {side}",
+        "paint the {shape} {colour}", "the {colour} one is a {shape}", "find the {size} {colour} {shape}",
         "where is the {colour} {shape}", "is the {shape} {colour}", "make the {shape} {colour}",
         "move the {shape} to the {side}", "take a picture of the {shape}",
     )),
-    "number": (0.2, ("{number}", "number {number}", "{number} and {number2}", "{number} {plural}")),
+    "number": (0.2, ("{number}", "number {number}", "{number} and {number2}", "{number} {plural} left")),
     "command": (0.2, ("go {side} and stop", "turn right and go forward", "play the next song", "show me the time",
                       "close the map", "turn the light on", "open the door and turn left", "read the map")),
 }
