@@ -32,7 +32,7 @@ import re
 import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import jiwer
@@ -41,7 +41,7 @@ import sacrebleu
 import torch
 
 from .audio import SAMPLE_RATE
-from .data.scenes import COLOURS, SHAPES, SIZES, caption_words
+from .data.scenes import COLOURS, SHAPES, SIZES
 
 ANSWER_TOKENS = 8  # answers are a word or two
 TRANSCRIPT_TOKENS = 40
@@ -108,7 +108,7 @@ def object_phrases(text: str) -> list[tuple[str | None, str | None, str | None]]
     A phrase is a colour word with the shape word right after it, or either word alone; a size word just before
     it is its size. Lenient on purpose: "circle circle" is two phrases with no colour.
     """
-    words = [w.lower() for w in caption_words(text)]
+    words = re.findall(r"[a-z]+", text.lower())
     phrases, i = [], 0
     while i < len(words):
         word = words[i]
@@ -376,7 +376,7 @@ def spoken_versions(asked: list[Asked], seed: int, cache_dir) -> list[Asked]:
 
 def question_scores(model, processor, test_scenes, heldout_scenes, sizes: EvalSizes, seed: int, cache_dir) -> dict:
     """qa_typed, qa_spoken (question set's wording, test scenes) and qa_heldout_typed, qa_heldout_spoken."""
-    keys = ("qa_typed", "qa_spoken", "qa_heldout_typed", "qa_heldout_spoken")
+    keys = tuple(QA_SETS)
     if not getattr(processor, "can_ask", False):
         return dict.fromkeys(keys, _unavailable("this checkpoint cannot take questions (no <|ask|> token: "
                                                 "trained before mmgpt-tiny v4)"))
@@ -388,6 +388,11 @@ def question_scores(model, processor, test_scenes, heldout_scenes, sizes: EvalSi
         results[f"{prefix}_typed"] = answer_scores(model, processor, asked, sizes.batch, answer_is_right)
         results[f"{prefix}_spoken"] = answer_scores(model, processor, spoken_versions(asked, seed, cache_dir),
                                                     sizes.batch, answer_is_right)
+    # The held-out questions are typed as people type them, capitalized; the same in lowercase (as the question
+    # set writes its own) tells wording apart from capitals when the figure falls short.
+    lowercase = [replace(a, question=a.question.lower()) for a in heldout_wording_questions(heldout_scenes,
+                                                                                             sizes.questions, seed)]
+    results["qa_heldout_typed_lowercase"] = answer_scores(model, processor, lowercase, sizes.batch, answer_is_right)
     return results
 
 
@@ -493,6 +498,7 @@ SPEECH_SETS = {"speech_captions": "spoken test captions", "speech_phrases": "spe
                "speech_phrases_heldout": "held-out phrases", "speech_clean": "mixed test utterances, clean",
                "speech_10db": "mixed test utterances, 10 dB SNR"}
 QA_SETS = {"qa_typed": "typed, question set's wording", "qa_heldout_typed": "typed, held-out wording",
+           "qa_heldout_typed_lowercase": "typed, held-out wording in lowercase",
            "qa_spoken": "spoken, question set's wording", "qa_heldout_spoken": "spoken, held-out wording"}
 
 
@@ -503,6 +509,11 @@ class Figure:
     value: float | None  # None: not measured (see `note`)
     target: tuple[str, float] | None = None  # (">=" or "<=", value) from TARGETS
     note: str = ""
+    decimals: int = 1  # shown with this many decimals
+
+    @property
+    def shown(self) -> str:
+        return "not available" if self.value is None else f"{self.value:.{self.decimals}f}"
 
     @property
     def met(self) -> bool | None:
@@ -522,7 +533,7 @@ class Figure:
 def figures(results: dict) -> list[Figure]:
     """Every figure of `results`, in table order, each with its target (if it has one)."""
     rows = [Figure("text_nats_per_char", "Text: Tiny Shakespeare validation, nats/char",
-                   results["text_nats_per_char"], TARGETS["text_nats_per_char"])]
+                   results["text_nats_per_char"], TARGETS["text_nats_per_char"], decimals=3)]
     for key, name in CAPTION_SETS.items():
         for field, label in CAPTION_FIGURES.items():
             rows.append(Figure(f"{key}.{field}", f"Captions, {name}: {label}", results[key][field],
@@ -533,11 +544,12 @@ def figures(results: dict) -> list[Figure]:
                                    f"Captions, {name}, {group} {label}: keyword accuracy, %",
                                    figure["keyword_accuracy"], TARGETS.get(f"{key}.keyword_accuracy")))
     for key, name in SPEECH_SETS.items():
-        rows += _grouped_rows(results.get(key), key, f"Speech WER, %, {name}", "wer", ("voice", "kind"))
+        rows += _grouped_rows(results.get(key), key, f"Speech, {name}: WER, %", "wer", ("voice", "kind"))
     for key, name in QA_SETS.items():
         rows += _grouped_rows(results.get(key), key, f"Questions, {name}: accuracy, %", "accuracy", ("kind", "voice"))
     rows.append(Figure("checkpoint_mb", "Checkpoint, MiB", results["checkpoint_mb"], TARGETS["checkpoint_mb"]))
-    rows.append(Figure("decode_tokens_per_s", "Decode speed, tokens/s (batch 1)", results["decode_tokens_per_s"]))
+    rows.append(Figure("decode_tokens_per_s", "Decode speed, tokens/s (batch 1)", results["decode_tokens_per_s"],
+                       decimals=0))
     return rows
 
 
@@ -547,16 +559,12 @@ def _grouped_rows(result: dict | None, key: str, label: str, field: str, groups:
         reason = "not measured" if result is None else result["reason"]
         return [Figure(f"{key}.{field}", label, None, target, reason)]
     rows = [Figure(f"{key}.{field}", label, result[field], target)]
+    whole, measure = label.split(": ", 1)
     for group in groups:
         for name, figure in result.get(f"by_{group}", {}).items():
-            rows.append(Figure(f"{key}.by_{group}.{name}.{field}", f"{label}, {group} {name}", figure[field], target))
+            rows.append(Figure(f"{key}.by_{group}.{name}.{field}", f"{whole}, {group} {name}: {measure}",
+                               figure[field], target))
     return rows
-
-
-def format_value(value: float | None) -> str:
-    if value is None:
-        return "not available"
-    return f"{value:.3f}" if abs(value) < 10 else f"{value:.1f}"
 
 
 def format_target(target: tuple[str, float] | None) -> str:
@@ -567,7 +575,7 @@ def format_table(results: dict) -> str:
     rows = [("figure", "value", "target", "met")]
     for figure in figures(results):
         met = {True: "yes", False: "NO", None: ""}[figure.met]
-        rows.append((figure.label, format_value(figure.value), format_target(figure.target), met))
+        rows.append((figure.label, figure.shown, format_target(figure.target), met))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
     notes = {f.note for f in figures(results) if f.note}

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from .data import TEST_VOICES, TRAIN_VOICES
-from .evaluate import REFERENCE_TEXT_NATS, TARGETS, Figure, figures, format_target, format_value
+from .evaluate import REFERENCE_TEXT_NATS, TARGETS, Figure, figures, format_target
 
 SHIPPED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                  "tokenizer_config.json", "processor_config.json")
@@ -65,21 +65,21 @@ def unexplained_misses(results: dict, why: dict[str, str]) -> list[str]:
 
 
 def _cell(figure: Figure | None) -> str:
-    if figure is None:
-        return ""
-    if figure.value is None:
-        return "not available"
-    return format_value(figure.value)
+    return "" if figure is None else figure.shown
 
 
-def _met(*figures_: Figure | None) -> str:
-    marks = [{True: "yes", False: "**no**", None: "–"}[f.met] for f in figures_ if f is not None and f.target]
-    return " / ".join(marks)
-
-
-def _targets(*figures_: Figure | None) -> str:
-    targets = {format_target(f.target) for f in figures_ if f is not None and f.target}
-    return " / ".join(sorted(targets))
+def _target_and_met(inside: Figure | None, outside: Figure | None) -> tuple[str, str]:
+    """The target and met cells of a row holding an in-distribution and an out-of-distribution figure."""
+    sides = [(side, f) for side, f in (("in", inside), ("out", outside)) if f is not None and f.target]
+    mark = {True: "yes", False: "**no**", None: "–"}
+    if not sides:
+        return "", ""
+    if len(sides) == 1 and (outside is None or inside is None):
+        return format_target(sides[0][1].target), mark[sides[0][1].met]
+    if len(sides) == 2 and inside.target == outside.target:
+        return f"{format_target(inside.target)} each", ", ".join(f"{side} {mark[f.met]}" for side, f in sides)
+    return (", ".join(f"{format_target(f.target)} ({side})" for side, f in sides),
+            ", ".join(f"{side} {mark[f.met]}" for side, f in sides))
 
 
 # (label, in-distribution key, out-of-distribution key): the card's first table, one row per pair of figures.
@@ -99,6 +99,7 @@ HEADLINE_ROWS = (
     ("Speech WER, held-out voices: captions, numbers and commands, clean, %", "speech_clean.wer", None),
     ("Speech WER, held-out voices: captions, numbers and commands, 10 dB SNR, %", "speech_10db.wer", None),
     ("Questions, typed: accuracy, %", "qa_typed.accuracy", "qa_heldout_typed.accuracy"),
+    ("Questions, typed in lowercase: accuracy, %", None, "qa_heldout_typed_lowercase.accuracy"),
     ("Questions, spoken in held-out voices: accuracy, %", "qa_spoken.accuracy", "qa_heldout_spoken.accuracy"),
     ("Text: Tiny Shakespeare validation, nats/char", "text_nats_per_char", None),
     ("Checkpoint, MiB", "checkpoint_mb", None),
@@ -109,19 +110,24 @@ HEADLINE_ROWS = (
 def _headline_table(by_key: dict[str, Figure]) -> str:
     lines = ["| figure | in-distribution | out-of-distribution | target | met |", "|---|---|---|---|---|"]
     for label, inside, outside in HEADLINE_ROWS:
-        a, b = by_key.get(inside), by_key.get(outside) if outside else None
-        lines.append(f"| {label} | {_cell(a)} | {_cell(b)} | {_targets(a, b)} | {_met(a, b)} |")
+        a, b = by_key.get(inside) if inside else None, by_key.get(outside) if outside else None
+        target, met = _target_and_met(a, b)
+        lines.append(f"| {label} | {_cell(a)} | {_cell(b)} | {target} | {met} |")
     return "\n".join(lines)
 
 
 def _breakdown_table(by_key: dict[str, Figure], first: str, columns: dict[str, str], rows: dict[str, str],
-                     template: str) -> str:
-    """One row per `rows` item (label: name), one column per result key; a cell is the figure whose key is
-    template.format(key=column key, name=row name)."""
-    lines = [f"| {first} | " + " | ".join(columns.values()) + " | target |", "|---" * (len(columns) + 2) + "|"]
+                     template: str, field: str) -> str:
+    """One row per `rows` item (label: name), one column per result key (its target in its header); a cell is the
+    figure whose key is template.format(key=column key, name=row name)."""
+    headers = []
+    for key, header in columns.items():
+        target = TARGETS.get(f"{key}.{field}")
+        headers.append(f"{header} ({format_target(target)})" if target else header)
+    lines = [f"| {first} | " + " | ".join(headers) + " |", "|---" * (len(columns) + 1) + "|"]
     for label, name in rows.items():
         cells = [by_key.get(template.format(key=key, name=name)) for key in columns]
-        lines.append(f"| {label} | " + " | ".join(_cell(c) or "–" for c in cells) + f" | {_targets(*cells)} |")
+        lines.append(f"| {label} | " + " | ".join(_cell(c) or "–" for c in cells) + " |")
     return "\n".join(lines)
 
 
@@ -136,7 +142,8 @@ def _evaluation_section(results: dict, why: dict[str, str]) -> str:
     voice_columns = {"speech_captions": "test captions", "speech_phrases": "speech set's phrases",
                      "speech_phrases_heldout": "held-out phrases", "speech_clean": "mixed, clean",
                      "speech_10db": "mixed, 10 dB"}
-    qa_columns = {"qa_typed": "typed", "qa_heldout_typed": "typed, held-out wording", "qa_spoken": "spoken",
+    qa_columns = {"qa_typed": "typed", "qa_heldout_typed": "typed, held-out wording",
+                  "qa_heldout_typed_lowercase": "the same in lowercase", "qa_spoken": "spoken",
                   "qa_heldout_spoken": "spoken, held-out wording"}
     sizes = results.get("sizes", {})
     parts = [
@@ -153,15 +160,15 @@ def _evaluation_section(results: dict, why: dict[str, str]) -> str:
         _headline_table(by_key),
         "### Word error rate per held-out voice, %",
         _breakdown_table(by_key, "voice", voice_columns, _names(results, voice_columns, "voice"),
-                         "{key}.by_voice.{name}.wer"),
+                         "{key}.by_voice.{name}.wer", "wer"),
         "### Questions by kind, accuracy %",
         _breakdown_table(by_key, "kind", qa_columns, _names(results, qa_columns, "kind"),
-                         "{key}.by_kind.{name}.accuracy"),
+                         "{key}.by_kind.{name}.accuracy", "accuracy"),
         "### Out-of-distribution captions by how they were drawn, keyword accuracy %",
         _breakdown_table(by_key, "drawn with", {"caption_heldout": "held-out renderer"},
                          {f"{group}: {name}": f"{group}.{name}" for group in ("background", "finish", "style")
                           for name in results["caption_heldout"].get(f"by_{group}", {})},
-                         "{key}.by_{name}.keyword_accuracy"),
+                         "{key}.by_{name}.keyword_accuracy", "keyword_accuracy"),
         "### Targets missed",
         _misses(rows, why),
     ]
@@ -184,10 +191,10 @@ def _misses(rows: list[Figure], why: dict[str, str]) -> str:
         whole = figure.key.rsplit(".", 1)[0] if "." in figure.key else figure.key
         parts = [f for f in rows if f.key.startswith(whole + ".by_") and f.met is False
                  and f.key.endswith("." + figure.key.rsplit(".", 1)[-1])]
-        also = "; ".join(f"{_part_name(f.key)} {format_value(f.value)}" for f in parts)
+        also = "; ".join(f"{_part_name(f.key)} {f.shown}" for f in parts)
         entries.append(
-            f"- **{figure.label}**: {format_value(figure.value)} against {format_target(figure.target)}, "
-            f"missed by {format_value(figure.shortfall)}." + (f" Also missed: {also}." if also else "")
+            f"- **{figure.label}**: {figure.shown} against {format_target(figure.target)}, "
+            f"missed by {figure.shortfall:.{figure.decimals}f}." + (f" Also missed: {also}." if also else "")
             + f"\n  **Why:** {why.get(figure.key) or NOT_EXPLAINED}")
     unmeasured = [f for f in rows if f.key in TARGETS and f.value is None]
     entries += [f"- **{f.label}**: not measured ({f.note}); target {format_target(f.target)}." for f in unmeasured]
