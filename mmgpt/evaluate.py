@@ -334,7 +334,8 @@ def answer_scores(model, processor, asked: list[Asked], batch: int, is_right) ->
                      if not ok][:MISTAKES_KEPT],
     }
     if spoken:
-        result["by_voice"] = {voice: {"accuracy": _percent(oks), "n": len(oks)} for voice, oks in sorted(by_voice.items())}
+        result["by_voice"] = {voice: {"accuracy": _percent(oks), "n": len(oks)}
+                              for voice, oks in sorted(by_voice.items())}
     return result
 
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import torch
 
-from .data import TEST_VOICES, TRAIN_VOICES
 from .evaluate import REFERENCE_TEXT_NATS, TARGETS, Figure, figures, format_target
 
 SHIPPED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
@@ -226,10 +225,69 @@ def _batch_recipe(train_cfg: dict) -> str:
     return "\n" + " ".join(notes)
 
 
+SPOKEN_KINDS = {"caption": "scene captions", "phrase": "free-form phrases", "question": "questions",
+                "number": "numbers 0-999", "command": "short commands"}
+
+
+def _data_section(train_cfg: dict) -> str:
+    """What the model was trained on, read from the data modules' own settings and the run's configuration."""
+    from .data import scenes, speech
+    from .data.questions import QUESTION_KINDS
+
+    clutter = train_cfg.get("clutter_share", 0.0)
+    lines = [
+        f"- **Scenes:** 1 to 3 of {len(scenes.SHAPES)} shapes in {len(scenes.COLOURS)} colours and "
+        f"{len(scenes.SIZES)} sizes, with one canonical caption each (\"a large red circle at the top left\", "
+        "\"a small blue square above a large green star\", three objects listed left to right). Backgrounds: "
+        f"{', '.join(scenes.BACKGROUND_KINDS)}; filled or outlined ({scenes.OUTLINE_PROBABILITY:.0%}), rotated, "
+        f"sometimes wobbled or aliased, {scenes.JPEG_PROBABILITY:.0%} saved as JPEG; pictures "
+        f"{scenes.SHORT_SIDE_PIXELS[0]}-{scenes.SHORT_SIDE_PIXELS[1]} px on the short side, aspect up to "
+        f"{scenes.MAX_ASPECT:g}:1, resized square for the model. {len(scenes.HELD_OUT_PAIRS)} colour+shape pairs "
+        "never appear in training (compositional split)."
+        + (f" {clutter:.0%} of pictures are no scene at all, captioned \"{scenes.UNRECOGNISED_CAPTION}\"."
+           if clutter else ""),
+    ]
+    if train_cfg.get("ask_batch"):
+        lines.append(
+            f"- **Questions:** conversations of 1 to {train_cfg.get('max_turns', 1)} questions about a scene "
+            f"({', '.join(QUESTION_KINDS)}), with follow-ups that need the earlier turns; the last question typed "
+            "or spoken (`mmgpt/data/questions.py`).")
+    said = [SPOKEN_KINDS.get(kind, kind) for kind in getattr(speech, "CONTENT_WEIGHTS", {"caption": 1})]
+    kinds = ", ".join(said[:-1]) + f" and {said[-1]}" if len(said) > 1 else said[0]
+    reverb = getattr(speech, "REVERB_PROBABILITY", 0.0)
+    lines.append(
+        f"- **Speech:** espeak-ng speaking {kinds} in {len(speech.TRAIN_VOICES)} training voices, "
+        f"{speech.SPEED_WPM[0]}-{speech.SPEED_WPM[1]} wpm, pitch {speech.PITCH[0]}-{speech.PITCH[1]}, "
+        f"{' or '.join(speech.NOISE_COLOURS)} noise at {speech.SNR_DB[0]:g}-{speech.SNR_DB[1]:g} dB SNR"
+        + (f", {reverb:.0%} in a simulated room" if reverb else "")
+        + f"; {len(speech.TEST_VOICES)} other voices are held out for testing. "
+        f"{train_cfg['speech_pool']} training utterances{_mel_warp(train_cfg)}.")
+    lines.append("- **Text:** Tiny Shakespeare, first 90% of characters (nanoGPT's split); the corpus is not "
+                 "redistributed here.")
+    return "\n".join(lines)
+
+
+def _training_section(train_cfg: dict) -> str:
+    parts = [f"{train_cfg['text_batch']} text windows of {train_cfg['text_block']} tokens",
+             f"{train_cfg['image_batch']} captioned pictures", f"{train_cfg['audio_batch']} utterances"]
+    if train_cfg.get("ask_batch"):
+        parts.append(f"{train_cfg['ask_batch']} typed conversations about a picture")
+    if train_cfg.get("spoken_ask_batch"):
+        parts.append(f"{train_cfg['spoken_ask_batch']} conversations ending in a spoken question")
+    start = f" Weights start from `{train_cfg['init_from']}`." if train_cfg.get("init_from") else ""
+    return (
+        f"Every step sums the losses of {len(parts)} sub-batches: {', '.join(parts[:-1])} and {parts[-1]}.{start} "
+        f"AdamW (lr {train_cfg['lr']}, betas 0.9/0.95, weight decay {train_cfg['weight_decay']} on matrices), "
+        f"{train_cfg['warmup_steps']} warmup steps then cosine decay to {train_cfg['min_lr']}, gradient clipping at "
+        f"{train_cfg['grad_clip']}, dropout {train_cfg['dropout']}, {train_cfg.get('precision', 'fp32')} autocast, "
+        f"seed {train_cfg['seed']}.{_batch_recipe(train_cfg)}"
+    )
+
+
 def _questions_limit(results: dict) -> str:
     if (results.get("qa_typed") or {}).get("available"):
         return ", and answers questions only about scene pictures"
-    return " or answer\n  questions"
+    return " or answer questions"
 
 
 def model_card(config, state: dict, results: dict, n_params: int, command: str,
@@ -279,21 +337,10 @@ print(processor.decode(model.generate(**inputs)[0, inputs["input_ids"].shape[1]:
 
 ## Data
 All made by the project (`mmgpt/data/`), deterministic given a seed:
-- **Scenes:** 1 to 3 of 6 shapes in 8 colours and 2 sizes on varied, noisy backgrounds, with one canonical
-  caption each ("a large red circle at the top left", "a small blue square above a large green star",
-  three objects listed left to right). Eight colour+shape pairs never appear in training (compositional split).
-- **Speech:** espeak-ng speaking scene captions, numbers 0-999 and 40 short commands in {len(TRAIN_VOICES)} training voices,
-  130-200 wpm, varied pitch, white or pink noise at 10-30 dB SNR; {len(TEST_VOICES)} other voices are held out for
-  testing. {train_cfg['speech_pool']} training utterances{_mel_warp(train_cfg)}.
-- **Text:** Tiny Shakespeare, first 90% of characters (nanoGPT's split); the corpus is not redistributed here.
+{_data_section(train_cfg)}
 
 ## Training
-Every step sums the losses of three sub-batches: {train_cfg['text_batch']} text windows of
-{train_cfg['text_block']} tokens, {train_cfg['image_batch']} captioned scenes and {train_cfg['audio_batch']}
-utterances. AdamW (lr {train_cfg['lr']}, betas 0.9/0.95, weight decay {train_cfg['weight_decay']} on matrices),
-{train_cfg['warmup_steps']} warmup steps then cosine decay to {train_cfg['min_lr']}, gradient clipping at
-{train_cfg['grad_clip']}, dropout {train_cfg['dropout']}, {train_cfg.get('precision', 'fp32')} autocast, seed
-{train_cfg['seed']}.{_batch_recipe(train_cfg)}
+{_training_section(train_cfg)}
 
 - Command: `{command}`
 - Steps: {state['step']}; training wall time: {minutes:.1f} min on a 2-core CPU (evaluation pauses excluded),
@@ -314,6 +361,7 @@ which makes the figures comparable.
 ## Limits
 - It knows synthetic shapes and synthetic voices, not photos or human speech: on a real photo it will still
   describe coloured shapes, and on a human voice it will answer with a caption, a number or a command.
-- Its text is Shakespeare-flavoured pastiche from a 1 MB corpus; it cannot follow instructions{_questions_limit(results)}.
+- Its text is Shakespeare-flavoured pastiche from a 1 MB corpus; it cannot follow
+  instructions{_questions_limit(results)}.
 - Audio longer than {config.max_audio_frames // 100} s must be cut into windows (the demo's engine does this).
 """

@@ -39,7 +39,7 @@ HEIGHT_PIXELS = (80, 512)
 ASPECTS = (1.0, 5 / 4, 4 / 3, 3 / 2, 16 / 9, 4 / 5, 3 / 4)  # width / height
 SUPERSAMPLING = (1, 1, 2, 3)  # 1 draws aliased edges; 2 and 3 antialias
 
-# Each name in several hues a person would still call by that name (none of them the training renderer's).
+# Each name in several hues of this module's own choosing, all of which a person would still call by that name.
 PALETTE = {
     "red": ((205, 20, 35), (232, 45, 45), (180, 25, 30), (240, 30, 60)),
     "orange": ((245, 125, 5), (255, 150, 30), (230, 105, 25), (250, 135, 60)),
@@ -66,8 +66,8 @@ MIN_CONTRAST = 120.0  # "redmean" RGB distance every object's paint keeps from t
 
 # --- the objects ----------------------------------------------------------------------------------------------
 
-# Diameter of the shape's bounding circle as a fraction of sqrt(W * H). The training scenes' sizes lie inside
-# these ranges; the gap between them keeps small and large apart even in a 16:9 picture squeezed square.
+# Diameter of the shape's bounding circle as a fraction of sqrt(W * H), inside the training scenes' ranges for each
+# name; the gap between them keeps small and large apart even in a 16:9 picture squeezed square.
 SIZE_FRACTIONS = {"small": (0.15, 0.21), "large": (0.31, 0.38)}
 STYLES = ("filled", "outlined", "filled with a dark outline", "filled with a darker outline", "crayon")
 MAX_ROTATION_DEGREES = {"square": 12, "triangle": 12, "diamond": 8, "cross": 12, "circle": 0, "star": 36}
@@ -114,7 +114,8 @@ def _redmean_distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
     mean_red = (a[..., 0] + b[..., 0]) / 2
     d = a - b
-    return np.sqrt((2 + mean_red / 256) * d[..., 0] ** 2 + 4 * d[..., 1] ** 2 + (2 + (255 - mean_red) / 256) * d[..., 2] ** 2)
+    return np.sqrt((2 + mean_red / 256) * d[..., 0] ** 2 + 4 * d[..., 1] ** 2
+                   + (2 + (255 - mean_red) / 256) * d[..., 2] ** 2)
 
 
 # --- shapes -----------------------------------------------------------------------------------------------------
@@ -227,11 +228,6 @@ def _pick_identities(rng: random.Random, count: int) -> list[tuple[str, str, str
     return chosen
 
 
-def _fits(body: _Body, x: float, y: float, width: int, height: int) -> bool:
-    return (body.half_width + EDGE_MARGIN * width <= x <= width - body.half_width - EDGE_MARGIN * width
-            and body.half_height + EDGE_MARGIN * height <= y <= height - body.half_height - EDGE_MARGIN * height)
-
-
 def _apart(a: _Body, pa, b: _Body, pb, width: int, height: int) -> bool:
     return math.dist(pa, pb) >= a.reach + b.reach + GAP * math.sqrt(width * height)
 
@@ -291,10 +287,11 @@ def _layout(rng: random.Random, width: int, height: int):
     count = rng.randint(1, 3)
     while True:
         bodies = [_make_body(rng, identity, width, height) for identity in _pick_identities(rng, count)]
-        placer = {1: lambda: _place_one(rng, bodies[0], width, height), 2: lambda: _place_two(rng, bodies, width, height),
-                  3: lambda: _place_three(rng, bodies, width, height)}[count]
-        placed = placer()
-        if placed is not None:
+        if count == 1:
+            placed = _place_one(rng, bodies[0], width, height)
+        else:
+            placed = (_place_two if count == 2 else _place_three)(rng, bodies, width, height)
+        if placed is not None:  # else these bodies do not fit: draw new ones
             return placed
 
 
@@ -485,8 +482,8 @@ PLURALS = {shape: shape + ("es" if shape.endswith("s") else "s") for shape in SH
 
 # Phrasings of this set only, none of them a frame the training questions (`mmgpt.data.questions`) use;
 # {ref}/{a}/{b} are referring expressions such as "the red one" or "the large star".
-COLOUR_QUESTIONS = ("In which colour is {ref} drawn?", "Name the colour of {ref}.", "What color has {ref} been painted?",
-                    "{Ref} has which colour?", "Say what colour {ref} has.")
+COLOUR_QUESTIONS = ("In which colour is {ref} drawn?", "Name the colour of {ref}.",
+                    "What color has {ref} been painted?", "{Ref} has which colour?", "Say what colour {ref} has.")
 SHAPE_QUESTIONS = ("Name the shape of {ref}.", "{Ref} is which shape?", "Which shape does {ref} have?",
                    "Tell me what shape {ref} is.", "What form does {ref} have?")
 SIZE_QUESTIONS = ("Is {ref} big or small?", "Would you call {ref} large or small?", "Is {ref} drawn small or large?",
@@ -650,7 +647,8 @@ SIDES = ("left", "right", "top", "bottom")
 # Transcript convention of the speech set: lowercase, no punctuation, numbers as digits. Weighted by kind.
 PHRASES = {  # none of them a frame of the speech set's own phrases (`mmgpt.data.speech.PHRASE_TEMPLATES`)
     "shape": (0.6, (
-        "{colour} {plural}", "this {shape} is {colour}", "the {colour} {shape} is {size}", "look at the {colour} {shape}",
+        "{colour} {plural}", "this {shape} is {colour}", "the {colour} {shape} is {size}",
+        "look at the {colour} {shape}",
         "i count {number} {colour} {plural}", "i can see {number} {plural}", "there is a {size} {shape} on the {side}",
         "paint the {shape} {colour}", "the {colour} one is a {shape}", "find the {size} {colour} {shape}",
         "where is the {colour} {shape}", "is the {shape} {colour}", "make the {shape} {colour}",
