@@ -26,7 +26,7 @@ ESPEAK = "espeak-ng"
 CACHE_VERSION = 1  # bump when the cached audio would change for the same key
 CACHE_PEAK = 0.9  # cached clips are peak-normalized to this, then stored as 16-bit FLAC
 MAX_UTTERANCE_SECONDS = 8.0
-SPEED_WPM = (120, 220)  # espeak -s range, words per minute
+SPEED_WPM = (130, 220)  # espeak -s range, words per minute
 PITCH = (20, 80)  # espeak -p range, 0-99
 SILENCE_SECONDS = (0.0, 0.3)  # random leading and trailing silence
 PEAK_LEVEL = (0.3, 0.8)  # random peak level of the clean speech, full scale = 1
@@ -40,11 +40,12 @@ REVERB_WET = (0.2, 0.6)  # share of the reverberant tail in the mix
 # Held-out WER tracks how many distinct voices training hears, so training hears every base voice below with every
 # variant: a few hundred voices.
 TRAIN_BASE_VOICES = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
-TRAIN_VARIANTS = (
-    "", "m1", "m2", "m3", "m4", "m5", "m6", "f1", "f2", "f3", "f4", "Andy", "Annie", "Michael", "Paul", "Steph",
-    "Adam", "Alex", "Alicia", "David", "Ed", "Edward", "Gene", "Jacky", "John", "Lee", "Linda", "Max", "Mike", "Rob",
-    "Robert", "Zac", "anika", "shelby", "travis", "victor", "klatt", "klatt2", "klatt3", "croak", "grandma",
-    "grandpa", "Denis", "Hugo", "Iven", "Marco", "norbert",
+TRAIN_VARIANTS = (  # file names under espeak-ng-data/voices/!v (case matters: an unknown name is silently ignored)
+    "", "m1", "m2", "m3", "m4", "m5", "m6", "m8", "f1", "f2", "f3", "f4", "Andy", "Annie", "Michael", "paul", "steph",
+    "adam", "Alex", "Alicia", "david", "ed", "edward", "Gene", "Jacky", "john", "Lee", "linda", "max", "Mike", "rob",
+    "robert", "zac", "anika", "shelby", "travis", "victor", "klatt", "klatt2", "klatt3", "croak", "grandma",
+    "grandpa", "Denis", "Hugo", "iven", "norbert", "belinda", "benjamin", "boris", "aunty",
+    "antonio", "gustave", "pablo", "quincy", "sandro", "steph2", "iven2",
 )
 TRAIN_VOICES = tuple(base + (f"+{variant}" if variant else "") for base in TRAIN_BASE_VOICES
                      for variant in TRAIN_VARIANTS)
