@@ -71,6 +71,8 @@ MIN_CONTRAST = 120.0  # "redmean" RGB distance every object's paint keeps from t
 SIZE_FRACTIONS = {"small": (0.15, 0.21), "large": (0.31, 0.38)}
 STYLES = ("filled", "outlined", "filled with a dark outline", "filled with a darker outline", "crayon")
 MAX_ROTATION_DEGREES = {"square": 12, "triangle": 12, "diamond": 8, "cross": 12, "circle": 0, "star": 36}
+# Corner rounding (Chaikin cut, up to 3 passes) per shape: a diamond or a triangle rounded much more reads as an oval
+MAX_CORNER_CUT = {"square": 0.22, "triangle": 0.12, "diamond": 0.07, "star": 0.08, "cross": 0.1}
 WOBBLE = (0.0, 0.045)  # hand-drawn wobble: amplitude as a fraction of the radius
 STROKE_FRACTION = (0.14, 0.3)  # outline width, fraction of the radius
 MIN_STROKE_FRAME_PIXELS = 1.6  # ... and never thinner than this in the 64x64 frame, so its colour survives
@@ -160,9 +162,8 @@ def _outline(rng: random.Random, shape: str) -> np.ndarray:
                            (-a, -t), (-t, -t)])
     else:
         raise ValueError(f"unknown shape {shape!r}; expected one of {SHAPES}")
-    if rng.random() < 0.5:  # rounded corners, from a touch to marker-pen round
-        cut = rng.uniform(0.04, 0.12) if shape in ("star", "cross") else rng.uniform(0.05, 0.22)
-        points = _round_corners(points, cut, passes=rng.choice((1, 2, 3)))
+    if rng.random() < 0.5:  # rounded corners, from a touch to marker-pen round, never so round it looks a circle
+        points = _round_corners(points, rng.uniform(0.03, MAX_CORNER_CUT[shape]), passes=rng.choice((1, 2, 3)))
     return points
 
 
