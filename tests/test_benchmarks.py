@@ -6,6 +6,7 @@ Benchmarks are not tests: this checks that each figure is there and is a finite 
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,9 +45,16 @@ def smoke_report(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("benchmarks") / "results.json"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1",
            "GRADIO_ANALYTICS_ENABLED": "False"}
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    # A session of its own, so that a run past the timeout goes down with the app servers it started
+    run = subprocess.Popen([sys.executable, "-m", "benchmarks", "--smoke", "--out", str(out)], cwd=ROOT, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        stdout, stderr = run.communicate(timeout=600)
+    except subprocess.TimeoutExpired:
+        os.killpg(run.pid, signal.SIGKILL)
+        run.communicate()
+        raise
+    assert run.returncode == 0, stdout[-4000:] + stderr[-4000:]
     return json.loads(out.read_text())
 
 
