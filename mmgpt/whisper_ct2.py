@@ -274,7 +274,7 @@ def whisper_configs(ct2: CT2Model, ct2_config: dict, token_ids: dict[str, int]):
     generation = GenerationConfig(
         decoder_start_token_id=start, bos_token_id=start, eos_token_id=end, pad_token_id=end,
         no_timestamps_token_id=token_ids["no_timestamps"], prev_sot_token_id=token_ids["previous"],
-        is_multilingual=False, return_timestamps=False,
+        is_multilingual=False, return_timestamps=False, max_length=config.max_target_positions,
         suppress_tokens=list(ct2_config["suppress_ids"]), begin_suppress_tokens=list(ct2_config["suppress_ids_begin"]),
         alignment_heads=[list(map(int, pair)) for pair in ct2_config.get("alignment_heads") or []],
     )
