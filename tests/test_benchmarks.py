@@ -32,6 +32,8 @@ FIGURES = {
     "explain_overhead": [f"{tab}_{figure}" for tab in TABS for figure in ("tokens_per_s_ratio", "explain_ms")],
     "concurrency": ["engine_4_clients_ratio", "engine_8_clients_ratio", "engine_1_client_tokens_per_s",
                     "http_4_clients_ratio", "http_8_clients_ratio", "http_1_client_tokens_per_s"],
+    "speech": ["cpu_ratio_app_over_faster_whisper_1_thread"] + [f"{path}_{figure}" for path in (
+        "app", "faster_whisper") for figure in ("cpu_s_per_audio_s", "ttft_s", "peak_rss_mib", "load_s", "wer")],
 }
 
 
