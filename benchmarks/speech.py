@@ -11,7 +11,8 @@ Each path runs in a child process of its own (`python -m benchmarks.speech --pat
 load time and peak RSS are its own, with torch's threads (the app) or CTranslate2's (`cpu_threads`) and
 `OMP_NUM_THREADS` set to N. The children alternate (app, faster-whisper, faster-whisper, app ...) so that drift
 on a shared machine hits both. Per path, over the same real recordings (`real/speech` of the shared data, else
-the app's example recordings), after one warm-up transcription:
+the app's example recordings), decoded once by `inputs.load_audio` here and handed to the children as arrays
+(so the faster-whisper child imports neither mmgpt nor torch), after one warm-up transcription:
 - CPU seconds per audio second: the process's CPU time (all its threads) while transcribing, over the audio;
 - wall time to first token: from the call to the first text (faster-whisper hands back whole segments, so its
   "first token" is its first segment);
@@ -206,7 +207,8 @@ def run(ctx: Context) -> Result:
             for path in order:
                 result = run_child(path, threads, extra, clips_dir)
                 rows = result["clips"]
-                result["wer"] = jiwer.wer([words(said[r["file"]]) for r in rows], [words(r["transcript"]) for r in rows])
+                result["wer"] = jiwer.wer([words(said[r["file"]]) for r in rows],
+                                          [words(r["transcript"]) for r in rows])
                 runs[name][path].append(result)
 
     def summary(name: str, path: str, key: str) -> float:

