@@ -13,8 +13,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
-from mmgpt import engine as engine_module
 from mmgpt import loaders
+from mmgpt.engine import cache, segments, streaming
 from mmgpt.engine import (
     Engine,
     GenerationParams,
@@ -94,13 +94,13 @@ def final_update(updates):
 
 
 def test_loads_once_when_eight_threads_ask_at_once(engine, monkeypatch):
-    real_load = engine_module.load_adapter
+    real_load = cache.load_adapter
 
     def slow_load(*args):
         time.sleep(0.3)  # wide window for the other seven threads to pile in
         return real_load(*args)
 
-    monkeypatch.setattr(engine_module, "load_adapter", slow_load)
+    monkeypatch.setattr(cache, "load_adapter", slow_load)
     barrier = threading.Barrier(8)
     adapters = []
 
@@ -119,7 +119,7 @@ def test_loads_once_when_eight_threads_ask_at_once(engine, monkeypatch):
 
 def test_a_slow_load_does_not_block_loading_another_preset(gpt2_dir, monkeypatch):
     engine = Engine(device="cpu", presets=tiny_presets(gpt2_dir, "slow", "fast"))
-    real_load = engine_module.load_adapter
+    real_load = cache.load_adapter
     release = threading.Event()
 
     def load(preset, *args):
@@ -127,7 +127,7 @@ def test_a_slow_load_does_not_block_loading_another_preset(gpt2_dir, monkeypatch
             release.wait(10)
         return real_load(preset, *args)
 
-    monkeypatch.setattr(engine_module, "load_adapter", load)
+    monkeypatch.setattr(cache, "load_adapter", load)
     slow = threading.Thread(target=engine.load, args=("slow",))
     slow.start()
     try:
@@ -253,7 +253,7 @@ def test_the_streamer_holds_back_a_character_cut_across_tokens():
     text = "Ünïcode: 你好, 世界 😀 done"
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert len(ids) > len(text)  # several characters take several tokens
-    streamer = engine_module._TokenStreamer(tokenizer, timeout=1.0)
+    streamer = streaming.TokenStreamer(tokenizer, timeout=1.0)
     streamer.put(torch.tensor([[0, 0]]))  # the prompt: skipped
     for token in ids:
         streamer.put(torch.tensor([token]))
@@ -272,9 +272,9 @@ def test_the_streamer_does_not_hold_back_invalid_bytes_for_ever():
 
     tokenizer = train_tokenizer(["plain ascii words only"], vocab_size=300)
     stray = tokenizer("é", add_special_tokens=False)["input_ids"][-1]  # é's second byte: invalid on its own
-    streamer = engine_module._TokenStreamer(tokenizer, timeout=1.0)
+    streamer = streaming.TokenStreamer(tokenizer, timeout=1.0)
     streamer.put(torch.tensor([[0]]))  # the prompt
-    for _ in range(3 * engine_module.HOLD_BACK_TOKENS):
+    for _ in range(3 * streaming.HOLD_BACK_TOKENS):
         streamer.put(torch.tensor([stray]))
     assert streamer.text_queue.qsize() == 3  # released every HOLD_BACK_TOKENS tokens, not only at the end
 
@@ -294,8 +294,8 @@ def test_coalesced_releases_end_on_whole_characters(monkeypatch):
     text = "Ünïcode: 你好, 世界 😀 done"
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     clock = iter(range(10_000))
-    monkeypatch.setattr(engine_module.time, "perf_counter", lambda: next(clock))  # one tick per token
-    streamer = engine_module._TokenStreamer(tokenizer, timeout=1.0, min_interval_s=4.5)  # a release every 5 ticks
+    monkeypatch.setattr(streaming.time, "perf_counter", lambda: next(clock))  # one tick per token
+    streamer = streaming.TokenStreamer(tokenizer, timeout=1.0, min_interval_s=4.5)  # a release every 5 ticks
     streamer.put(torch.tensor([[0, 0]]))  # the prompt
     for token in ids:
         streamer.put(torch.tensor([token]))
@@ -341,7 +341,7 @@ def test_a_prompt_longer_than_the_context_keeps_its_end_and_says_so(engine, max_
     assert f"最后 {kept} 个" in note.text("zh-CN")  # the app shows it in the page's language
     assert all(update.notes == (note,) for update in updates)  # the first update already says it
     adapter = engine.load("tiny")
-    inputs, _ = engine_module.fit_to_context(adapter, request, max_new_tokens)
+    inputs, _ = segments.fit_to_context(adapter, request, max_new_tokens)
     expected = adapter.tokenizer(request.prompt, return_tensors="pt")["input_ids"][0, -kept:]
     assert torch.equal(inputs["input_ids"][0], expected)
 
