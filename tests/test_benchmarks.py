@@ -32,6 +32,9 @@ FIGURES = {
     "explain_overhead": [f"{tab}_{figure}" for tab in TABS for figure in ("tokens_per_s_ratio", "explain_ms")],
     "concurrency": ["engine_4_clients_ratio", "engine_8_clients_ratio", "engine_1_client_tokens_per_s",
                     "http_4_clients_ratio", "http_8_clients_ratio", "http_1_client_tokens_per_s"],
+    "remote": ["remote_tokens_per_s", "remote_ttft_ms", "in_process_tokens_per_s", "in_process_ttft_ms",
+               "remote_to_in_process_tokens_per_s_ratio", "continuous_batching_8_clients_tokens_per_s",
+               "continuous_batching_1_client_tokens_per_s", "continuous_batching_8_clients_ratio", "serve_startup_s"],
 }
 
 

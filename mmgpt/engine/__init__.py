@@ -16,12 +16,14 @@ The package, by concern:
 - `segments`: what one `generate()` call takes (text trimmed to the context, audio cut into windows);
 - `worker`: one request's `generate()` calls in a thread of its own, and the decoding settings;
 - `streaming`: tokens -> text updates, whole characters only, grouped per update interval.
+- `remote`: remote presets' answers, streamed from an OpenAI-compatible server (nothing loads here).
 """
 
 from ..loaders import PresetUnavailableError
 from ..presets import UnknownPresetError
 from ..requests import AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
 from .engine import Engine, GenerationTimeout
+from .remote import RemoteError
 from .segments import audio_windows, fit_to_context
 from .worker import EventStop, generation_kwargs
 
@@ -33,6 +35,7 @@ __all__ = [
     "GenerationTimeout",
     "ImageRequest",
     "PresetUnavailableError",
+    "RemoteError",
     "StreamUpdate",
     "TextRequest",
     "UnknownPresetError",

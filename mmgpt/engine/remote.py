@@ -38,11 +38,11 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 
-from .audio import SAMPLE_RATE
-from .i18n import Message
-from .loaders import CHAT_SYSTEM_PROMPT, PresetUnavailableError, chat_instruction
-from .presets import Preset
-from .requests import AskRequest, AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
+from ..audio import SAMPLE_RATE
+from ..i18n import Message
+from ..loaders import CHAT_SYSTEM_PROMPT, PresetUnavailableError, chat_instruction
+from ..presets import Preset
+from ..requests import AskRequest, AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
 
 logger = logging.getLogger(__name__)
 
@@ -274,7 +274,7 @@ class RemoteBackend:
                 logger.error("remote %s: the request did not close within %.0f s", preset.name, CLOSE_WAIT_S)
 
     def _timeout(self, preset: Preset) -> Exception:
-        from .engine import GenerationTimeout
+        from .engine import GenerationTimeout  # here: engine.py imports this module
 
         logger.warning("remote %s: no complete answer within the %.0f s limit; closing the request", preset.name,
                        self.timeout_s)
