@@ -63,6 +63,9 @@ class RemoteServer:
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"base_url must be an http:// or https:// address with a host, got {self.base_url!r}")
+        if parts.username or parts.password:
+            raise ValueError("base_url must not hold credentials (user:password@): name the key's variable in "
+                             "api_key_env")
         if not self.model.strip():
             raise ValueError("model must name the server's model, got an empty string")
         if self.api_key_env is not None and not _ENV_NAME.fullmatch(self.api_key_env):
@@ -76,7 +79,7 @@ class RemoteServer:
     def host(self) -> str:
         """scheme://host:port of the server: the only place its key is ever sent."""
         parts = urlsplit(self.base_url)
-        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+        return f"{parts.scheme}://{parts.netloc}"
 
 
 @dataclass(frozen=True)

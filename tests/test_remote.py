@@ -168,17 +168,24 @@ def test_remote_presets_come_from_json_text_or_a_json_file(tmp_path):
     (tmp_path / "remote.json").write_text(json.dumps({"presets": [entry]}))
     assert list(load_remote_presets(str(tmp_path / "remote.json"))) == ["r"]
     assert load_remote_presets("") == {} and load_remote_presets(None) == {}
+    with pytest.raises(RemotePresetsError, match="MMGPT_REMOTE_PRESETS: cannot read /nowhere/remote.toml"):
+        load_remote_presets("/nowhere/remote.toml")
+    with pytest.raises(RemotePresetsError, match="is not valid TOML"):
+        (tmp_path / "broken.toml").write_text("[[presets]\nname = ")
+        load_remote_presets(str(tmp_path / "broken.toml"))
 
 
 @pytest.mark.parametrize("change, words", [
     ({"colour": "red"}, "unknown field colour"),
     ({"model": None}, "missing model"),
     ({"base_url": "gpu-box:8000"}, "http:// or https://"),
+    ({"base_url": "http://me:sk-secret@gpu-box:8000/v1"}, "must not hold credentials"),
     ({"api_key_env": "sk-live-abcdef"}, "not the key itself"),
     ({"tasks": ["video"]}, "subset of"),
     ({"extra_settings": "sglang"}, "extra_settings must be one of"),
     ({"name": "mmgpt-tiny"}, "already taken"),
     ({"defaults": {"temperature": 9}}, "temperature must be between"),
+    ({"stream_transcription": "yes"}, "true or false"),
 ])
 def test_a_wrong_remote_preset_is_refused_naming_the_field(change, words):
     entry = {"name": "r", "tasks": ["text"], "base_url": "http://127.0.0.1:8000/v1", "model": "m", **change}
@@ -187,20 +194,29 @@ def test_a_wrong_remote_preset_is_refused_naming_the_field(change, words):
         load_remote_presets(json.dumps([entry]), PRESETS)
 
 
-def test_configured_remote_presets_are_in_the_tabs_lists_and_can_be_a_tabs_default():
+def test_configured_remote_presets_join_the_allow_list_and_can_be_a_tabs_default():
     entry = {"name": "vlm-remote", "tasks": ["image", "text"], "base_url": "http://127.0.0.1:9/v1", "model": "m"}
-    code = ("import json, app; from mmgpt.engine import Engine; from mmgpt.presets import default_preset; "
-            "handlers = app.Handlers(Engine(device='cpu')); "
-            "print(json.dumps({task: [p.name for p in handlers.presets(task)] for task in ('image', 'audio', 'text')}"
-            " | {'default': default_preset('text'), 'tab': handlers.default('text')}))")
+    code = ("import json; from mmgpt.presets import PRESETS, default_preset, presets_for; "
+            "print(json.dumps({task: [p.name for p in presets_for(task)] for task in ('image', 'audio', 'text')}"
+            " | {'default': default_preset('text'), 'loader': PRESETS['vlm-remote'].loader}))")
     env = {**os.environ, "MMGPT_REMOTE_PRESETS": json.dumps([entry]), "MMGPT_DEFAULT_TEXT": "vlm-remote"}
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     lists = json.loads(done.stdout.strip().splitlines()[-1])
     assert "vlm-remote" in lists["image"] and "vlm-remote" in lists["text"] and "vlm-remote" not in lists["audio"]
-    assert "mmgpt-tiny" in lists["image"]  # next to the built-in presets
-    assert lists["default"] == lists["tab"] == "vlm-remote"
+    assert "mmgpt-tiny" in lists["image"] and lists["default"] == "vlm-remote" and lists["loader"] == "remote"
+
+
+def test_the_tabs_list_remote_presets_like_any_other():
+    import app
+
+    remote = load_remote_presets(json.dumps([{"name": "vlm-remote", "tasks": ["image", "text"],
+                                              "base_url": "http://127.0.0.1:9/v1", "model": "m"}]), PRESETS)
+    handlers = app.Handlers(Engine(device="cpu", presets={**PRESETS, **remote}))
+    assert [p.name for p in handlers.presets("image")][-1] == "vlm-remote"
+    assert "vlm-remote" in [p.name for p in handlers.presets("text")]
+    assert "vlm-remote" not in [p.name for p in handlers.presets("audio")]
 
 
 # --- requests -> API fields ---------------------------------------------------------------------------------------

@@ -237,8 +237,10 @@ class RemoteBackend:
         try:
             while True:
                 now = time.perf_counter()
+                if now >= deadline:  # stalled, or still answering: either way the time is up
+                    raise self._timeout(preset)
                 held_back = last_at is not None and last_at > shown_at  # text waiting for update_interval_s
-                wait = min(POLL_S, max(deadline - now, 0.0))
+                wait = min(POLL_S, deadline - now)
                 if held_back:
                     wait = min(wait, max(shown_at + self.update_interval_s - now, 0.0))
                 try:
@@ -246,8 +248,6 @@ class RemoteBackend:
                 except queue.Empty:
                     if cancel is not None and cancel.is_set():
                         break
-                    if time.perf_counter() >= deadline:
-                        raise self._timeout(preset) from None
                     if held_back and time.perf_counter() >= shown_at + self.update_interval_s:
                         shown_at = last_at
                         yield update(done=False)
@@ -308,21 +308,21 @@ class RemoteBackend:
 
     async def _chat(self, preset: Preset, messages: list[dict], fields: dict):
         client, headers = self._client(preset)
-        streamed = False
+        answering = False  # the server has begun its answer: a connection lost now is lost mid-answer
         try:
             stream = await client.chat.completions.create(
                 model=preset.server.model, messages=messages, stream=True, stream_options={"include_usage": True},
                 extra_headers=headers, **self._split(fields))
+            answering = True
             async with stream:  # leaving this block, for any reason, closes the connection
                 async for chunk in stream:
                     delta, usage = _read_chunk(chunk)
                     if delta:
-                        streamed = True
                         yield _Delta(delta, time.perf_counter())
                     if usage is not None:
                         yield _Usage(usage)
         except Exception as exc:
-            raise self._error(preset, exc, streamed) from None
+            raise self._error(preset, exc, answering) from None
 
     async def _transcribe(self, preset: Preset, request: AudioRequest, fields: dict):
         client, headers = self._client(preset)
@@ -331,7 +331,7 @@ class RemoteBackend:
                          extra_headers=headers, **fields)
         if request.language and request.task == "transcribe":
             arguments["language"] = request.language
-        streamed = False
+        answering = False
         try:
             if not (preset.server.stream_transcription and request.task == "transcribe"):
                 result = await endpoint.create(**arguments)
@@ -340,11 +340,11 @@ class RemoteBackend:
                     yield _Usage(tokens)  # OpenAI's own transcription models count them
                 return
             stream = await endpoint.create(stream=True, **arguments)
+            answering = True
             async with stream:
                 async for event in stream:
                     kind = getattr(event, "type", None)
                     if kind == "transcript.text.delta":
-                        streamed = True
                         yield _Delta(event.delta, time.perf_counter())
                     elif kind != "transcript.text.done":
                         raise _Malformed(f"an event of type {kind!r}")
@@ -353,7 +353,7 @@ class RemoteBackend:
         except json.JSONDecodeError as exc:
             raise RemoteError("remote_malformed_transcript", preset=preset.name, reason=_short(exc)) from None
         except Exception as exc:
-            raise self._error(preset, exc, streamed) from None
+            raise self._error(preset, exc, answering) from None
 
     @staticmethod
     def _split(fields: dict) -> dict:
@@ -371,6 +371,8 @@ class RemoteBackend:
         if server.api_key_env and not key:
             raise RemoteError("remote_key_missing", preset=preset.name, variable=server.api_key_env)
         if preset.name not in self._clients:
+            if logging.getLogger("openai").level == logging.NOTSET:
+                logging.getLogger("openai").setLevel(logging.INFO)  # its DEBUG lines hold request bodies: user content
             # Everything explicit, so that no OPENAI_* variable of this machine (another key, an organization,
             # custom headers) reaches a third-party server.
             authorization = f"Bearer {key}" if key else Omit()
@@ -383,19 +385,19 @@ class RemoteBackend:
         # the client refuses to send a request without a key unless each one says it means to
         return self._clients[preset.name], (None if key else {"Authorization": Omit()})
 
-    def _error(self, preset: Preset, exc: Exception, streamed: bool) -> Exception:
+    def _error(self, preset: Preset, exc: Exception, answering: bool) -> Exception:
         """`exc` from the client as a RemoteError for users; logged by type and status, never by content."""
         import openai
 
         server, name = preset.server, preset.name
         status = getattr(exc, "status_code", None)
         logger.warning("remote %s: %s%s%s", name, type(exc).__name__, f" (HTTP {status})" if status else "",
-                       " mid-answer" if streamed else "")
+                       " mid-answer" if answering else "")
         if isinstance(exc, openai.APITimeoutError):
             return self._timeout(preset)
         if isinstance(exc, openai.APIConnectionError):
             reason = _short(exc.__cause__ or exc, self._key(preset))
-            if streamed:
+            if answering:
                 return RemoteError("remote_lost", preset=name, reason=reason)
             return RemoteError("remote_unreachable", preset=name, host=server.host, reason=reason)
         if isinstance(exc, openai.APIStatusError):
