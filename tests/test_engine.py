@@ -62,9 +62,10 @@ def tiny_presets(directory, *names: str) -> dict[str, Preset]:
     return {name: Preset(name, ("text",), "causal-lm", str(directory), "tiny test GPT-2", 1) for name in names}
 
 
-@pytest.fixture
-def engine(gpt2_dir):
-    return Engine(device="cpu", timeout_s=30, presets=tiny_presets(gpt2_dir, "tiny"))
+@pytest.fixture(params=[True, False], ids=["batched", "on its own"])
+def engine(gpt2_dir, request):
+    """Requests share decoding steps (the default), or each decodes on its own (models that cannot batch)."""
+    return Engine(device="cpu", timeout_s=30, presets=tiny_presets(gpt2_dir, "tiny"), batching=request.param)
 
 
 def spy_on_forward(model, delay_s: float = 0.0, fail_on_call: int | None = None):
@@ -420,8 +421,9 @@ def test_closing_the_generator_ends_the_worker_thread(engine):
     next(stream)
     next(stream)
     stream.close()  # what Gradio does when the browser tab goes away
-    (worker,) = spy["threads"]
-    assert worker.name.startswith("mmgpt-generate") and not worker.is_alive()
+    # the request's thread (its prefill), and the model's batch thread (its decoding steps) if it batches: all gone
+    assert len(spy["threads"]) == (2 if engine.batching else 1)
+    assert all(t.name.startswith("mmgpt-generate") and not t.is_alive() for t in spy["threads"])
     calls = spy["calls"]
     time.sleep(0.05)
     assert spy["calls"] == calls < LONG

@@ -4,6 +4,7 @@ import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 
 import torch
@@ -12,6 +13,7 @@ from ..i18n import translate
 from ..loaders import ModelAdapter, dtype_for, pick_device
 from ..presets import PRESETS, Preset, get_preset
 from ..requests import AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
+from .batching import DecodingBatch, can_batch
 from .cache import ModelCache
 from .remote import RemoteBackend
 from .segments import audio_windows
@@ -42,6 +44,7 @@ class Engine:
         timeout_s: float = 120.0,
         presets: Mapping[str, Preset] | None = None,
         update_interval_s: float = UPDATE_INTERVAL_S,
+        batching: bool = True,
     ):
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be above 0, got {timeout_s}")
@@ -54,6 +57,10 @@ class Engine:
         self.presets = dict(PRESETS if presets is None else presets)
         self.models = ModelCache(max_loaded, self.device, self.dtype)
         self.remote = RemoteBackend(timeout_s, update_interval_s)  # remote presets' answers: nothing loads here
+        self.batching = batching  # False: every request decodes on its own (the path before batching, to compare)
+        # model -> its batch (None: it cannot batch); weak, so that an evicted model is freed with its batch
+        self._batches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._batches_lock = threading.Lock()
 
     @property
     def max_loaded(self) -> int:
@@ -91,6 +98,17 @@ class Engine:
             special = set(getattr(adapter.tokenizer, "all_special_ids", []))
             generated = [token for token in generated if token not in special]
         return explain(adapter, request, generated)
+
+    def decoding_batch(self, preset_name: str, adapter: ModelAdapter) -> DecodingBatch | None:
+        """The batch in which requests to `adapter`'s model share decoding steps; None if it cannot batch (or
+        batching is off)."""
+        if not self.batching:
+            return None
+        model = adapter.model
+        with self._batches_lock:
+            if model not in self._batches:
+                self._batches[model] = DecodingBatch(model, preset_name) if can_batch(model) else None
+            return self._batches[model]
 
     def stream(
         self,
@@ -131,7 +149,8 @@ class Engine:
             segments = [request]
         stop = threading.Event()  # set on any exit from this generator; `cancel` stays the caller's to set
         streamer = TokenStreamer(adapter.tokenizer, timeout=self.timeout_s, min_interval_s=self.update_interval_s)
-        worker = Worker(adapter, segments, params, streamer, EventStop(stop, cancel))
+        worker = Worker(adapter, segments, params, streamer, EventStop(stop, cancel),
+                        self.decoding_batch(preset_name, adapter))
         thread = threading.Thread(target=worker, name=f"mmgpt-generate-{preset_name}", daemon=False)
         started = time.perf_counter()
         deadline = started + self.timeout_s

@@ -1,13 +1,18 @@
 """One request's generation: a worker thread calls `generate()` for each segment and reports through the streamer.
 
-Randomness: sampling draws from torch's global RNG, which every thread shares. So that a seed always gives the
-same text, sampled requests (temperature > 0, seeded or not) take `SAMPLING_LOCK` and run one at a time; the seed
-is applied with `transformers.set_seed` inside the lock. Greedy requests use no randomness and run concurrently.
+When the model can batch, `generate()` hands its decoding loop to the model's `DecodingBatch` (batching.py), where
+the request shares decoding steps with the others. Otherwise it decodes on its own, in this thread.
+
+Randomness on its own: sampling draws from torch's global RNG, which every thread shares. So that a seed always
+gives the same text, sampled requests (temperature > 0, seeded or not) take `SAMPLING_LOCK` and run one at a time;
+the seed is applied with `transformers.set_seed` inside the lock. Greedy requests use no randomness and run
+concurrently. In a batch, each sampled row has a generator of its own and takes no lock.
 """
 
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, set_seed
@@ -16,6 +21,9 @@ from ..loaders import ModelAdapter
 from ..requests import GenerationParams, TextRequest
 from .segments import fit_to_context
 from .streaming import END, Note, TokenStreamer
+
+if TYPE_CHECKING:
+    from .batching import DecodingBatch
 
 SAMPLING_LOCK = threading.Lock()  # held by every sampled generate(); see the module docstring
 LOCK_POLL_S = 0.05  # how often a worker waiting for SAMPLING_LOCK checks whether it was cancelled
@@ -61,11 +69,12 @@ class Worker:
     params: GenerationParams
     streamer: TokenStreamer
     stop: EventStop  # set by the engine on any exit from the stream, or by the caller's cancel event
+    batch: "DecodingBatch | None" = None  # decode in this batch (see batching.py); None: generate() on its own
     error: BaseException | None = None
 
     def __call__(self):
         try:
-            with _rng_for(self.params, self.stop) as acquired:
+            with _rng_for(self.params, self.stop, shared=self.batch is None) as acquired:
                 if not acquired:
                     return
                 for window, segment in enumerate(self.segments):
@@ -79,6 +88,8 @@ class Worker:
                     else:
                         inputs = self.adapter.prepare(segment)
                     extra = self.adapter.extra_generate_kwargs(segment)  # e.g. mmgpt: see its adapter
+                    if self.batch is not None:
+                        extra["custom_generate"] = self.batch.decoding(self.streamer, self.stop, self.params.seed)
                     self.adapter.model.generate(
                         **inputs,
                         **generation_kwargs(self.params, self.adapter.room_for_new_tokens(inputs)),
@@ -93,9 +104,10 @@ class Worker:
 
 
 @contextmanager
-def _rng_for(params: GenerationParams, stop: EventStop):
-    """Yield True once this request may draw random numbers (False if cancelled while waiting)."""
-    if not params.do_sample:
+def _rng_for(params: GenerationParams, stop: EventStop, shared: bool):
+    """Yield True once this request may draw random numbers (False if cancelled while waiting). Only a request
+    that draws from torch's `shared` global RNG has to wait: a batched row has a generator of its own."""
+    if not params.do_sample or not shared:
         yield True
         return
     while not SAMPLING_LOCK.acquire(timeout=LOCK_POLL_S):
