@@ -3,7 +3,9 @@
 The server serves checkpoints these tests build offline (a chat Llama, a LLaVA, a Whisper; random weights, and no
 end-of-text, so every answer runs to its limit); a remote preset names one by its path. transformers serve has no
 API keys: the key tests put `KeyCheckingProxy`, a small reverse proxy of this module, in front of it. A server
-that accepts connections and never answers is a bare listening socket (`silent_server`).
+that accepts connections and never answers is a bare listening socket (`silent_server`). Two event formats no
+server here sends (OpenAI's streamed transcript events, and chat events that are not answers) come from
+`event_stub`, a stand-in that is not a real server and is named so.
 """
 
 import json
@@ -414,6 +416,24 @@ def test_a_bad_base_url_says_the_server_cannot_be_reached_or_what_it_answered(se
     assert not_found.message.key == "remote_not_found" and "/v1" in str(not_found)
 
 
+@contextmanager
+def serving(app):
+    """`app` (ASGI) on 127.0.0.1 and a free port, in a thread of this process; yields its http://host:port."""
+    import uvicorn
+
+    port = stress.free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, name="test-asgi-server", daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 class KeyCheckingProxy:
     """A reverse proxy to `upstream` that wants `Authorization: Bearer KEY`, and answers 401 in OpenAI's shape
     (quoting the key it got, as OpenAI does) otherwise; `seen` holds the headers of every request it got. Under
@@ -421,13 +441,13 @@ class KeyCheckingProxy:
 
     def __init__(self, upstream: str):
         import httpx
-        import uvicorn
         from starlette.applications import Starlette
         from starlette.background import BackgroundTask
         from starlette.responses import JSONResponse, RedirectResponse, StreamingResponse
         from starlette.routing import Route
 
         self.seen: list[dict] = []
+        self.url = ""  # http://127.0.0.1:PORT/v1 once it runs
         client = httpx.AsyncClient(timeout=None)
         hop_by_hop = {"host", "content-length", "transfer-encoding", "connection"}
 
@@ -435,10 +455,11 @@ class KeyCheckingProxy:
             self.seen.append({name.lower(): value for name, value in request.headers.items()})
             path = request.path_params["path"]
             if path.startswith("elsewhere/"):
-                return RedirectResponse(f"http://localhost:{self.port}/{path.removeprefix('elsewhere/')}", 307)
-            sent = request.headers.get("authorization", "")
-            if sent != f"Bearer {KEY}":
-                return JSONResponse({"error": {"message": f"Incorrect API key provided: {sent.removeprefix('Bearer ')}",
+                elsewhere = self.url.replace("127.0.0.1", "localhost").removesuffix("/v1")
+                return RedirectResponse(f"{elsewhere}/{path.removeprefix('elsewhere/')}", 307)
+            sent = request.headers.get("authorization", "").removeprefix("Bearer ")
+            if sent != KEY:
+                return JSONResponse({"error": {"message": f"Incorrect API key provided: {sent}",
                                                "type": "invalid_request_error"}}, status_code=401)
             headers = {name: value for name, value in request.headers.items() if name.lower() not in hop_by_hop}
             upstream_request = client.build_request(request.method, f"{upstream}/{path}", headers=headers,
@@ -449,26 +470,14 @@ class KeyCheckingProxy:
                                               if name.lower() not in hop_by_hop},
                                      background=BackgroundTask(response.aclose))
 
-        app = Starlette(routes=[Route("/{path:path}", forward, methods=["GET", "POST"])])
-        self.port = stress.free_port()
-        self.url = f"http://127.0.0.1:{self.port}/v1"
-        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
-        self.thread = threading.Thread(target=self.server.run, name="key-proxy", daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        while not self.server.started:
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc):
-        self.server.should_exit = True
-        self.thread.join(timeout=10)
+        self.app = Starlette(routes=[Route("/{path:path}", forward, methods=["GET", "POST"])])
 
 
 @pytest.fixture
 def proxy(server):
-    with KeyCheckingProxy(server.url.removesuffix("/v1")) as running:
+    running = KeyCheckingProxy(server.url.removesuffix("/v1"))
+    with serving(running.app) as url:
+        running.url = f"{url}/v1"
         yield running
 
 
@@ -519,6 +528,48 @@ def test_the_key_is_not_sent_on_when_the_server_redirects_elsewhere(proxy, check
     first, redirected = proxy.seen[-2:]
     assert first["authorization"] == f"Bearer {KEY}" and first["host"].startswith("127.0.0.1")
     assert redirected["host"].startswith("localhost") and "authorization" not in redirected
+
+
+# --- event formats no server here sends: a stand-in (not a real server) sends them --------------------------------
+
+
+def event_stub(events: list[str]):
+    """A stand-in server, not a real one: every POST is answered with `events` as server-sent events."""
+    from starlette.applications import Starlette
+    from starlette.responses import StreamingResponse
+    from starlette.routing import Route
+
+    async def answer(request):
+        async def body():
+            for event in events:
+                yield f"data: {event}\n\n"
+
+        return StreamingResponse(body(), media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/{path:path}", answer, methods=["POST"])])
+
+
+def test_a_transcript_streamed_in_openais_events_streams_word_by_word():
+    words = ["a", " small", " red", " circle"]
+    events = [json.dumps({"type": "transcript.text.delta", "delta": word}) for word in words]
+    events.append(json.dumps({"type": "transcript.text.done", "text": "".join(words)}))
+    with serving(event_stub(events)) as url:
+        preset = remote_preset("stub", f"{url}/v1", "m", ("audio",), stream_transcription=True)
+        updates = list(RemoteBackend(timeout_s=10).stream(preset, AudioRequest(noise(0.5)), preset.params()))
+    assert [u.text for u in updates] == ["a", "a small", "a small red", "a small red circle", "a small red circle"]
+    assert updates[-1].done and updates[-1].tokens == 4
+
+
+@pytest.mark.parametrize("event, key, words", [
+    ("not json at all", "remote_malformed", "not OpenAI-compatible"),
+    (json.dumps({"choices": "none"}), "remote_malformed", "choices[0].delta"),
+    (json.dumps({"error": "CUDA out of memory"}), "remote_error_event", "CUDA out of memory"),  # serve's errors
+])
+def test_a_chat_event_that_is_not_an_answer_is_reported_for_what_it_is(event, key, words):
+    with serving(event_stub([event])) as url:
+        preset = remote_preset("stub", f"{url}/v1", "m")
+        error = error_of(RemoteBackend(timeout_s=10).stream(preset, CHAT, SHORT))
+    assert error.message.key == key and words in str(error)
 
 
 # --- through the app -------------------------------------------------------------------------------------------------
