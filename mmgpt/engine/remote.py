@@ -8,7 +8,8 @@ events into the engine's `StreamUpdate`s, under the same contract as a model in 
 - updates come as the server's events arrive, each with the text so far, the token count, TTFT and tokens/s
   (tokens are counted one per content event until the server's `usage` says exactly, at the end);
 - Stop (`cancel`), closing the generator or the time limit cancel the request, which closes its HTTP connection:
-  the server sees its client go and stops generating (transformers serve, vLLM and SGLang all do);
+  the server sees its client go and stops generating (transformers serve does, as the tests check; vLLM and
+  SGLang abort a request whose client has gone, by their documentation);
 - failures raise `RemoteError`, whose `message` says what went wrong in the page's language (server unreachable,
   key refused, HTTP 4xx/5xx with the server's reason, a connection lost mid-answer, events that are not
   OpenAI-compatible); running past the time limit, stalled or not, raises the engine's `GenerationTimeout`;
