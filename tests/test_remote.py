@@ -352,7 +352,7 @@ def started_stream(engine, preset="slow-remote", cancel=None):
 def test_stop_closes_the_http_stream_and_the_server_stops_generating(engine, server, how):
     cancel = threading.Event()
     updates, update, updated_at = started_stream(engine, cancel=cancel)
-    busy = cpu_cores(server, 0.5)
+    busy = cpu_cores(server, 1.0)
     if how == "Stop":
         cancel.set()
         rest = list(updates)
@@ -365,8 +365,9 @@ def test_stop_closes_the_http_stream_and_the_server_stops_generating(engine, ser
     # generating would still be busy.
     work_left_s = (LONG.max_new_tokens - update.tokens) / update.tokens_per_s
     assert work_left_s > time.perf_counter() - updated_at, "the model is too fast for this test: make it bigger"
-    assert busy > 4 * IDLE_CORES, f"the server should be generating ({busy:.2f} cores)"
-    assert idle < IDLE_CORES, f"the server still used {idle:.2f} cores after {how}"
+    assert busy > 0, "the server should be generating"
+    # idle, and not merely slower: on a loaded machine the generating server may get little of the CPU
+    assert idle < min(IDLE_CORES, busy / 4), f"the server used {idle:.2f} cores after {how}, {busy:.2f} before"
 
 
 def test_a_request_past_the_time_limit_is_closed(presets, server):
