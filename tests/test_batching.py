@@ -79,9 +79,10 @@ def alone(engine, preset: str, request, params: GenerationParams = GREEDY) -> tu
     return tuple(output[0, inputs["input_ids"].shape[-1]:].tolist())
 
 
-def watch_batches(model, delay_s: float = STEP_DELAY_S, fail=None) -> dict:
+def watch_batches(model, delay_s: float = STEP_DELAY_S, fail=None, gather: int = 0) -> dict:
     """Record how many rows each decoding step of the batch thread carried; slow every forward a little; `fail`
-    (kwargs -> bool) picks forward calls that raise."""
+    (kwargs -> bool) picks forward calls that raise. With `gather`, the first decoding step waits until that many
+    prefills are done, so that every request joins the batch however slowly the machine runs."""
     original = model.forward
     seen = {"rows": [], "prefills": 0}
 
@@ -90,6 +91,8 @@ def watch_batches(model, delay_s: float = STEP_DELAY_S, fail=None) -> dict:
         if fail is not None and fail(kwargs):
             raise RuntimeError("forward failed on purpose")
         if threading.current_thread().name.startswith("mmgpt-generate-batch"):
+            if not seen["rows"]:
+                stress.wait_for(lambda: seen["prefills"] >= gather, TIMEOUT_S, 0.001)
             seen["rows"].append(kwargs["input_ids"].shape[0])
         else:
             seen["prefills"] += 1
@@ -125,7 +128,7 @@ def run_together(engine, jobs, cancels=None) -> dict:
 
 def test_streams_from_a_batch_equal_the_same_requests_run_alone(engine):
     expected = [alone(engine, MMGPT, request) for request in MIXED]
-    seen = watch_batches(engine.load(MMGPT).model)
+    seen = watch_batches(engine.load(MMGPT).model, gather=len(MIXED))
     results = run_together(engine, [(MMGPT, request, GREEDY) for request in MIXED])
     assert max(seen["rows"]) == len(MIXED)  # image, audio and text rows decoded in the same steps
     for index, ids in enumerate(expected):
@@ -144,7 +147,7 @@ def test_each_request_keeps_its_own_settings_in_a_batch(engine):
         (MMGPT, ImageRequest(picture(4)), GenerationParams(max_new_tokens=9, repetition_penalty=1.3)),
     ]
     expected = [alone(engine, preset, request, params) for preset, request, params in jobs]
-    seen = watch_batches(engine.load(MMGPT).model)
+    seen = watch_batches(engine.load(MMGPT).model, gather=len(jobs))
     results = run_together(engine, jobs)
     assert max(seen["rows"]) == len(jobs)
     assert [results[i][-1].token_ids for i in range(len(jobs))] == expected
@@ -156,9 +159,14 @@ def test_one_requests_stop_leaves_the_others_text_unchanged(engine):
     jobs = [(MMGPT, TextRequest("ROMEO:"), long), (MMGPT, ImageRequest(picture(5)), GREEDY),
             (MMGPT, TextRequest("But soft, what light"), GREEDY)]
     expected = [alone(engine, preset, request, params) for preset, request, params in jobs]
-    seen = watch_batches(engine.load(MMGPT).model)
+    seen = watch_batches(engine.load(MMGPT).model, gather=len(jobs))
     cancel = threading.Event()
-    threading.Timer(0.1, cancel.set).start()  # the first request's Stop, mid-batch
+
+    def stop_the_first_mid_batch():
+        stress.wait_for(lambda: seen["rows"].count(3) >= 3, TIMEOUT_S, 0.001)
+        cancel.set()
+
+    threading.Thread(target=stop_the_first_mid_batch).start()
     results = run_together(engine, jobs, {0: cancel})
     assert max(seen["rows"]) == 3
     stopped = results[0][-1]
@@ -191,7 +199,7 @@ def test_requests_to_a_text_model_batch_too_and_match_generate(engine):
     requests = [TextRequest("romeo but soft"), TextRequest("what light through yonder window breaks it is"),
                 TextRequest("juliet")]
     expected = [alone(engine, "gpt2", request) for request in requests]
-    seen = watch_batches(engine.load("gpt2").model)
+    seen = watch_batches(engine.load("gpt2").model, gather=len(requests))
     results = run_together(engine, [("gpt2", request, GREEDY) for request in requests])
     assert max(seen["rows"]) == len(requests)
     assert [results[i][-1].token_ids for i in range(len(requests))] == expected
@@ -232,7 +240,7 @@ def test_an_error_in_one_request_reaches_that_request_only(engine, monkeypatch):
         ids = kwargs["input_ids"]
         return ids.shape == prefill_ids.shape and bool((ids == prefill_ids).all())
 
-    seen = watch_batches(adapter.model, fail=prefill_of_the_failing_request)
+    seen = watch_batches(adapter.model, fail=prefill_of_the_failing_request, gather=3)
     started = time.perf_counter()
     results = run_together(engine, jobs)
     assert time.perf_counter() - started < TIMEOUT_S / 2  # errors, not hangs until a timeout
@@ -289,12 +297,13 @@ def test_a_seed_gives_the_same_text_in_a_batch_as_alone(engine, presets):
     unbatched = Engine(device="cpu", timeout_s=TIMEOUT_S, presets=presets, batching=False)
     expected = sampled(unbatched, seed=11)  # the path before batching: set_seed, then generate()
     assert sampled(engine, seed=11) == expected  # alone in the batch
-    watch_batches(engine.load(MMGPT).model)
+    seen = watch_batches(engine.load(MMGPT).model, gather=4)
     params = GenerationParams(max_new_tokens=20, temperature=1.0, top_k=50)
     jobs = [(MMGPT, TextRequest("ROMEO:"), GenerationParams(max_new_tokens=20, temperature=1.0, top_k=50, seed=11)),
             (MMGPT, TextRequest("ROMEO:"), params), (MMGPT, TextRequest("JULIET:"), params),
             (MMGPT, TextRequest("ROMEO:"), GenerationParams(max_new_tokens=20, temperature=1.0, top_k=50, seed=11))]
     results = run_together(engine, jobs)
+    assert max(seen["rows"]) == 4
     assert results[0][-1].text == results[3][-1].text == expected
     assert len({results[i][-1].text for i in (0, 1, 2)}) == 3  # unseeded rows draw their own randomness
 

@@ -288,6 +288,19 @@ def test_tokens_faster_than_the_update_interval_go_out_together(tmp_path):
     assert [(len(u.text), u.tokens, u.done) for u in updates] == [(1, 1, False), (16, 16, False), (16, 16, True)]
 
 
+def test_many_open_streams_stretch_every_streams_update_interval(engine):
+    pacing = streaming.UpdatePacing(0.02)
+    for streams, interval in [(0, 0.02), (1, 0.02), (2, 0.02), (4, 0.04), (8, 0.08), (16, 0.16)]:
+        pacing.streams = streams
+        assert pacing.interval_s() == pytest.approx(interval)
+    stream = engine.stream("tiny", PROMPT, GenerationParams(max_new_tokens=LONG))
+    next(stream)
+    assert engine.pacing.streams == 1
+    stream.close()
+    list(engine.stream("tiny", PROMPT, GenerationParams(max_new_tokens=4)))
+    assert engine.pacing.streams == 0  # counted while open, however they end
+
+
 def test_coalesced_releases_end_on_whole_characters(monkeypatch):
     from mmgpt.model.processing_mmgpt import train_tokenizer
 

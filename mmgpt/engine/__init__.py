@@ -3,7 +3,8 @@
 `Engine.load` loads each preset once and keeps the `max_loaded` most recently used ones. `Engine.stream` runs
 `generate()` in a worker thread and yields a `StreamUpdate` for every generated token that adds text (a token that
 ends inside a multi-byte character waits for the rest); tokens that come faster than one per `update_interval_s`
-go out together, one update per interval. A text prompt too long for the model's context is trimmed from the left,
+go out together, one update per interval (longer while more than two streams are open). Requests to one model that
+run at the same moment share its decoding steps (`batching`). A text prompt too long for the model's context is trimmed from the left,
 keeping its end, and the update says so in `notes`. Leaving the generator early, for any reason,
 stops the worker within one decoding step:
 
@@ -15,6 +16,7 @@ The package, by concern:
 - `cache`: load once per preset, least recently used evicted;
 - `segments`: what one `generate()` call takes (text trimmed to the context, audio cut into windows);
 - `worker`: one request's `generate()` calls in a thread of its own, and the decoding settings;
+- `batching`: the decoding steps that requests to one model share, in that model's batch thread;
 - `streaming`: tokens -> text updates, whole characters only, grouped per update interval.
 - `remote`: remote presets' answers, streamed from an OpenAI-compatible server (nothing loads here).
 """

@@ -17,7 +17,7 @@ from .batching import DecodingBatch, can_batch
 from .cache import ModelCache
 from .remote import RemoteBackend
 from .segments import audio_windows
-from .streaming import END, UPDATE_INTERVAL_S, Chunk, Note, TokenStreamer, stream_update
+from .streaming import END, UPDATE_INTERVAL_S, Chunk, Note, TokenStreamer, UpdatePacing, stream_update
 from .worker import EventStop, Worker
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,8 @@ class Engine:
 
     One engine serves one device and dtype (picked by `loaders.pick_device` / `dtype_for` unless given), so
     the cache key of a model is its preset name. `load_count[name]` counts the loads of each preset.
+    `batching=False` makes every request decode on its own (the path before batching). `threads`, if given, sets
+    torch's intra-op threads for the whole process.
     """
 
     def __init__(
@@ -45,12 +47,20 @@ class Engine:
         presets: Mapping[str, Preset] | None = None,
         update_interval_s: float = UPDATE_INTERVAL_S,
         batching: bool = True,
+        threads: int | None = None,
     ):
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be above 0, got {timeout_s}")
         if update_interval_s < 0:
             raise ValueError(f"update_interval_s must be 0 or more, got {update_interval_s}")
+        if threads is not None:
+            if threads < 1:
+                raise ValueError(f"threads must be at least 1, got {threads}")
+            # Process-wide. Every thread that runs torch (the batch thread, each request's prefill) gets a team of
+            # this many; two teams of 2 busy-waiting threads on 2 cores collapsed throughput, 1 each never does.
+            torch.set_num_threads(threads)
         self.update_interval_s = update_interval_s
+        self.pacing = UpdatePacing(update_interval_s)  # stretched while many streams are open
         self.device = device or pick_device()
         self.dtype = dtype or dtype_for(self.device)
         self.timeout_s = timeout_s
@@ -148,13 +158,14 @@ class Engine:
         else:
             segments = [request]
         stop = threading.Event()  # set on any exit from this generator; `cancel` stays the caller's to set
-        streamer = TokenStreamer(adapter.tokenizer, timeout=self.timeout_s, min_interval_s=self.update_interval_s)
+        streamer = TokenStreamer(adapter.tokenizer, timeout=self.timeout_s, min_interval_s=self.pacing.interval_s)
         worker = Worker(adapter, segments, params, streamer, EventStop(stop, cancel),
                         self.decoding_batch(preset_name, adapter))
         thread = threading.Thread(target=worker, name=f"mmgpt-generate-{preset_name}", daemon=False)
         started = time.perf_counter()
         deadline = started + self.timeout_s
         last, notes = Chunk("", 0, 0, None, None), ()
+        self.pacing.opened()
         thread.start()
         try:
             while True:
@@ -180,6 +191,7 @@ class Engine:
                 raise worker.error
             yield stream_update(last, started, done=True, windows=len(segments), notes=notes)
         finally:
+            self.pacing.closed()
             stop.set()
             thread.join(timeout=self.timeout_s)
             if thread.is_alive():

@@ -2,10 +2,13 @@
 
 Each hand-off of text wakes the caller's thread, which on a 2-core machine takes the CPU from generation, so tokens
 that come faster than one per `min_interval_s` go out together. A token that ends inside a multi-byte UTF-8
-character waits for the rest.
+character waits for the rest. `UpdatePacing` stretches the interval when many streams run at once, so that all of
+them together hand out about as many updates a second as a couple of streams do.
 """
 
+import threading
 import time
+from collections.abc import Callable
 from typing import NamedTuple
 
 from transformers import TextIteratorStreamer
@@ -17,6 +20,30 @@ HOLD_BACK_TOKENS = 4  # UTF-8 characters span at most 4 bytes: text still incomp
 # Each hand-off wakes the caller's thread, which on a 2-core machine takes the CPU from generate() (one update per
 # token cost mmgpt-tiny a third of its speed). 50 updates a second is smoother than a screen can show text grow.
 UPDATE_INTERVAL_S = 0.02
+# Up to this many streams at once each get UPDATE_INTERVAL_S; beyond, every stream's interval grows in proportion,
+# keeping the total near STREAMS_AT_BASE_INTERVAL / UPDATE_INTERVAL_S = 100 updates a second: each update costs a web
+# server about as much CPU as a decoding step, and 16 streams at 50 a second took the CPU from decoding them.
+STREAMS_AT_BASE_INTERVAL = 2
+
+
+class UpdatePacing:
+    """The interval between one stream's updates, from `base_s` and how many streams are open (thread-safe)."""
+
+    def __init__(self, base_s: float):
+        self.base_s = base_s
+        self.streams = 0
+        self._lock = threading.Lock()
+
+    def interval_s(self) -> float:
+        return self.base_s * max(1.0, self.streams / STREAMS_AT_BASE_INTERVAL)
+
+    def opened(self):
+        with self._lock:
+            self.streams += 1
+
+    def closed(self):
+        with self._lock:
+            self.streams -= 1
 
 
 class Chunk(NamedTuple):
@@ -38,8 +65,9 @@ END = object()  # the worker's last queue item, after the final chunk or an erro
 class TokenStreamer(TextIteratorStreamer):
     """A TextIteratorStreamer that releases text after every token, not at word boundaries.
 
-    Tokens that come within `min_interval_s` of the last release wait and go out together with the next one
-    (or at the end of the window); 0 releases every token on its own.
+    Tokens that come within `min_interval_s` (seconds, or a function giving them, such as
+    `UpdatePacing.interval_s`) of the last release wait and go out together with the next one (or at the end of
+    the window); 0 releases every token on its own.
 
     Each new token is decoded together with the few tokens before it (so that tokenizers which drop a word's
     leading space at the start of a sequence still get it right), and text ending in an incomplete UTF-8 sequence
@@ -49,7 +77,7 @@ class TokenStreamer(TextIteratorStreamer):
     the text so far, the token count, the window and token times.
     """
 
-    def __init__(self, tokenizer, timeout: float, min_interval_s: float = 0.0):
+    def __init__(self, tokenizer, timeout: float, min_interval_s: float | Callable[[], float] = 0.0):
         super().__init__(tokenizer, skip_prompt=True, timeout=timeout, skip_special_tokens=True)
         self.min_interval_s = min_interval_s
         self._released_at = -float("inf")
@@ -76,7 +104,8 @@ class TokenStreamer(TextIteratorStreamer):
         if self.first_token_at is None:
             self.first_token_at = self.last_token_at
         self._ids.extend(ids)
-        if self.last_token_at - self._released_at >= self.min_interval_s:
+        interval = self.min_interval_s() if callable(self.min_interval_s) else self.min_interval_s
+        if self.last_token_at - self._released_at >= interval:
             self._release()
 
     def _release(self):
