@@ -54,7 +54,13 @@ def _env_int(name: str, default: int) -> int:
 
 
 # --- configuration (each read once, here; see the README's table) ------------------------------------------------
-CONCURRENCY_LIMIT = _env_int("MMGPT_CONCURRENCY", 2)  # generations at once, all tabs together (2 CPU cores here)
+# Generations at once, all tabs together. Requests to one model share its decoding steps (mmgpt.engine.batching), so
+# a batch of 16 costs little more per step than one request; models that cannot batch take turns on the cores.
+CONCURRENCY_LIMIT = _env_int("MMGPT_CONCURRENCY", 16)
+BATCHING = _env_int("MMGPT_BATCHING", 1) != 0  # 0: every request decodes on its own (the path before batching)
+# torch threads per thread that runs a model (the batch thread, each request's prefill): 1 keeps them off each
+# other's cores on a 2-core machine (see benchmarks/README.md, "Threads and OpenMP")
+TORCH_THREADS = _env_int("MMGPT_TORCH_THREADS", 1)
 QUEUE_MAX_SIZE = _env_int("MMGPT_QUEUE_SIZE", 16)  # waiting requests beyond which users hear "busy, try again"
 MAX_LOADED_MODELS = _env_int("MMGPT_MAX_LOADED", 3)  # models kept in memory; the least recently used goes first
 GENERATION_TIMEOUT_S = _env_int("MMGPT_TIMEOUT_S", 120)  # seconds one request may generate for
@@ -63,7 +69,7 @@ MAX_UPLOAD_MB = _env_int("MMGPT_MAX_UPLOAD_MB", 100)
 MAX_CAPTION_PROMPT_CHARS = 200  # the optional start of a caption
 MAX_LANGUAGE_CHARS = 40
 CONCURRENCY_GROUP = "models"  # every model event shares one concurrency limit
-HEARTBEAT_S = 0.25  # a handler yields at least this often, so that Stop can close it (see `responsive`)
+HEARTBEAT_S = 0.25  # a handler yields at least this often, so that Stop can close it (see `ResponsiveUpdates`)
 PUMP_JOIN_S = 5.0  # how long a closed handler waits for its engine stream to wind down
 SESSION_CAPACITY = 1000  # browser sessions whose Gradio state is kept (about 0.13 MB each; the app keeps no user state)
 
@@ -189,60 +195,86 @@ def stream_text(engine: Engine, preset: str, request, params: GenerationParams, 
     updates = engine.stream(preset, request, params, cancel)  # refuses a wrong preset or task before anything runs
     started = time.perf_counter()
     text, stats, shown, token_ids = "", stats_line(None, lang, seed), 0, ()
-    yield (text, stats, *extra)
-    for update in responsive(updates, cancel):
-        if update is None:  # nothing new yet
-            if not text:
-                stats = stats_line(None, lang, seed, waited_s=time.perf_counter() - started)
-        else:
-            text, stats = update.text, stats_line(update, lang, seed)
-            token_ids = update.token_ids
-            for note in update.notes[shown:]:  # e.g. the prompt was trimmed to fit the model
-                gr.Warning(html.escape(note.text(lang), quote=False), title=translate("warning_title", lang))
-            shown = len(update.notes)
+    # generation starts here, before the first yield, not after Gradio has sent the empty first update
+    with closing(ResponsiveUpdates(updates, cancel)) as pending:
         yield (text, stats, *extra)
+        for update in pending:
+            if update is None:  # nothing new yet
+                if not text:
+                    stats = stats_line(None, lang, seed, waited_s=time.perf_counter() - started)
+            else:
+                text, stats = update.text, stats_line(update, lang, seed)
+                token_ids = update.token_ids
+                for note in update.notes[shown:]:  # e.g. the prompt was trimmed to fit the model
+                    gr.Warning(html.escape(note.text(lang), quote=False), title=translate("warning_title", lang))
+                shown = len(update.notes)
+            yield (text, stats, *extra)
     return text, stats, token_ids
 
 
-def responsive(updates: Iterator[StreamUpdate], cancel: threading.Event) -> Iterator[StreamUpdate | None]:
-    """Iterate `updates` on a helper thread and yield None every HEARTBEAT_S while none arrives.
+class ResponsiveUpdates:
+    """Iterate `updates` on a helper thread, started at once; yield None every HEARTBEAT_S while none arrives.
 
     Gradio stops a generator (Stop button, closed tab) by closing it, which can only happen between two yields.
     The engine's stream blocks while a model loads and while a token has not completed a character,
-    so it is pumped from here instead: this generator yields at least every HEARTBEAT_S, and closing it sets
-    `cancel`, which ends the engine's worker within one decoding step.
-    """
-    mailbox: queue.Queue = queue.Queue()
+    so it is pumped from here instead: iterating yields at least every HEARTBEAT_S, and `close()` (also on
+    leaving the iteration early) sets `cancel`, which ends the engine's worker within one decoding step.
 
-    def pump():
+    When Gradio falls behind (it sends each update to the browser before asking for the next), the updates
+    that queued up meanwhile go out as one, the newest: each holds all the text so far, so nothing is lost, and a
+    busy server sends fewer, larger updates instead of a backlog.
+    """
+
+    def __init__(self, updates: Iterator[StreamUpdate], cancel: threading.Event):
+        self._updates, self._cancel = updates, cancel
+        self._mailbox: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, name="mmgpt-stream-pump", daemon=True)
+        self._thread.start()
+
+    def _pump(self):
         try:
-            with closing(updates):
-                for update in updates:
-                    mailbox.put(update)
-                    if cancel.is_set():
+            with closing(self._updates):
+                for update in self._updates:
+                    self._mailbox.put(update)
+                    if self._cancel.is_set():
                         break
         except BaseException as exc:  # re-raised in the handler's thread, where user_facing_errors words it
-            mailbox.put(exc)
+            self._mailbox.put(exc)
         finally:
-            mailbox.put(_DONE)
+            self._mailbox.put(_DONE)
 
-    thread = threading.Thread(target=pump, name="mmgpt-stream-pump", daemon=True)
-    thread.start()
-    try:
-        while True:
-            try:
-                item = mailbox.get(timeout=HEARTBEAT_S)
-            except queue.Empty:
-                yield None
-                continue
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        cancel.set()  # Stop, a closed tab, an error: the worker stops within one decoding step
-        thread.join(timeout=PUMP_JOIN_S)
+    def __iter__(self) -> Iterator[StreamUpdate | None]:
+        try:
+            held = None  # an item that came after an update, kept for the next turn
+            while True:
+                if held is not None:
+                    item, held = held, None
+                else:
+                    try:
+                        item = self._mailbox.get(timeout=HEARTBEAT_S)
+                    except queue.Empty:
+                        yield None
+                        continue
+                while isinstance(item, StreamUpdate):  # the newest of the updates waiting
+                    try:
+                        newer = self._mailbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    if not isinstance(newer, StreamUpdate):
+                        held = newer
+                        break
+                    item = newer
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.close()
+
+    def close(self):
+        self._cancel.set()  # Stop, a closed tab, an error: the worker stops within one decoding step
+        self._thread.join(timeout=PUMP_JOIN_S)
 
 
 _DONE = object()
@@ -465,7 +497,8 @@ def _task_fields(task: str):
 
 def build_demo(engine: Engine | None = None) -> gr.Blocks:
     """The app; `engine` is the shared model cache (tests pass one with their own presets)."""
-    engine = engine or Engine(max_loaded=MAX_LOADED_MODELS, timeout_s=GENERATION_TIMEOUT_S)
+    engine = engine or Engine(max_loaded=MAX_LOADED_MODELS, timeout_s=GENERATION_TIMEOUT_S, batching=BATCHING,
+                              threads=TORCH_THREADS)
     handlers = Handlers(engine)
     if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU runs handlers in a fork: load the defaults in this process
         handlers.preload()
