@@ -267,25 +267,28 @@ def test_a_failing_shared_step_reaches_every_request_in_it_and_the_next_ones_are
 
 
 def test_each_request_keeps_its_own_timeout(presets):
-    engine = Engine(device="cpu", timeout_s=1.0, presets=presets)
+    limit_s = 1.0
+    engine = Engine(device="cpu", timeout_s=limit_s, presets=presets)
     watch_batches(engine.load(MMGPT).model, delay_s=0.01)
-    outcome = {}
+    ended, updates_at = {}, {"second": []}
 
-    def long_one():
+    def run(name):
+        started = time.perf_counter()
         try:
-            list(engine.stream(MMGPT, TextRequest("ROMEO:"), GenerationParams(max_new_tokens=1000)))
-        except GenerationTimeout as exc:
-            outcome["long"] = (exc, time.perf_counter())
+            for _ in engine.stream(MMGPT, TextRequest("ROMEO:"), GenerationParams(max_new_tokens=2000)):
+                updates_at.get(name, []).append(time.perf_counter())
+        except GenerationTimeout:
+            ended[name] = (started, time.perf_counter())
 
-    thread = threading.Thread(target=long_one)
-    started = time.perf_counter()
-    thread.start()
-    time.sleep(0.6)
-    short = list(engine.stream(MMGPT, TextRequest("JULIET:"), GenerationParams(max_new_tokens=20)))
-    thread.join(TIMEOUT_S)
-    assert short[-1].done and short[-1].tokens == 20  # it started later, so its 1 s had not run out
-    exc, ended = outcome["long"]
-    assert "stopped after 1 s" in str(exc) and ended - started < 3
+    first = threading.Thread(target=run, args=("first",))
+    first.start()
+    time.sleep(limit_s / 2)
+    run("second")  # joins the first's batch, half-way through the first's time
+    first.join(TIMEOUT_S)
+    for started, stopped in ended.values():
+        assert limit_s <= stopped - started < limit_s + 1.0  # each stopped at its own limit
+    assert ended["second"][1] - ended["first"][1] > limit_s / 4
+    assert any(t > ended["first"][1] for t in updates_at["second"])  # and went on streaming after the first stopped
 
 
 def sampled(engine, seed, prompt="ROMEO:", params=None) -> str:
@@ -318,6 +321,9 @@ def test_models_that_cannot_share_steps_are_told_apart(engine):
         max_target_positions=32, num_mel_bins=8, pad_token_id=0, bos_token_id=1, eos_token_id=2,
         decoder_start_token_id=1))
     assert not can_batch(whisper)  # encoder-decoder: the engine runs it one request per thread
+    beams = engine.load("gpt2").model
+    beams.generation_config.num_beams = 3
+    assert not can_batch(beams)  # beam search: generate() decodes it on its own
 
 
 def test_batching_off_runs_every_request_on_its_own(presets):

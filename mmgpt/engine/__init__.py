@@ -4,9 +4,9 @@
 `generate()` in a worker thread and yields a `StreamUpdate` for every generated token that adds text (a token that
 ends inside a multi-byte character waits for the rest); tokens that come faster than one per `update_interval_s`
 go out together, one update per interval (longer while more than two streams are open). Requests to one model that
-run at the same moment share its decoding steps (`batching`). A text prompt too long for the model's context is trimmed from the left,
-keeping its end, and the update says so in `notes`. Leaving the generator early, for any reason,
-stops the worker within one decoding step:
+run at the same moment share its decoding steps (`batching`). A text prompt too long for the model's context is
+trimmed from the left, keeping its end, and the update says so in `notes`. Leaving the generator early, for any
+reason, stops the worker within one decoding step:
 
     for update in engine.stream("gpt2", TextRequest("ROMEO:"), GenerationParams(max_new_tokens=32), cancel):
         print(update.text)

@@ -32,6 +32,7 @@ Only decoder-only models whose cache is transformers' plain `DynamicCache` can s
 request per thread, as before.
 """
 
+import copy
 import inspect
 import logging
 import threading
@@ -39,8 +40,9 @@ import weakref
 from dataclasses import dataclass, field
 
 import torch
-from transformers import DynamicCache
+from transformers import DynamicCache, GenerationConfig
 from transformers.cache_utils import DynamicLayer
+from transformers.generation import GenerationMode
 
 from .worker import EventStop
 
@@ -50,11 +52,19 @@ ALIVE_POLL_S = 1.0  # how often a request waiting for its row checks that the ba
 
 
 def can_batch(model) -> bool:
-    """True for a decoder-only model that takes a cache, an attention mask and position ids, and whose
-    cache is plain `DynamicLayer`s (rows can then be joined, selected and padded along the batch axis)."""
+    """True for a decoder-only model that takes a cache, an attention mask and position ids, whose cache is plain
+    `DynamicLayer`s (rows can then be joined, selected and padded along the batch axis), and whose generation
+    config decodes greedily or samples, one sequence per prompt (not beam search, say, which the loop here lacks)."""
     config = getattr(model, "config", None)
     if config is None or getattr(config, "is_encoder_decoder", False):
         return False
+    generation = copy.deepcopy(getattr(model, "generation_config", None) or GenerationConfig())
+    if (generation.num_return_sequences or 1) != 1:
+        return False
+    for do_sample, mode in ((False, GenerationMode.GREEDY_SEARCH), (True, GenerationMode.SAMPLE)):
+        generation.do_sample = do_sample
+        if generation.get_generation_mode() is not mode:
+            return False
     accepted = set(inspect.signature(model.forward).parameters)
     if not {"input_ids", "attention_mask", "position_ids", "cache"} <= accepted:
         return False
@@ -283,6 +293,8 @@ class BatchedDecoding:
         """Called by `generate()` with everything it prepared; returns the sequence `(1, L)` as it would."""
         if input_ids.shape[0] != 1:
             raise ValueError(f"batched decoding takes one sequence per generate() call, got {input_ids.shape[0]}")
+        if generation_config.get_generation_mode() not in (GenerationMode.GREEDY_SEARCH, GenerationMode.SAMPLE):
+            raise ValueError(f"batched decoding greedy-decodes or samples, not {generation_config.get_generation_mode()}")
         generator = None
         if generation_config.do_sample:
             generator = torch.Generator(device=input_ids.device)
