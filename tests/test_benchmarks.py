@@ -39,6 +39,11 @@ FIGURES = {
                    + [f"{path}_same_answers_as_alone" for path in ("engine", "http", "http_alone")]
                    + [f"engine_{n}_{figure}" for n in ("1_client", "8_clients")
                       for figure in ("tokens_per_s_at_2_threads", "1_thread_vs_2")],
+    "speech": ["cpu_ratio_app_over_faster_whisper_1_thread"] + [f"{path}_{figure}" for path in (
+        "app", "faster_whisper") for figure in ("cpu_s_per_audio_s", "ttft_s", "peak_rss_mib", "load_s", "wer")],
+    "remote": ["remote_tokens_per_s", "remote_ttft_ms", "in_process_tokens_per_s", "in_process_ttft_ms",
+               "remote_to_in_process_tokens_per_s_ratio", "continuous_batching_8_clients_tokens_per_s",
+               "continuous_batching_1_client_tokens_per_s", "continuous_batching_8_clients_ratio", "serve_startup_s"],
 }
 
 

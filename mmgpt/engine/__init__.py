@@ -18,12 +18,14 @@ The package, by concern:
 - `worker`: one request's `generate()` calls in a thread of its own, and the decoding settings;
 - `batching`: the decoding steps that requests to one model share, in that model's batch thread;
 - `streaming`: tokens -> text updates, whole characters only, grouped per update interval.
+- `remote`: remote presets' answers, streamed from an OpenAI-compatible server (nothing loads here).
 """
 
 from ..loaders import PresetUnavailableError
 from ..presets import UnknownPresetError
 from ..requests import AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
 from .engine import Engine, GenerationTimeout
+from .remote import RemoteError
 from .segments import audio_windows, fit_to_context
 from .worker import EventStop, generation_kwargs
 
@@ -35,6 +37,7 @@ __all__ = [
     "GenerationTimeout",
     "ImageRequest",
     "PresetUnavailableError",
+    "RemoteError",
     "StreamUpdate",
     "TextRequest",
     "UnknownPresetError",

@@ -9,11 +9,13 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
+from ..i18n import translate
 from ..loaders import ModelAdapter, dtype_for, pick_device
 from ..presets import PRESETS, Preset, get_preset
 from ..requests import AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
 from .batching import DecodingBatch, can_batch
 from .cache import ModelCache
+from .remote import RemoteBackend
 from .segments import audio_windows
 from .streaming import END, UPDATE_INTERVAL_S, Chunk, Note, TokenStreamer, UpdatePacing, stream_update
 from .worker import EventStop, Worker
@@ -64,6 +66,7 @@ class Engine:
         self.timeout_s = timeout_s
         self.presets = dict(PRESETS if presets is None else presets)
         self.models = ModelCache(max_loaded, self.device, self.dtype)
+        self.remote = RemoteBackend(timeout_s, update_interval_s)  # remote presets' answers: nothing loads here
         self.batching = batching  # False: every request decodes on its own (the path before batching, to compare)
         # model -> its batch (None: it cannot batch); weak, so that an evicted model is freed with its batch
         self._batches: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -85,18 +88,21 @@ class Engine:
     def preset(self, name: str) -> Preset:
         return get_preset(name, self.presets)
 
-    def load(self, preset_name: str) -> ModelAdapter:
-        """The adapter of `preset_name`, loading it on first use; raises PresetUnavailableError if it can't."""
-        return self.models.load(self.preset(preset_name))
+    def load(self, preset_name: str) -> ModelAdapter | None:
+        """The adapter of `preset_name`, loading it on first use; raises PresetUnavailableError if it can't.
+        None for a remote preset, whose model runs on its server."""
+        preset = self.preset(preset_name)
+        return None if preset.is_remote else self.models.load(preset)
 
     def explain(self, preset_name: str, request, generated: str | tuple[int, ...]):
         """Token confidences and, where the model gives them, attention maps for `generated`, the answer
         `preset_name` streamed to `request`: its last update's `token_ids`, or else its text (an
         `explain.Explanation`). One extra forward pass after generation, so streaming never waits for it; a model
         that cannot give maps gets None fields and a note, not an error."""
-        from ..explain import explain
+        from ..explain import Explanation, explain
 
-        self.check(preset_name, request)
+        if self.check(preset_name, request).is_remote:
+            return Explanation(note=translate("remote_no_maps", preset=preset_name))
         adapter = self.load(preset_name)
         if not isinstance(generated, str):  # the words the user saw: end-of-text and other special tokens are not
             special = set(getattr(adapter.tokenizer, "all_special_ids", []))
@@ -130,6 +136,8 @@ class Engine:
         """
         preset = self.check(preset_name, request)
         params = preset.params() if params is None else params
+        if preset.is_remote:
+            return self.remote.stream(preset, request, params, cancel)
         return self._stream(preset_name, request, params, cancel)
 
     def check(self, preset_name: str, request) -> Preset:
