@@ -10,8 +10,8 @@ Four paths, each measured at every client count:
 - `engine`: client threads on one shared `Engine` in this process, requests already decoded (as app_http does);
 - `engine_alone`: the same with `Engine(batching=False)`, the path before batching: every request decodes in a
   thread of its own (sampled ones one at a time);
-- `http`: sessions that speak the web page's protocol (`Session`: upload, join the queue, read the event stream)
-  against the app (`python app.py`), as it ships;
+- `http`: sessions that speak the web page's protocol (`common.Session`: upload, join the queue, read the event
+  stream) against the app (`python app.py`), as it ships;
 - `http_alone`: the app with `MMGPT_BATCHING=0 MMGPT_CONCURRENCY=2`, as it was before batching.
 
 How the engine shares the CPU when it batches: each request prefills alone in its own thread (the encoders read
@@ -20,9 +20,7 @@ every request in flight (`mmgpt/engine/batching.py`). With `engine_alone`, N cli
 reading all the weights for every token, competing for the cores and the GIL.
 """
 
-import json
 import re
-import secrets
 import threading
 import time
 from contextlib import contextmanager
@@ -33,6 +31,8 @@ from .common import (
     Context,
     Figure,
     Result,
+    Session,
+    distinct_copy,
     generate_args,
     make_engine,
     median,
@@ -92,70 +92,14 @@ def request_of(kind: str, number: int, data: dict):
     return TextRequest(PROMPTS[number % len(PROMPTS)]), GenerationParams(max_new_tokens=TEXT_TOKENS)
 
 
-class Session:
-    """One user of the app over HTTP, speaking the protocol its web page speaks: upload a file, join the queue, read
-    the server-sent events (applying Gradio's diffs) on one kept-alive connection.
-
-    Not `gradio_client`: on this 2-core machine the client shares the CPU with the server, and gradio_client spends
-    about as much CPU per request as the server's own handling of it (a thread per job, polling every millisecond
-    for outputs, a new connection per upload), which capped the figure at the client's cost, not the server's.
-    """
-
-    def __init__(self, url: str, endpoints: dict[str, int]):
-        import httpx
-
-        self.http = httpx.Client(base_url=url, timeout=600)
-        self.endpoints = endpoints  # api_name -> fn_index
-        self.session_hash = secrets.token_hex(8)
-
-    @classmethod
-    def endpoints_of(cls, url: str) -> dict[str, int]:
-        import httpx
-
-        config = httpx.get(url + "config", timeout=60).json()
-        return {d["api_name"]: d["id"] for d in config["dependencies"] if d.get("api_name")}
-
-    def upload(self, path) -> dict:
-        with open(path, "rb") as file:
-            answer = self.http.post("gradio_api/upload", files=[("files", (path.name, file))])
-        answer.raise_for_status()
-        return {"path": answer.json()[0], "orig_name": path.name, "meta": {"_type": "gradio.FileData"}}
-
-    def run(self, api_name: str, data: list):
-        """Yield the outputs of each update (the whole value of every output, diffs applied), as they arrive."""
-        from gradio_client.utils import apply_diff
-
-        joined = self.http.post("gradio_api/queue/join", json={
-            "data": data, "fn_index": self.endpoints[api_name], "session_hash": self.session_hash,
-            "event_data": None, "trigger_id": None})
-        joined.raise_for_status()
-        outputs = None
-        with self.http.stream("GET", "gradio_api/queue/data", params={"session_hash": self.session_hash}) as stream:
-            for line in stream.iter_lines():
-                if not line.startswith("data:"):
-                    continue
-                message = json.loads(line[5:])
-                kind = message.get("msg")
-                if kind in ("process_generating", "process_completed"):
-                    if not message.get("success", True):
-                        raise RuntimeError(f"{api_name} failed: {message.get('output')}")
-                    data_out = message["output"]["data"]
-                    if kind == "process_completed" or outputs is None:
-                        outputs = list(data_out)
-                    else:
-                        outputs = [apply_diff(old, diff) for old, diff in zip(outputs, data_out)]
-                    yield outputs
-                if kind in ("process_completed", "close_stream"):
-                    return
-
-
 def submit_of(session: Session, kind: str, number: int, data: dict):
-    """The same request as `request_of`, sent to the app (the maps off: they are not generation)."""
+    """The same request as `request_of`, sent to the app (the maps off: they are not generation). Each upload is a
+    file of its own, as each user's is (identical files uploaded at once race in Gradio's upload cache)."""
     if kind == "caption":
-        picture = session.upload(data["pictures"][number % len(data["pictures"])])
+        picture = session.upload(data["uploads"]["pictures"][number])
         return session.run("caption", [picture, "", PRESET, False, "en"])
     if kind == "transcribe":
-        recording = session.upload(data["recordings"][number % len(data["recordings"])])
+        recording = session.upload(data["uploads"]["recordings"][number])
         return session.run("transcribe", [recording, PRESET, False, "en"])
     return session.run("generate", [*generate_args(PROMPTS[number % len(PROMPTS)], TEXT_TOKENS).values(), False,
                                     "en"])
@@ -246,6 +190,9 @@ def run(ctx: Context) -> Result:
 
     data = examples(ctx)
     requests = ctx.size(1, 6)  # per client (full size: every kind twice)
+    numbers = range(max(CLIENTS) * requests)
+    data["uploads"] = {kind: [distinct_copy(data[kind][n % len(data[kind])], n, ctx.tmp / "uploads") for n in numbers]
+                       for kind in ("pictures", "recordings")}
     repeats = ctx.size(1, 2)
     engine = ctx.engine()
     alone_engine = make_engine(ctx.model_dir, batching=False)

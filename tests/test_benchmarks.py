@@ -20,7 +20,8 @@ FIGURES = {
     "streaming": ["tokens_per_s_ratio", "stream_tokens_per_s", "generate_tokens_per_s"],
     "app_http": [f"{tab}_{figure}" for tab in TABS for figure in (
         "http_added_ttft_p50_ms", "tokens_per_s_ratio", "arrival_tokens_per_s_ratio", "ttft_p50_ms_http",
-        "ttft_p95_ms_http", "ttft_p50_ms_in_process", "ttft_p95_ms_in_process")],
+        "ttft_p95_ms_http", "ttft_p50_ms_in_process", "ttft_p95_ms_in_process", "gradio_client_http_added_ttft_p50_ms",
+        "gradio_client_tokens_per_s_ratio")],
     "decoder": [f"{size}_{figure}" for size in SIZES for figure in (
         "decode_ratio", "train_step_ratio", "decode_tokens_per_s_mmgpt", "decode_tokens_per_s_gpt2",
         "train_step_ms_mmgpt", "train_step_ms_gpt2")],
