@@ -80,26 +80,32 @@ def alone(engine, preset: str, request, params: GenerationParams = GREEDY) -> tu
 
 
 def watch_batches(model, delay_s: float = STEP_DELAY_S, fail=None, gather: int = 0) -> dict:
-    """Record how many rows each decoding step of the batch thread carried; slow every forward a little; `fail`
-    (kwargs -> bool) picks forward calls that raise. With `gather`, the first decoding step waits until that many
-    prefills are done, so that every request joins the batch however slowly the machine runs."""
-    original = model.forward
-    seen = {"rows": [], "prefills": 0}
+    """Record how many rows each decoding step carried and count first steps (prefills); slow every forward a
+    little; `fail` (kwargs -> bool) picks forward calls that raise. With `gather`, the batch thread's first forward
+    waits until that many requests have handed their first step over, so that every request joins the batch
+    however slowly the machine runs."""
+    original, prepare = model.forward, model.prepare_inputs_for_generation
+    seen = {"rows": [], "prefills": 0, "arrived": 0}
+
+    @functools.wraps(prepare)
+    def arrive(*args, **kwargs):
+        seen["arrived"] += 1
+        return prepare(*args, **kwargs)
 
     @functools.wraps(original)
     def forward(*args, **kwargs):
+        if not seen["rows"] and not seen["prefills"]:
+            stress.wait_for(lambda: seen["arrived"] >= gather, TIMEOUT_S, 0.001)
         if fail is not None and fail(kwargs):
             raise RuntimeError("forward failed on purpose")
-        if threading.current_thread().name.startswith("mmgpt-generate-batch"):
-            if not seen["rows"]:
-                stress.wait_for(lambda: seen["prefills"] >= gather, TIMEOUT_S, 0.001)
-            seen["rows"].append(kwargs["input_ids"].shape[0])
-        else:
+        if kwargs["cache"].get_seq_length() == 0:
             seen["prefills"] += 1
+        else:
+            seen["rows"].append(kwargs["input_ids"].shape[0])
         time.sleep(delay_s)
         return original(*args, **kwargs)
 
-    model.forward = forward
+    model.forward, model.prepare_inputs_for_generation = forward, arrive
     return seen
 
 
@@ -240,7 +246,7 @@ def test_an_error_in_one_request_reaches_that_request_only(engine, monkeypatch):
         ids = kwargs["input_ids"]
         return ids.shape == prefill_ids.shape and bool((ids == prefill_ids).all())
 
-    seen = watch_batches(adapter.model, fail=prefill_of_the_failing_request, gather=3)
+    seen = watch_batches(adapter.model, fail=prefill_of_the_failing_request, gather=4)
     started = time.perf_counter()
     results = run_together(engine, jobs)
     assert time.perf_counter() - started < TIMEOUT_S / 2  # errors, not hangs until a timeout
@@ -251,15 +257,15 @@ def test_an_error_in_one_request_reaches_that_request_only(engine, monkeypatch):
 
 
 def test_a_failing_shared_step_reaches_every_request_in_it_and_the_next_ones_are_served(engine):
-    calls = {"batch": 0}
+    shared_steps = {"n": 0}
 
-    def third_shared_step(kwargs):
-        if threading.current_thread().name.startswith("mmgpt-generate-batch"):
-            calls["batch"] += 1
-            return calls["batch"] == 3
+    def second_step_of_both(kwargs):
+        if kwargs["cache"].get_seq_length() > 0 and kwargs["input_ids"].shape[0] == 2:
+            shared_steps["n"] += 1
+            return shared_steps["n"] == 2
         return False
 
-    watch_batches(engine.load(MMGPT).model, fail=third_shared_step)
+    watch_batches(engine.load(MMGPT).model, fail=second_step_of_both, gather=2)
     results = run_together(engine, [(MMGPT, TextRequest("ROMEO:"), GREEDY), (MMGPT, TextRequest("JULIET:"), GREEDY)])
     assert all(isinstance(results[i], RuntimeError) for i in (0, 1)), results
     after = list(engine.stream(MMGPT, TextRequest("ROMEO:"), GREEDY))  # a fresh batch thread serves it
@@ -330,7 +336,7 @@ def test_batching_off_runs_every_request_on_its_own(presets):
     engine = Engine(device="cpu", timeout_s=TIMEOUT_S, presets=presets, batching=False)
     seen = watch_batches(engine.load(MMGPT).model, delay_s=0)
     results = run_together(engine, [(MMGPT, request, GREEDY) for request in MIXED[:3]])
-    assert seen["rows"] == [] and all(results[i][-1].done for i in range(3))
+    assert set(seen["rows"]) == {1} and all(results[i][-1].done for i in range(3))  # one row in every step
     assert engine.decoding_batch(MMGPT, engine.load(MMGPT)) is None
 
 

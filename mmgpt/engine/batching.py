@@ -3,17 +3,19 @@
 Each request still goes through `model.generate()` in its own worker thread, so transformers prepares everything as
 it always does: the inputs, the cache, the logits processors (repetition penalty, suppressed tokens, temperature,
 top-k, top-p, min_new_tokens) and the stopping criteria (max_new_tokens, end-of-text, the engine's Stop). Only the
-decoding loop is replaced, through `generate(custom_generate=...)`:
+decoding loop is replaced, through `generate(custom_generate=...)`, which hands the request to its model's batch
+thread. That thread is the only one that runs the model, one step at a time:
 
-1. **Prefill, alone, in the request's thread**: the prompt (with its picture or recording, which the model's
-   encoders read here) goes through the model exactly as `generate()`'s first step sends it, and the first token
-   is chosen and streamed. Nothing else waits for it, and an error here belongs to this request only.
-2. **Decoding, together, in the model's batch thread**: the request's cache joins the running batch at the next
-   step boundary, right-aligned with left padding (the attention mask hides the padding, position ids count each
-   row's own tokens), and one forward pass per step decodes every row. Each row then applies its own logits
-   processors, picks its token (greedy, or sampled with its own `torch.Generator`), checks its own stopping
-   criteria and feeds its own streamer. A finished, stopped or failed row leaves before the next step; the padding
-   that nobody needs any more is cut off.
+1. **Prefill, alone, before the next step**: each request that arrived since the last step goes through the model
+   by itself, exactly as `generate()`'s first step sends it (its picture or recording is read by the model's
+   encoders here), and its first token is chosen and streamed. New requests go first: the ones already decoding
+   wait one prefill longer, so that nobody waits long for a first token (on two cores, prefills that ran beside
+   the decoding steps in threads of their own took several times as long as alone).
+2. **Decoding, together**: the request's cache joins the batch, right-aligned with left padding (the attention
+   mask hides the padding, position ids count each row's own tokens), and one forward pass per step decodes every
+   row. Each row then applies its own logits processors, picks its token (greedy, or sampled with its own
+   `torch.Generator`), checks its own stopping criteria and feeds its own streamer. A finished, stopped or failed
+   row leaves before the next step; the padding that nobody needs any more is cut off.
 
 So a request alone in the batch runs exactly the computation `generate()` runs. With other rows beside it, its
 numbers go through the same maths in bigger matrices, which can change the last bit of a logit; greedy text and a
@@ -31,7 +33,6 @@ Only decoder-only models whose cache is transformers' plain `DynamicCache` and w
 can share steps this way (`can_batch`); the engine runs the others (encoder-decoder captioners, Whisper,
 sliding-window caches, beam search) one request per thread, as before.
 """
-
 import copy
 import inspect
 import logging
@@ -80,7 +81,8 @@ class Row:
     """One request's sequence while it decodes in the batch."""
 
     input_ids: torch.LongTensor  # (1, L): prompt and every token chosen so far, the last one not yet fed
-    cache: DynamicCache | None  # its own prefill cache, until it joins the batch's
+    prefill: dict | None  # the model's inputs for its first step (prepared by generate()), until it has run
+    cache: DynamicCache | None  # its own prefill cache, from its first step until it joins the batch's
     logits_processor: object  # transformers LogitsProcessorList, built by generate() for this request
     stopping_criteria: object  # transformers StoppingCriteriaList, idem
     streamer: object
@@ -129,7 +131,7 @@ class DecodingBatch:
         self._model = weakref.ref(model)  # the engine's model cache owns the model; eviction frees it
         self.name = name
         self._lock = threading.Lock()  # guards _joining and _thread
-        self._joining: list[Row] = []  # prefilled rows waiting for the next step boundary
+        self._joining: list[Row] = []  # rows waiting for the next step boundary, to prefill and join
         self._thread: threading.Thread | None = None
 
     def decoding(self, streamer, stop: EventStop, seed: int | None) -> "BatchedDecoding":
@@ -169,8 +171,12 @@ class DecodingBatch:
                         waiting, self._joining = self._joining, []
                     stopped = [row for row in rows if row.stop.is_set()]
                     rows = self._leave(rows, state, stopped)
-                    finishing += stopped + [row for row in waiting if row.stop.is_set()]
-                    waiting = [row for row in waiting if not row.stop.is_set()]
+                    finishing += stopped
+                    for row in waiting:
+                        if not row.stop.is_set():
+                            self._prefill(row)
+                    finishing += [row for row in waiting if row.done or row.stop.is_set()]
+                    waiting = [row for row in waiting if not (row.done or row.stop.is_set())]
                     if waiting:
                         state.join(waiting, keep=bool(rows))
                         rows, waiting = rows + waiting, []
@@ -197,6 +203,17 @@ class DecodingBatch:
                 row.error = exc
             for row in stranded + finishing:
                 row.finished.set()
+
+    def _prefill(self, row: Row):
+        """The row's first step, alone, as generate() runs it; its first token chosen and streamed. An error here
+        is the row's own: it is done, with the error."""
+        try:
+            outputs = self._model()(**row.prefill, return_dict=True)
+            row.prefill, row.cache = None, outputs.cache
+            row.done = row.choose(outputs.logits[:, -1].to(copy=True, dtype=torch.float32))
+        except BaseException as exc:
+            logger.error("the first step of a request to %s failed", self.name, exc_info=exc)
+            row.prefill, row.cache, row.error, row.done = None, None, exc, True
 
     def _step(self, rows: list[Row], state: "_BatchState"):
         """One forward pass for every row, then each row's own token choice; sets `done` on the rows that end."""
@@ -281,7 +298,7 @@ def _stack_right_aligned(tensors: list[torch.Tensor], width: int, axis: int) -> 
 
 
 class BatchedDecoding:
-    """`generate(custom_generate=...)`'s decoding loop for one request: prefill here, then decode in the batch."""
+    """`generate(custom_generate=...)`'s decoding loop for one request: hand it to the batch thread, wait for it."""
 
     def __init__(self, batch: DecodingBatch, streamer, stop: EventStop, seed: int | None):
         self.batch = batch
@@ -302,13 +319,10 @@ class BatchedDecoding:
                 generator.seed()
             else:
                 generator.manual_seed(self.seed)
-        inputs = model.prepare_inputs_for_generation(input_ids, is_first_iteration=True, **model_kwargs)
-        outputs = model(**inputs, return_dict=True)
-        logits = outputs.logits[:, -1].to(copy=True, dtype=torch.float32)
-        row = Row(input_ids, outputs.cache, logits_processor, stopping_criteria, self.streamer,
+        prefill = model.prepare_inputs_for_generation(input_ids, is_first_iteration=True, **model_kwargs)
+        row = Row(input_ids, prefill, None, logits_processor, stopping_criteria, self.streamer,
                   generation_config.do_sample, generator, self.stop)
-        del outputs, inputs
-        if not row.choose(logits) and not self.stop.is_set():
+        if not self.stop.is_set():
             self.batch.join(row)
         self.streamer.end()
         return row.input_ids
