@@ -39,7 +39,7 @@ from e2e_support import (
     write_wav,
 )
 
-from app import HEARTBEAT_S
+from mmgpt.ui.common import HEARTBEAT_S
 from mmgpt.data.scenes import COLOURS, SHAPES
 from mmgpt.i18n import translate
 
