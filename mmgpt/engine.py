@@ -29,12 +29,15 @@ import torch
 from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer, set_seed
 
 from .audio import SAMPLE_RATE
+from .conversation import MIN_PROMPT_SHARE, fit_conversation
+from .explain import mean_token_probability
 from .i18n import Message
 from .loaders import ModelAdapter, PresetUnavailableError, dtype_for, load_adapter, pick_device
 from .presets import PRESETS, Preset, UnknownPresetError, get_preset
-from .requests import AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
+from .requests import AskRequest, AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
 
 __all__ = [
+    "AskRequest",
     "AudioRequest",
     "Engine",
     "EventStop",
@@ -54,8 +57,7 @@ logger = logging.getLogger(__name__)
 SAMPLING_LOCK = threading.Lock()  # held by every sampled generate(); see the module docstring
 LOCK_POLL_S = 0.05  # how often a worker waiting for SAMPLING_LOCK checks whether it was cancelled
 MIN_WINDOW_SECONDS = 0.25  # a shorter tail after the last full audio window is dropped rather than transcribed
-TASK_OF_REQUEST = {ImageRequest: "image", AudioRequest: "audio", TextRequest: "text"}
-MIN_PROMPT_SHARE = 0.5  # a trimmed prompt keeps at least this share of the context, even if that leaves less room
+TASK_OF_REQUEST = {ImageRequest: "image", AudioRequest: "audio", TextRequest: "text", AskRequest: "image"}
 TRIM_ATTEMPTS = 4  # re-tokenizing trimmed text can shift a token or two; trim again at most this many times
 HOLD_BACK_TOKENS = 4  # UTF-8 characters span at most 4 bytes: text still incomplete after that many tokens is invalid
 # Each hand-off wakes the caller's thread, which on a 2-core machine takes the CPU from generate() (one update per
@@ -109,6 +111,10 @@ class _Chunk(NamedTuple):
 
 class _Note(NamedTuple):
     text: Message  # a remark for the user, e.g. that the prompt was trimmed
+
+
+class _Confidence(NamedTuple):
+    mean_probability: float | None  # of an answer to a question, from generate()'s raw logits
 
 
 _END = object()  # the worker's last queue item, after the final chunk or an error
@@ -213,20 +219,30 @@ class _Worker:
                     if self.stop.is_set():
                         break
                     self.streamer.window = window
+                    note = None
                     if isinstance(segment, TextRequest):
                         inputs, note = fit_to_context(self.adapter, segment, self.params.max_new_tokens)
-                        if note:
-                            self.streamer.text_queue.put(_Note(note))
+                    elif isinstance(segment, AskRequest):
+                        inputs, _, note = fit_conversation(self.adapter, segment, self.params.max_new_tokens)
                     else:
                         inputs = self.adapter.prepare(segment)
+                    if note:
+                        self.streamer.text_queue.put(_Note(note))
                     extra = self.adapter.extra_generate_kwargs(segment)  # e.g. mmgpt: see its adapter
-                    self.adapter.model.generate(
+                    # An answer to a question reports its mean token probability, read off the raw logits that
+                    # generate() keeps on request (a few MB at most); the tokens chosen do not change.
+                    scored = isinstance(segment, AskRequest)
+                    output = self.adapter.model.generate(
                         **inputs,
                         **generation_kwargs(self.params, self.adapter.room_for_new_tokens(inputs)),
                         **extra,
+                        **({"output_logits": True, "return_dict_in_generate": True} if scored else {}),
                         streamer=self.streamer,
                         stopping_criteria=StoppingCriteriaList([self.stop]),
                     )
+                    if scored:
+                        special = set(getattr(self.adapter.tokenizer, "all_special_ids", []))
+                        self.streamer.text_queue.put(_Confidence(mean_token_probability(output, special)))
         except BaseException as exc:  # handed to the caller's thread, which re-raises it
             self.error = exc
         finally:
@@ -392,15 +408,19 @@ class Engine:
                     logger.info("evicted %s (more than %d models loaded)", evicted, self.max_loaded)
         return adapter
 
-    def explain(self, preset_name: str, request, generated: str | tuple[int, ...]):
+    def explain(self, preset_name: str, request, generated: str | tuple[int, ...],
+                params: GenerationParams | None = None):
         """Token confidences and, where the model gives them, attention maps for `generated`, the answer
-        `preset_name` streamed to `request`: its last update's `token_ids`, or else its text (an
-        `explain.Explanation`). One extra forward pass after generation, so streaming never waits for it; a model
-        that cannot give maps gets None fields and a note, not an error."""
+        `preset_name` streamed to `request` with `params` (default: the preset's): its last update's `token_ids`,
+        or else its text (an `explain.Explanation`). One extra forward pass after generation, so streaming never
+        waits for it; a model that cannot give maps gets None fields and a note, not an error."""
         from .explain import explain
 
-        self.check(preset_name, request)
+        preset = self.check(preset_name, request)
         adapter = self.load(preset_name)
+        if isinstance(request, AskRequest):  # the prompt the answer was written to: the same turns left out
+            max_new_tokens = (params or preset.params()).max_new_tokens
+            _, request, _ = fit_conversation(adapter, request, max_new_tokens)
         if not isinstance(generated, str):  # the words the user saw: end-of-text and other special tokens are not
             special = set(getattr(adapter.tokenizer, "all_special_ids", []))
             generated = [token for token in generated if token not in special]
@@ -439,6 +459,10 @@ class Engine:
                              f'it takes: {", ".join(preset.tasks)}')
         if isinstance(request, TextRequest) and request.task not in preset.text_tasks:
             raise ValueError(f'"{preset_name}" cannot {request.task}; it can: {", ".join(preset.text_tasks)}')
+        if isinstance(request, AskRequest) and not preset.answers_questions:
+            raise ValueError(f'"{preset_name}" does not answer questions about a picture; it only describes them')
+        if isinstance(request, AskRequest) and request.audio is not None and not preset.hears_questions:
+            raise ValueError(f'"{preset_name}" cannot hear a spoken question; transcribe it first')
         return preset
 
     def _stream(self, preset_name, request, params, cancel) -> Iterator[StreamUpdate]:
@@ -453,7 +477,7 @@ class Engine:
         thread = threading.Thread(target=worker, name=f"mmgpt-generate-{preset_name}", daemon=False)
         started = time.perf_counter()
         deadline = started + self.timeout_s
-        last, notes = _Chunk("", 0, 0, None, None), ()
+        last, notes, confidence = _Chunk("", 0, 0, None, None), (), None
         thread.start()
         try:
             while True:
@@ -471,13 +495,17 @@ class Engine:
                 if isinstance(item, _Note):
                     notes += (item.text,)
                     continue
+                if isinstance(item, _Confidence):
+                    confidence = item.mean_probability
+                    continue
                 changed, last = item.text != last.text, item
                 if changed:
                     yield self._update(last, started, done=False, windows=len(segments), notes=notes)
             if worker.error is not None:
                 logger.error("generation with %s failed", preset_name, exc_info=worker.error)
                 raise worker.error
-            yield self._update(last, started, done=True, windows=len(segments), notes=notes)
+            yield replace(self._update(last, started, done=True, windows=len(segments), notes=notes),
+                          confidence=confidence)
         finally:
             stop.set()
             thread.join(timeout=self.timeout_s)

@@ -170,13 +170,14 @@ def test_each_description_word_gets_a_normalized_map_over_the_patch_grid(served,
     handlers = app.Handlers(engine)
     path = str(scene_png(tmp_path / "scene.png"))
     *_, last = handlers.caption({"path": path}, "", "mmgpt-tiny", True)
-    text, _, _, _, maps = last
+    text, _, _, _, kept = last
     config = engine.load("mmgpt-tiny").model.config
     grid = config.image_size // config.patch_size
-    assert len(maps) == len(text.split())
+    maps = kept.maps
+    assert len(maps) == len(text.split()) and kept.curves is None
     for word, patches in maps:
         assert patches.shape == (grid, grid) and np.isclose(patches.sum(), 1.0, atol=1e-4), word
-    first, second = (next(handlers.image_word({"path": path}, index, maps)) for index in (0, 1))
+    (first, _), (second, _) = (next(handlers.image_word({"path": path}, index, kept)) for index in (0, 1))
     assert first.size == second.size == (256, 256)
     assert np.asarray(first).tolist() != np.asarray(second).tolist() or np.allclose(maps[0][1], maps[1][1])
 

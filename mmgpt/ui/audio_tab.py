@@ -40,8 +40,8 @@ class AudioHandlers(TabHandlers):
         request = AudioRequest(clip.waveform)
         # The picture is drawn once the transcript is done: drawing it first would delay the first words, and
         # drawing it meanwhile would slow them down (it shares the CPU and the GIL with decoding).
-        text, stats, token_ids = yield from stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS)
-        explanation = self.explain(preset, request, text, show_maps, token_ids)
+        text, stats, last = yield from stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS)
+        explanation = self.explain(preset, request, text, show_maps, last, params)
         curves = explanation and explanation.audio_curves
         if not curves:
             yield (text, stats, figures.spectrogram_image(clip.waveform), gr.update(choices=[], value=None), None)

@@ -119,28 +119,42 @@ def stats_line(update: StreamUpdate | None, lang: str, seed: int | None = None, 
     return line
 
 
-def stream_text(engine: Engine, preset: str, request, params: GenerationParams, lang: str, *extra):
-    """Yield `(text so far, stats line, *extra)` per update; stop the engine's worker however this ends.
+def stream_text(engine: Engine, preset: str, request, params: GenerationParams, lang: str, *extra,
+                warn_notes: bool = True):
+    """Yield `(text so far, stats line, *extra)` per update; stop the engine's worker however this ends. The
+    engine's notes (e.g. the prompt was trimmed to fit the model) show as warnings, unless not `warn_notes`.
 
-    Returns `(text, stats line, token_ids)` of the last update (the ids are what `Engine.explain` should read), so
-    that a handler can `yield from` it and go on with the answer."""
+    Returns `(text, stats line, last StreamUpdate or None)`, so that a handler can `yield from` it and go on with
+    the answer (the update's `token_ids` are what `Engine.explain` should read)."""
     seed = params.seed if params.do_sample else None
     cancel = threading.Event()
     updates = engine.stream(preset, request, params, cancel)  # refuses a wrong preset or task before anything runs
     started = time.perf_counter()
-    text, stats, shown, token_ids = "", stats_line(None, lang, seed), 0, ()
+    text, stats, shown, last = "", stats_line(None, lang, seed), 0, None
     yield (text, stats, *extra)
     for update in responsive(updates, cancel):
         if update is None:  # nothing new yet
             if not text:
                 stats = stats_line(None, lang, seed, waited_s=time.perf_counter() - started)
         else:
-            text, stats = update.text, stats_line(update, lang, seed)
-            token_ids = update.token_ids
-            warn(update.notes[shown:], lang)  # e.g. the prompt was trimmed to fit the model
+            text, stats, last = update.text, stats_line(update, lang, seed), update
+            if warn_notes:
+                warn(update.notes[shown:], lang)
             shown = len(update.notes)
         yield (text, stats, *extra)
-    return text, stats, token_ids
+    return text, stats, last
+
+
+def relay(stream: Iterator, shape: Callable) -> Iterator:
+    """Yield `shape(*item)` for each item of the generator `stream` and return what it returns; closing this closes
+    `stream` (so that Stop still reaches the engine)."""
+    with closing(stream):
+        while True:
+            try:
+                item = next(stream)
+            except StopIteration as end:
+                return end.value
+            yield shape(*item)
 
 
 def responsive(updates: Iterator[StreamUpdate], cancel: threading.Event) -> Iterator[StreamUpdate | None]:
@@ -210,12 +224,13 @@ class TabHandlers:
     def check_preset(self, task: str, name) -> str:
         return inputs.check_choice(name, [preset.name for preset in self.presets(task)], "preset_unknown")
 
-    def explain(self, preset: str, request, text: str, show_maps, token_ids=None):
-        """The answer's `explain.Explanation` (from its token ids when the engine gave them, else its text), or
-        None when the toggle is off or there is no answer."""
+    def explain(self, preset: str, request, text: str, show_maps, last: StreamUpdate | None = None,
+                params: GenerationParams | None = None):
+        """The answer's `explain.Explanation` (from the token ids of its `last` update when the engine gave them,
+        else its text; `params` as it was generated with), or None when the toggle is off or there is no answer."""
         if not show_maps or not text:
             return None
-        explanation = self.engine.explain(preset, request, token_ids or text)
+        explanation = self.engine.explain(preset, request, (last and last.token_ids) or text, params)
         if explanation.note:
             gr.Info(html.escape(explanation.note, quote=False))
         return explanation

@@ -41,8 +41,8 @@ class TextHandlers(TabHandlers):
         params = self.settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         request = TextRequest(text, task=task, target_language=language or "French", context=passage)
         skip_outputs = (gr.skip(), gr.skip())  # the confidences come after the stream
-        output, stats, token_ids = yield from stream_text(self.engine, preset, request, params, lang, *skip_outputs)
-        explanation = self.explain(preset, request, output, show_maps, token_ids)
+        output, stats, last = yield from stream_text(self.engine, preset, request, params, lang, *skip_outputs)
+        explanation = self.explain(preset, request, output, show_maps, last, params)
         tokens = explanation and explanation.tokens
         if not tokens:
             yield output, stats, None, None
