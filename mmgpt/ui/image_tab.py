@@ -188,6 +188,10 @@ class ImageHandlers(TabHandlers):
             raise InputError("read_aloud_nothing")
         yield read_aloud.speak(answers[-1])
 
+    def read_text(self, text, lang=""):
+        """`/read_aloud`: any text (an answer), spoken."""
+        yield read_aloud.speak(text if isinstance(text, str) else "")
+
     def read_picked_answer(self, conversation, lang, evt: gr.SelectData):
         """The answer clicked in the chat, spoken (a question or a note clicked: nothing)."""
         messages = inputs.load_conversation(conversation).messages
@@ -306,18 +310,24 @@ def build(handlers: ImageHandlers, page: Page):
     ask_inputs = [image, question, recording, chat, ask_preset, page.show_maps, page.lang]
     answer_outputs = [chat, ask_stats, heatmap, image_words, question_heard, image_maps]
     ask_events = [trigger(page.model_handler(handlers.ask), ask_inputs, [*answer_outputs, question, recording],
-                          api_visibility="private", **page.events) for trigger in (ask.click, question.submit)]
-    # The API's /ask: the same, without the page's question box and recorder among its outputs.
-    api_trigger = gr.Button(visible=False)
-    api_trigger.click(page.model_handler(handlers.ask_api), ask_inputs, answer_outputs, api_name="ask",
-                      **page.events)
+                          api_name=f"ask_on_page_{index}", api_visibility="private", **page.events)
+                  for index, trigger in enumerate((ask.click, question.submit))]
+    # The API's /ask: the same, without the page's question box and recorder among its outputs, and with the
+    # conversation as plain JSON, so that mmgpt.inputs checks it (a gr.Chatbot input is checked by Gradio first,
+    # whose messages name nothing, and which takes no {"role", "content": "text"} messages).
+    api_trigger, api_conversation = gr.Button(visible=False), gr.JSON(visible=False)
+    api_trigger.click(page.model_handler(handlers.ask_api), [*ask_inputs[:3], api_conversation, *ask_inputs[4:]],
+                      answer_outputs, api_name="ask", **page.events)
     ask_stop.click(None, None, None, cancels=ask_events)
     conversation_outputs = [chat, ask_stats, question_heard]
     restart.click(new_conversation, None, conversation_outputs, queue=False, api_visibility="private")
     image.change(page.errors(handlers.new_picture), [chat, page.lang], conversation_outputs, js=page.events["js"],
                  api_visibility="private", preprocess=False, concurrency_limit=None)  # queued: its toast needs it
     speech = dict(concurrency_id="speech", concurrency_limit=2, preprocess=False, js=page.events["js"])
-    read.click(page.errors(handlers.read_last_answer), [chat, page.lang], spoken_answer, api_name="read_aloud",
+    read.click(page.errors(handlers.read_last_answer), [chat, page.lang], spoken_answer, api_visibility="private",
                **speech)
+    api_text = gr.Textbox(visible=False)
+    api_trigger.click(page.errors(handlers.read_text), [api_text, page.lang], spoken_answer, api_name="read_aloud",
+                      **speech)
     chat.select(page.errors(handlers.read_picked_answer), [chat, page.lang], spoken_answer,
                 api_visibility="private", **speech)
