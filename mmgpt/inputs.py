@@ -465,7 +465,7 @@ class Conversation:
     """A chat about a picture, checked: what the page shows and what the model reads."""
 
     # gr.Chatbot messages, rebuilt from the checked text only: {"role", "content": str}, and for the app's own
-    # notes {"role": "assistant", "content": "", "metadata": {"title": note}}
+    # notes {"role": "assistant", "content": "", "metadata": {"title": note, "status": "done"}}
     messages: list[dict] = field(default_factory=list)
     # the earlier (question, answer) turns a model reads, oldest first: notes, questions left unanswered (Stop)
     # and empty answers are left out; a spoken question is its transcript
@@ -491,7 +491,7 @@ def load_conversation(value: Any) -> Conversation:
     for index, message in enumerate(value, start=1):
         role, text, note = _chat_message(index, message)
         if note is not None:
-            messages.append({"role": "assistant", "content": "", "metadata": {"title": note}})
+            messages.append({"role": "assistant", "content": "", "metadata": {"title": note, "status": "done"}})
             continue
         messages.append({"role": role, "content": text})
         if role == "user":

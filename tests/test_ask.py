@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import gradio as gr
 import soundfile as sf
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
@@ -280,11 +281,46 @@ def test_a_spoken_question_longer_than_the_model_hears_is_refused_before_it_runs
 # --- the page's helpers: a new picture, reading aloud ---------------------------------------------------------------
 
 
+@needs_espeak
+def test_picking_a_word_of_an_answer_to_a_spoken_question_redraws_both_maps(served, tmp_path):
+    _, engine = served
+    handlers = app.Handlers(engine)
+    picture = {"path": str(scene_png(tmp_path / "scene.png"))}
+    recording = {"path": str(speech_wav(tmp_path / "question.wav", "what colour is the square"))}
+    *_, last = handlers.ask(picture, "", recording, None, RANDOM, True, "en")
+    kept = last[5]
+    assert len(kept.maps) == len(kept.curves) >= 2 and kept.recording == recording
+    (first, first_heard), (second, second_heard) = (next(handlers.image_word(picture, index, kept))
+                                                    for index in (0, 1))
+    assert first.size == second.size == (256, 256)
+    assert first_heard.size == second_heard.size and first_heard.size[0] >= 400
+    assert np.asarray(first_heard).tolist() != np.asarray(second_heard).tolist()  # each word's own curve
+    beyond, heard = next(handlers.image_word(picture, len(kept.maps), kept))  # a crafted pick: nothing
+    assert beyond is None and heard == gr.skip()
+
+
+def test_an_answer_clicked_in_the_chat_is_read_aloud(served):
+    _, engine = served
+    conversation = [{"role": "user", "content": [{"type": "text", "text": "what colour?"}]},
+                    {"role": "assistant", "content": [{"type": "text", "text": "a large blue square"}]}]
+
+    def clicked(index):
+        return next(app.Handlers(engine).read_picked_answer(conversation, "en", gr.SelectData(
+            None, {"index": index, "value": None})))
+
+    for not_an_answer in (0, 5, "x", None):  # the question, past the end, crafted indexes: nothing is read
+        assert clicked(not_an_answer) == gr.skip()
+    if shutil.which("espeak-ng"):
+        rate, samples = clicked(1)
+        assert 0.8 < len(samples) / rate < 4.0
+
+
 def test_a_new_picture_starts_a_new_conversation(served):
     _, engine = served
     conversation = [{"role": "user", "content": "what colour?"}, {"role": "assistant", "content": "red"}]
-    chat, stats, heard = next(app.Handlers(engine).new_picture(conversation))
+    chat, stats, heard = next(app.Handlers(engine).new_picture({"path": "another.png"}, conversation))
     assert chat == [] and stats == "" and heard["visible"] is False
+    assert next(app.Handlers(engine).new_picture(None, conversation))[0] == []  # the picture removed
 
 
 @needs_espeak

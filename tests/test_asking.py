@@ -221,7 +221,8 @@ def test_a_conversation_from_the_page_gives_the_turns_the_model_reads():
     ]
     conversation = load_conversation(page)
     assert conversation.turns == (Turn("what colour is it?", "red"), Turn("is it small", "yes"))
-    assert conversation.messages[2] == {"role": "assistant", "content": "", "metadata": {"title": "⚠️ unsure"}}
+    assert conversation.messages[2] == {"role": "assistant", "content": "",
+                                        "metadata": {"title": "⚠️ unsure", "status": "done"}}
     assert conversation.messages[-1] == {"role": "user", "content": "and the square?"}
     assert load_conversation(None).turns == load_conversation([]).turns == ()
 

@@ -203,9 +203,9 @@ class ImageHandlers(TabHandlers):
         yield read_aloud.speak(message["content"])
 
     @staticmethod
-    def new_picture(conversation, lang=""):
-        """A new picture starts a new conversation; say so if there was one."""
-        if conversation:
+    def new_picture(image, conversation, lang=""):
+        """Another picture (or none) starts a new conversation; a new picture says so if there was one."""
+        if image and conversation:  # a picture replaced by another changes it twice: to none, then to the new one
             gr.Info(translate("new_picture", lang))
         yield new_conversation()
 
@@ -249,7 +249,7 @@ def _has_recording(recording) -> bool:
 
 def _note(text: str) -> dict:
     """A note in the chat: an assistant message drawn as a titled box, which the model never reads."""
-    return {"role": "assistant", "content": "", "metadata": {"title": text}}
+    return {"role": "assistant", "content": "", "metadata": {"title": text, "status": "done"}}
 
 
 def _unsure(last: StreamUpdate | None) -> bool:
@@ -296,6 +296,9 @@ def build(handlers: ImageHandlers, page: Page):
                 image_maps = gr.State(None)  # AnswerMaps of the last description or answer
         if image_examples := examples("*.png"):
             gr.Examples(image_examples, inputs=[image], label=I18N("examples"), cache_examples=False)
+        # What only the API's /ask and /read_aloud take (inside the tab: between tabs it would split the tab bar)
+        api_trigger, api_conversation, api_text = gr.Button(visible=False), gr.JSON(visible=False), gr.Textbox(
+            visible=False)
 
     caption_event = describe.click(page.model_handler(handlers.caption),
                                    [image, image_prompt, image_preset, page.show_maps, page.lang],
@@ -315,18 +318,17 @@ def build(handlers: ImageHandlers, page: Page):
     # The API's /ask: the same, without the page's question box and recorder among its outputs, and with the
     # conversation as plain JSON, so that mmgpt.inputs checks it (a gr.Chatbot input is checked by Gradio first,
     # whose messages name nothing, and which takes no {"role", "content": "text"} messages).
-    api_trigger, api_conversation = gr.Button(visible=False), gr.JSON(visible=False)
     api_trigger.click(page.model_handler(handlers.ask_api), [*ask_inputs[:3], api_conversation, *ask_inputs[4:]],
                       answer_outputs, api_name="ask", **page.events)
     ask_stop.click(None, None, None, cancels=ask_events)
     conversation_outputs = [chat, ask_stats, question_heard]
     restart.click(new_conversation, None, conversation_outputs, queue=False, api_visibility="private")
-    image.change(page.errors(handlers.new_picture), [chat, page.lang], conversation_outputs, js=page.events["js"],
+    image.change(page.errors(handlers.new_picture), [image, chat, page.lang], conversation_outputs,
+                 js=page.events["js"],
                  api_visibility="private", preprocess=False, concurrency_limit=None)  # queued: its toast needs it
     speech = dict(concurrency_id="speech", concurrency_limit=2, preprocess=False, js=page.events["js"])
     read.click(page.errors(handlers.read_last_answer), [chat, page.lang], spoken_answer, api_visibility="private",
                **speech)
-    api_text = gr.Textbox(visible=False)
     api_trigger.click(page.errors(handlers.read_text), [api_text, page.lang], spoken_answer, api_name="read_aloud",
                       **speech)
     chat.select(page.errors(handlers.read_picked_answer), [chat, page.lang], spoken_answer,
