@@ -41,6 +41,7 @@ def _add_stream_options(parser: argparse.ArgumentParser, task: str, sampling: bo
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .evaluate import EvalSizes
     from .requests import TEXT_TASKS
     from .train import TrainConfig
 
@@ -55,15 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
     eval_parser.add_argument("--model", default="assets/mmgpt-tiny")
     eval_parser.add_argument("--text-path", default=None, help="tinyshakespeare.txt (default ../shared/data)")
     eval_parser.add_argument("--out", default="eval.json", help="where the JSON goes")
-    eval_parser.add_argument("--scenes", type=int, default=500, help="scenes per split")
-    eval_parser.add_argument("--utterances", type=int, default=300, help="utterances per SNR condition")
     eval_parser.add_argument("--seed", type=int, default=1234)
+    eval_parser.add_argument("--speech-cache-dir", default=None, help="espeak-ng clips (default: $MMGPT_CACHE_DIR)")
+    _add_dataclass_options(eval_parser, EvalSizes)
 
     ship_parser = commands.add_parser("ship", help="copy a checkpoint into assets/ with its model card")
     ship_parser.add_argument("--checkpoint", default="runs/mmgpt-tiny/checkpoint")
     ship_parser.add_argument("--eval", default="eval.json", help="the evaluate command's JSON for the card")
     ship_parser.add_argument("--out", default="assets/mmgpt-tiny")
     ship_parser.add_argument("--train-command", default="python -m mmgpt train", help="how it was trained, for the card")
+    ship_parser.add_argument("--why", default=None,
+                             help="JSON: {target key: why it was missed}, e.g. {\"caption_heldout.keyword_accuracy\": ...}")
 
     caption = commands.add_parser("caption", help="describe a picture, streaming")
     caption.add_argument("image", help="image file (png, jpeg, gif, webp, bmp, tiff)")
@@ -97,13 +100,20 @@ def main(argv: list[str] | None = None, engine=None) -> int:
     if args.command == "evaluate":
         from .evaluate import EvalSizes, evaluate
 
-        evaluate(args.model, args.text_path, args.out, EvalSizes(scenes=args.scenes, utterances=args.utterances),
-                 seed=args.seed)
+        sizes = EvalSizes(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalSizes)})
+        evaluate(args.model, args.text_path, args.out, sizes, seed=args.seed, cache_dir=args.speech_cache_dir)
         return 0
     if args.command == "ship":
-        from .ship import ship
+        import json
 
-        print(ship(args.checkpoint, args.eval, args.out, args.train_command))
+        from .ship import ship, unexplained_misses
+
+        why = json.loads(Path(args.why).read_text()) if args.why else {}
+        print(ship(args.checkpoint, args.eval, args.out, args.train_command, why))
+        missing = unexplained_misses(json.loads(Path(args.eval).read_text()), why)
+        if missing:
+            print(f"note: the model card does not yet say why these targets were missed: {', '.join(missing)} "
+                  "(pass --why why.json)", file=sys.stderr)
         return 0
     return stream_command(args, engine)
 

@@ -1,7 +1,8 @@
 """Train mmgpt from scratch on scenes, speech and Tiny Shakespeare: the reference articles' recipe, made real.
 
-Every optimizer step sees three sub-batches, one per task (caption, transcribe, continue text), and sums their
-losses. Runs as one process, or data-parallel under `torchrun --nproc_per_node N -m mmgpt train ...` (gloo on
+Every optimizer step sees five sub-batches, one per task (continue text, caption, transcribe, answer a typed question
+about a picture, answer a spoken question about a picture: image, audio and text in one sequence), and averages
+their losses. A run starts from scratch, or from an earlier checkpoint with `--init-from` (v4 starts from v3). Runs as one process, or data-parallel under `torchrun --nproc_per_node N -m mmgpt train ...` (gloo on
 CPU, nccl on GPUs): each rank draws its own data and the gradients are averaged with all_reduce.
 """
 
@@ -25,6 +26,7 @@ from .model import MMGPTConfig, MMGPTForCausalLM, MMGPTProcessor, train_tokenize
 
 
 PRECISIONS = ("bf16", "fp32")
+TASKS = ("text", "caption", "transcribe", "ask", "spoken_ask")  # one sub-batch each per step (TaskBatches methods)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,12 @@ class TrainConfig:
     # 76% validation / 84% held-out WER and 0 gave 59% / 59%.
     speech_window_batches: int = 0
     colour_word_noise: float = 0.25  # chance that a caption's colour word is swapped in the input (not the label)
+    ask_batch: int = 32  # typed conversations about a picture, 1 to max_turns questions each
+    spoken_ask_batch: int = 16  # conversations whose last question is spoken
+    spoken_question_pool: int = 4000  # distinct (scene, conversation, spoken question) triples synthesized up front
+    max_turns: int = 3
+    clutter_share: float = 0.05  # share of pictures that are no scene at all (`make_clutter`)
+    init_from: str | None = None  # start from this checkpoint's weights (a new run's schedule); None: from scratch
     # optimization: AdamW, linear warmup then cosine decay, gradient clipping
     lr: float = 1e-3
     min_lr: float = 1e-4
@@ -72,6 +80,7 @@ class TrainConfig:
     eval_every: int = 250
     eval_scenes: int = 64
     eval_utterances: int = 64
+    eval_questions: int = 64
     eval_text_windows: int = 40
     eval_text_block: int = 256  # tokens per validation text window; must be below n_positions
 
@@ -174,10 +183,16 @@ def tokenizer_corpus(train_text: str, seed: int):
     """What the BPE learns from: Shakespeare (train split), scene captions, commands and numbers."""
     from .data import COMMANDS, example_captions
 
+    from .data.questions import random_question
+    from .data.speech import free_phrase
+
+    rng = random.Random(seed)
     yield train_text
     yield "\n".join(example_captions(20_000, seed=seed))
     yield "\n".join(COMMANDS * 50)
     yield "\n".join(str(n) for n in range(1000))
+    yield "\n".join(random_question(rng) for _ in range(20_000))
+    yield "\n".join(free_phrase(rng) for _ in range(10_000))
 
 
 def pad_right(sequences: list[list[int]], prompt_lengths: list[int], pad_id: int) -> dict[str, torch.Tensor]:
@@ -191,6 +206,19 @@ def pad_right(sequences: list[list[int]], prompt_lengths: list[int], pad_id: int
         attention_mask[row, : len(seq)] = 1
         labels[row, prompt_length: len(seq)] = torch.tensor(seq[prompt_length:])
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def pad_segments(rows: list[list[tuple[list[int], bool]]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Like `pad_right`, for rows built of (ids, learned) segments: only learned segments get labels."""
+    sequences = [[token for ids, _ in row for token in ids] for row in rows]
+    batch = pad_right(sequences, [0] * len(rows), pad_id)
+    for r, row in enumerate(rows):
+        position = 0
+        for ids, learned in row:
+            if not learned:
+                batch["labels"][r, position:position + len(ids)] = -100
+            position += len(ids)
+    return batch
 
 
 class TaskBatches:
@@ -207,7 +235,9 @@ class TaskBatches:
         self.text_marker = processor.token_ids["<|text|>"]
         self.text_tokens = np.array(processor.tokenizer.encode(train_text, add_special_tokens=False), np.int32)
         self.scenes = iter_scenes("train", seed)
+        self.ask_scenes = iter_scenes("train", seed + 1)
         self.colour_ids = colour_token_ids(processor.tokenizer)
+        self.py_rng = random.Random(seed)
         start = time.time()
         # The pool is the same on every resume, so its clips come from the on-disk cache after the first run.
         utterances = speech_dataset("train", cfg.speech_pool, pool_seed, cfg.speech_cache_dir)
@@ -217,6 +247,11 @@ class TaskBatches:
         )  # by length, for `speech_window_batches`
         log(f"speech pool: {len(self.speech)} utterances ready in {time.time() - start:.0f} s; "
             f"text: {len(self.text_tokens):,} train tokens")
+        start = time.time()
+        self.spoken_questions = spoken_question_pool(cfg, pool_seed)
+        self.spoken_features = [processor.audio_to_features(u.waveform, SAMPLE_RATE)
+                                for _, _, u in self.spoken_questions]
+        log(f"spoken question pool: {len(self.spoken_questions)} ready in {time.time() - start:.0f} s")
 
     def encode(self, text: str) -> list[int]:
         return self.processor.tokenizer.encode(text, add_special_tokens=False) + [self.eos]
@@ -227,14 +262,77 @@ class TaskBatches:
         rows = [[self.text_marker] + self.text_tokens[s:s + block].tolist() for s in starts]
         return pad_right(rows, [1] * len(rows), self.eos)
 
+    def picture(self, scenes) -> tuple:
+        """The next scene, or now and then (`clutter_share`) a picture that is no scene: (image, scene or None)."""
+        from .data.scenes import make_clutter
+
+        if self.py_rng.random() < self.cfg.clutter_share:
+            return make_clutter(self.py_rng), None
+        scene = next(scenes)
+        return scene.image, scene
+
+    def pixels(self, images) -> torch.Tensor:
+        return torch.from_numpy(np.stack([self.processor.image_to_pixels(image) for image in images]))
+
     def caption(self) -> dict:
-        scenes = [next(self.scenes) for _ in range(self.cfg.image_batch)]
+        from .data.scenes import UNRECOGNISED_CAPTION
+
+        pictures = [self.picture(self.scenes) for _ in range(self.cfg.image_batch)]
         prompt = self.processor.prompt_ids("caption")
-        batch = pad_right([prompt + self.encode(s.caption) for s in scenes], [len(prompt)] * len(scenes), self.eos)
-        batch["pixel_values"] = torch.from_numpy(np.stack([self.processor.image_to_pixels(s.image) for s in scenes]))
+        captions = [scene.caption if scene else UNRECOGNISED_CAPTION for _, scene in pictures]
+        batch = pad_right([prompt + self.encode(c) for c in captions], [len(prompt)] * len(captions), self.eos)
+        batch["pixel_values"] = self.pixels([image for image, _ in pictures])
         if self.cfg.colour_word_noise:
             batch["input_ids"] = swap_colour_words(batch["input_ids"], self.colour_ids, self.cfg.colour_word_noise,
                                                    self.rng)
+        return batch
+
+    def conversation_rows(self, talk, spoken_frames: int = 0) -> list[tuple[list[int], bool]]:
+        """One conversation as (ids, learned) segments, every answer learned; the last question is spoken when
+        `spoken_frames` is given. Without the last answer, the ids are exactly `processor.ask_ids(...)`: training
+        sees the very prompt the app builds."""
+        ids = self.processor.token_ids
+        rows = [([ids["<|image|>"]] + [ids["<|patch|>"]] * self.processor.num_patches, False)]
+        for qa in talk[:-1]:
+            rows.append(([ids["<|ask|>"], *self.processor._encode(qa.question), ids["<|answer|>"]], False))
+            rows.append((self.encode(qa.answer), True))
+        audio = [ids["<|audio|>"]] + [ids["<|frame|>"]] * MMGPTConfig.audio_tokens_for_frames(spoken_frames) \
+            if spoken_frames else []
+        question = [] if spoken_frames else self.processor._encode(talk[-1].question)
+        rows.append((audio + [ids["<|ask|>"], *question, ids["<|answer|>"]], False))
+        rows.append((self.encode(talk[-1].answer), True))
+        return rows
+
+    def ask(self) -> dict:
+        from .data.questions import conversation, unrecognised_questions
+
+        rows, images = [], []
+        for _ in range(self.cfg.ask_batch):
+            image, scene = self.picture(self.ask_scenes)
+            turns = self.py_rng.randint(1, self.cfg.max_turns)
+            talk = conversation(scene, self.py_rng, turns) if scene else unrecognised_questions(self.py_rng, turns)
+            rows.append(self.conversation_rows(talk))
+            images.append(image)
+        batch = pad_segments(rows, self.eos)
+        batch["pixel_values"] = self.pixels(images)
+        return batch
+
+    def spoken_ask(self) -> dict:
+        from .data.scenes import make_scene
+
+        picks = self.rng.integers(0, len(self.spoken_questions), self.cfg.spoken_ask_batch)
+        rows, images, features = [], [], []
+        for i in picks:
+            scene_seed, talk, _ = self.spoken_questions[i]
+            f = self.spoken_features[i]
+            if self.cfg.mel_warp:
+                f = warp_frequencies(f, self.rng.uniform(1 - self.cfg.mel_warp, 1 + self.cfg.mel_warp))
+            rows.append(self.conversation_rows(talk, spoken_frames=f.shape[1]))
+            images.append(make_scene(random.Random(scene_seed), "train").image)
+            features.append(f)
+        batch = pad_segments(rows, self.eos)
+        batch["pixel_values"] = self.pixels(images)
+        batch["input_features"] = torch.from_numpy(self.pad_features(features))
         return batch
 
     def transcribe(self) -> dict:
@@ -250,6 +348,23 @@ class TaskBatches:
         batch = pad_right([p + t for p, (_, t) in zip(prompts, picks)], [len(p) for p in prompts], self.eos)
         batch["input_features"] = torch.from_numpy(self.pad_features([f for f, _ in picks]))
         return batch
+
+
+def spoken_question_pool(cfg: TrainConfig, pool_seed: int) -> list[tuple[int, list, object]]:
+    """(scene seed, conversation, spoken last question) triples: the scene is redrawn from its seed when used."""
+    from .data.questions import conversation
+    from .data.scenes import make_scene, split_seed
+    from .data.speech import TRAIN_VOICES, render_specs, spoken_form, spoken_spec
+
+    rng = random.Random(split_seed("spoken-questions", pool_seed))
+    entries, specs = [], []
+    for _ in range(cfg.spoken_question_pool):
+        scene_seed = rng.getrandbits(64)
+        talk = conversation(make_scene(random.Random(scene_seed), "train"), rng, rng.randint(1, cfg.max_turns))
+        entries.append((scene_seed, talk))
+        specs.append(spoken_spec(rng, spoken_form(talk[-1].question), "question", TRAIN_VOICES))
+    utterances = render_specs(specs, cfg.speech_cache_dir)
+    return [(seed, talk, u) for (seed, talk), u in zip(entries, utterances)]
 
 
 # --- schedule, checkpoints, evaluation --------------------------------------------------------------------------
@@ -300,9 +415,39 @@ def quick_eval(model, processor, cfg: TrainConfig, validation_text: str) -> dict
                                               batch=32)["exact_match"],
         "wer": transcription_scores(model, processor, speech_dataset(
             "validation", cfg.eval_utterances, 7, cfg.speech_cache_dir), batch=32)["wer"],
+        "question_accuracy": typed_question_accuracy(model, processor, cfg.eval_questions),
     }
     model.train()
     return result
+
+
+def typed_question_accuracy(model, processor, n: int, seed: int = 7) -> float:
+    """% of greedy answers that are right, one typed question each about `n` validation scenes."""
+    from .data import scene_dataset
+    from .data.questions import answer_is_right, ask_about
+    from .evaluate import greedy_texts
+
+    rng = random.Random(seed)
+    scenes = scene_dataset("validation", n, seed)
+    talk = [ask_about(scene, rng) for scene in scenes]
+    inputs = processor(images=[s.image for s in scenes], text=[qa.question for qa in talk], task="ask")
+    answers = greedy_texts(model, processor, [inputs], max_new_tokens=8)
+    return 100.0 * float(np.mean([answer_is_right(a, qa.answer) for a, qa in zip(answers, talk)]))
+
+
+def warm_start(location: str):
+    """Model and processor from an earlier checkpoint, given the question tokens if it predates them (v3)."""
+    from .model.processing_mmgpt import SPECIAL_TOKENS
+
+    model = MMGPTForCausalLM.from_pretrained(location)
+    processor = MMGPTProcessor.from_pretrained(location)
+    missing = [t for t in SPECIAL_TOKENS if t not in processor.tokenizer.get_vocab()]
+    if missing:
+        tokenizer = processor.tokenizer
+        tokenizer.add_special_tokens({"additional_special_tokens": missing})
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
+        processor = MMGPTProcessor.from_config(model.config, tokenizer)
+    return model, processor
 
 
 def plot_history(history: list[dict], evals: list[dict], path: Path) -> None:
@@ -313,8 +458,8 @@ def plot_history(history: list[dict], evals: list[dict], path: Path) -> None:
 
     fig, (ax_loss, ax_eval) = plt.subplots(1, 2, figsize=(11, 4))
     steps = [h["step"] for h in history]
-    for task in ("text", "caption", "transcribe"):
-        ax_loss.plot(steps, [h[task] for h in history], label=task, linewidth=0.8)
+    for task in TASKS:
+        ax_loss.plot(steps, [h.get(task, math.nan) for h in history], label=task, linewidth=0.8)
     ax_loss.set(xlabel="step", ylabel="training loss (nats/token)", yscale="log", title="training loss")
     ax_loss.legend()
     if evals:
@@ -323,6 +468,8 @@ def plot_history(history: list[dict], evals: list[dict], path: Path) -> None:
         ax_twin = ax_eval.twinx()
         ax_twin.plot(eval_steps, [e["caption_exact_match"] for e in evals], "s-", color="C1", label="caption EM %")
         ax_twin.plot(eval_steps, [e["wer"] for e in evals], "^-", color="C2", label="WER %")
+        ax_twin.plot(eval_steps, [e.get("question_accuracy", math.nan) for e in evals], "d-", color="C3",
+                     label="questions %")
         ax_twin.set(ylabel="%", ylim=(0, 100))
         ax_twin.legend(loc="upper right")
     ax_eval.set(xlabel="step", ylabel="nats/char", title="validation")
@@ -358,6 +505,10 @@ def train(cfg: TrainConfig) -> Path:
         log(f"resuming from step {state['step']} ({state['train_seconds'] / 60:.1f} min trained)")
         # A resume may change batch sizes or the schedule; keep every setting that was ever in force.
         state.setdefault("resumes", []).append({"step": state["step"], "config": dataclasses.asdict(cfg)})
+    elif cfg.init_from:
+        model, processor = warm_start(cfg.init_from)
+        log(f"starting from the weights of {cfg.init_from}")
+        state = {"step": 0, "train_seconds": 0.0, "history": [], "evals": [], "config": dataclasses.asdict(cfg)}
     else:
         tokenizer = train_tokenizer(tokenizer_corpus(train_text, cfg.seed), cfg.vocab_size)
         config = MMGPTConfig(
@@ -397,11 +548,11 @@ def train(cfg: TrainConfig) -> Path:
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg, state["train_seconds"])
         losses, tokens = {}, 0
-        for task, batch in (("text", batches.text()), ("caption", batches.caption()),
-                            ("transcribe", batches.transcribe())):
+        for task in TASKS:
+            batch = getattr(batches, task)()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
                 loss = model(**batch).loss
-            (loss / 3).backward()
+            (loss / len(TASKS)).backward()
             losses[task] = loss.item()
             tokens += int(batch["attention_mask"].sum())
         average_gradients(model, world)
@@ -413,7 +564,8 @@ def train(cfg: TrainConfig) -> Path:
         state["step"] = step + 1
         state["history"].append({"step": step + 1, **losses})
         progress.set_postfix(text=f"{losses['text']:.2f}", cap=f"{losses['caption']:.2f}",
-                             asr=f"{losses['transcribe']:.2f}", tok_s=f"{tokens * world / seconds:.0f}")
+                             asr=f"{losses['transcribe']:.2f}", ask=f"{losses['ask']:.2f}",
+                             said=f"{losses['spoken_ask']:.2f}", tok_s=f"{tokens * world / seconds:.0f}")
         out_of_time = any_rank(bool(cfg.max_minutes) and state["train_seconds"] >= cfg.max_minutes * 60, world)
         if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps or out_of_time:
             if is_main:

@@ -5,7 +5,12 @@ The in-process tests inject an engine whose "mmgpt-tiny" preset is a tiny random
 directory; two subprocess tests run the real entry point.
 """
 
+import contextlib
+import io
+import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -23,6 +28,7 @@ from mmgpt.presets import REPO_ROOT, Preset, get_preset
 from mmgpt.requests import StreamUpdate
 
 MAX_NEW_TOKENS = 12
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
 
 
@@ -250,3 +256,107 @@ def test_a_missing_file_exits_2_with_a_clear_message(tmp_path):
     assert result.returncode == 2
     assert result.stdout == ""
     assert result.stderr == f"error: image file not found: {missing}\n"
+
+
+# --- evaluate and ship -------------------------------------------------------------------------------------------
+
+TINY_EVAL = ("--text-windows", "2", "--text-block", "16", "--scenes", "4", "--utterances", "3", "--per-voice", "1",
+             "--questions", "1", "--batch", "8")
+
+
+def _evaluate(model_dir, out, tmp_dir) -> tuple[int, str]:
+    corpus = tmp_dir / "corpus.txt"
+    corpus.write_text("ROMEO: But soft, what light through yonder window breaks?\nJULIET: O Romeo, Romeo!\n" * 40)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        status = main(["evaluate", "--model", str(model_dir), "--out", str(out), "--text-path", str(corpus),
+                       "--speech-cache-dir", str(tmp_dir / "speech"), "--seed", "3", *TINY_EVAL])
+    return status, printed.getvalue()
+
+
+@pytest.fixture(scope="module")
+def evaluated(tmp_path_factory):
+    """A tiny random checkpoint that can take questions, evaluated with tiny sizes: (its dir, JSON, printed table)."""
+    root = tmp_path_factory.mktemp("evaluate")
+    model = save_random_checkpoint(root / "model", seed=3, max_audio_frames=1000)  # room for a 3-object caption
+    status, printed = _evaluate(model, root / "eval.json", root)
+    assert status == 0
+    return model, root / "eval.json", printed
+
+
+def _value(results: dict, dotted: str):
+    for part in dotted.split("."):
+        results = results[part]
+    return results
+
+
+@needs_espeak
+def test_evaluate_writes_every_figure_and_prints_it_beside_its_target(evaluated):
+    from mmgpt.data.questions import QUESTION_KINDS
+    from mmgpt.data.speech import TEST_VOICES
+    from mmgpt.evaluate import QA_SETS, TARGETS, figures
+
+    _, out, printed = evaluated
+    results = json.loads(out.read_text())
+    for key in TARGETS:
+        assert isinstance(_value(results, key), float), key
+    for key in QA_SETS:
+        assert set(results[key]["by_kind"]) == set(QUESTION_KINDS), key
+        assert 0 <= results[key]["accuracy"] <= 100
+    for key in ("speech_captions", "speech_phrases_heldout", "qa_spoken", "qa_heldout_spoken"):
+        assert set(results[key]["by_voice"]) == set(TEST_VOICES), key  # each text in every held-out voice
+    assert set(results["speech_phrases"]["by_voice"]) <= set(TEST_VOICES)  # the speech set draws voices itself
+    assert set(results["caption_heldout"]["by_background"]) and set(results["caption_heldout"]["by_style"])
+    for figure in figures(results):
+        row = next(line for line in printed.splitlines() if line.startswith(figure.label + " "))
+        if figure.target:
+            assert ("yes" if figure.met else "NO") == row.split()[-1], row
+
+
+@needs_espeak
+def test_evaluate_a_checkpoint_from_before_questions_reports_them_not_available(tmp_path, monkeypatch):
+    from mmgpt.evaluate import QA_SETS
+    from mmgpt.model import processing_mmgpt
+
+    with monkeypatch.context() as patch:  # a tokenizer without <|ask|> and <|answer|>, as mmgpt-tiny v3's
+        patch.setattr(processing_mmgpt, "SPECIAL_TOKENS", processing_mmgpt.SPECIAL_TOKENS[:8])
+        model = save_random_checkpoint(tmp_path / "v3", seed=1, max_audio_frames=1000)
+    status, printed = _evaluate(model, tmp_path / "eval.json", tmp_path)
+
+    assert status == 0
+    results = json.loads((tmp_path / "eval.json").read_text())
+    for key in QA_SETS:
+        assert results[key]["available"] is False and "<|ask|>" in results[key]["reason"]
+    assert re.search(r"^Questions, typed, question set's wording: accuracy, % +not available +≥ 90$", printed, re.M)
+    assert isinstance(results["caption_heldout"]["keyword_accuracy"], float)
+
+
+@needs_espeak
+def test_ship_writes_a_card_with_every_figure_beside_its_target_and_a_why_for_each_miss(evaluated, tmp_path, capsys):
+    import dataclasses
+
+    import torch
+
+    from mmgpt.evaluate import TARGETS
+    from mmgpt.ship import NOT_EXPLAINED
+    from mmgpt.train import TrainConfig
+
+    model, out, _ = evaluated
+    checkpoint = tmp_path / "checkpoint"
+    shutil.copytree(model, checkpoint)
+    torch.save({"step": 5, "train_seconds": 60.0, "config": dataclasses.asdict(TrainConfig())},
+               checkpoint / "trainer_state.pt")
+    why = tmp_path / "why.json"
+    why.write_text(json.dumps({"caption_test.exact_match": "the weights are random"}))
+
+    status = main(["ship", "--checkpoint", str(checkpoint), "--eval", str(out), "--out", str(tmp_path / "shipped"),
+                   "--why", str(why)])
+
+    assert status == 0
+    card = (tmp_path / "shipped" / "README.md").read_text()
+    assert "| figure | in-distribution | out-of-distribution | target | met |" in card
+    assert "**Why:** the weights are random" in card
+    missed = [key for key in TARGETS if key != "checkpoint_mb"]  # a random model misses every other target
+    assert card.count(f"**Why:** {NOT_EXPLAINED}") == len(missed) - 1
+    assert "note: the model card does not yet say why" in capsys.readouterr().err
+    assert json.loads((tmp_path / "shipped" / "eval.json").read_text()) == json.loads(out.read_text())

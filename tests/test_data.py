@@ -44,9 +44,15 @@ def test_example_captions_are_the_scene_captions_without_drawing():
     assert example_captions(20, seed=3) == [s.caption for s in scene_dataset("train", 20, seed=3)]
 
 
-def test_scenes_are_64x64_rgb_with_captions_in_the_vocabulary(train_scenes):
+def test_scenes_are_rgb_pictures_of_many_sizes_with_captions_in_the_vocabulary(train_scenes):
+    sizes = {scene.image.size for scene in train_scenes}
+    assert len(sizes) > 100 and any(w == h for w, h in sizes) and any(w > h for w, h in sizes) \
+        and any(w < h for w, h in sizes)
     for scene in train_scenes:
-        assert scene.image.size == (IMAGE_SIZE, IMAGE_SIZE) and scene.image.mode == "RGB"
+        width, height = scene.image.size
+        assert scenes.SHORT_SIDE_PIXELS[0] <= min(width, height) <= scenes.SHORT_SIDE_PIXELS[1]
+        assert max(width, height) / min(width, height) <= scenes.MAX_ASPECT + 0.02
+        assert scene.image.mode == "RGB"
         assert scene.caption and scene.caption == scene.caption.lower() and not scene.caption.endswith(".")
         assert set(caption_words(scene.caption)) <= set(VOCABULARY_WORDS)
         parsed = parse_caption(scene.caption)
@@ -65,12 +71,40 @@ def test_objects_lie_inside_the_image_and_do_not_touch(train_scenes):
                 assert math.dist(a.centre, b.centre) > (a.box[2] - a.box[0] + b.box[2] - b.box[0]) / 4
 
 
-def test_each_object_is_drawn_in_its_colour_at_its_centre(train_scenes):
+def square_pixels(scene) -> np.ndarray:
+    """The picture as the model sees it: resized to the layout's square, float RGB."""
+    return np.asarray(scene.image.resize((IMAGE_SIZE, IMAGE_SIZE)), dtype=np.float32)
+
+
+def test_each_object_is_drawn_in_its_colour_inside_its_box(train_scenes):
     for scene in train_scenes:
-        pixels = np.asarray(scene.image, dtype=np.float32)
+        pixels = square_pixels(scene)
         for obj in scene.objects:
-            x, y = (min(int(v), IMAGE_SIZE - 1) for v in obj.centre)
-            assert np.abs(pixels[y, x] - COLOURS[obj.colour]).max() < 45, (scene.caption, obj)
+            x0, y0, x1, y1 = (int(v) for v in obj.box)
+            inside = pixels[y0:y1 + 1, x0:x1 + 1].reshape(-1, 3)
+            shades = np.array([COLOURS[obj.colour], *scenes.COLOUR_SHADES[obj.colour]], dtype=np.float32)
+            distance = np.linalg.norm(inside[:, None] - shades[None], axis=-1).min(axis=1)
+            assert (distance < 80).sum() >= 2, (scene.caption, obj)
+
+
+def test_backgrounds_cover_white_paper_dark_and_saturated_colours(train_scenes):
+    corners = np.array([square_pixels(s)[[0, 0, -1, -1], [0, -1, 0, -1]].mean(axis=0) for s in train_scenes])
+    white = (corners.min(axis=1) > 225).mean()
+    dark = (corners.max(axis=1) < 70).mean()
+    saturated = ((corners.max(axis=1) - corners.min(axis=1)) > 100).mean()
+    assert white > 0.15 and dark > 0.05 and saturated > 0.05, (white, dark, saturated)
+
+
+def test_some_shapes_are_outlines_with_the_background_showing_inside():
+    hollow = 0
+    for scene in scene_dataset("validation", 100, seed=5):
+        pixels = square_pixels(scene)
+        for obj in scene.objects:
+            if obj.size == "large" and obj.shape in ("circle", "square"):
+                x, y = (int(v) for v in obj.centre)
+                if np.linalg.norm(pixels[y, x] - np.array(COLOURS[obj.colour], np.float32)) > 100:
+                    hollow += 1
+    assert hollow >= 3
 
 
 def test_captions_say_where_objects_are(train_scenes):
@@ -94,7 +128,7 @@ def test_single_objects_sit_well_inside_their_cell():
         if len(scene.objects) == 1:
             x, y = scene.objects[0].centre
             cell = IMAGE_SIZE / 3
-            assert min(x % cell, cell - x % cell, y % cell, cell - y % cell) > 3
+            assert min(x % cell, cell - x % cell, y % cell, cell - y % cell) >= scenes.POSITION_MARGIN_PIXELS
 
 
 def test_held_out_pairs_cover_every_colour_once_and_every_shape():
@@ -111,10 +145,12 @@ def test_held_out_pairs_appear_only_in_the_compositional_split():
         assert any((o.colour, o.shape) in HELD_OUT_PAIRS for o in scene.objects), scene.caption
 
 
-def test_every_colour_stands_out_from_every_background():
-    for colour, rgb in COLOURS.items():
-        for background, tone in scenes.BACKGROUNDS.items():
-            assert np.linalg.norm(np.subtract(rgb, tone)) > 100, (colour, background)
+def test_clutter_pictures_are_large_busy_and_unlike_scenes():
+    import random
+
+    picture = np.asarray(scenes.make_clutter(random.Random(0)), dtype=np.float32)
+    assert min(picture.shape[:2]) >= 2 * scenes.SHORT_SIDE_PIXELS[0]
+    assert len(np.unique(picture.reshape(-1, 3) // 32, axis=0)) > 30  # many colours, not a few flat shapes
 
 
 def test_parse_caption_rejects_text_outside_the_grammar():
@@ -160,7 +196,8 @@ def test_speech_dataset_is_valid_and_deterministic(tmp_path):
         assert u.waveform.dtype == np.float32 and u.waveform.ndim == 1 and np.isfinite(u.waveform).all()
         assert 0 < u.waveform.size <= speech.MAX_UTTERANCE_SECONDS * SAMPLE_RATE
         assert re.fullmatch(r"[a-z0-9]+( [a-z0-9]+)*", u.transcript), u.transcript
-        assert u.voice in TRAIN_VOICES and 130 <= u.speed <= 200 and 30 <= u.pitch <= 70
+        assert u.voice in TRAIN_VOICES and speech.SPEED_WPM[0] <= u.speed <= speech.SPEED_WPM[1]
+        assert speech.PITCH[0] <= u.pitch <= speech.PITCH[1]
         assert 10 <= u.snr_db <= 30
 
 
@@ -189,6 +226,37 @@ def test_cached_speech_is_read_back_without_calling_espeak(tmp_path, monkeypatch
     monkeypatch.setattr(subprocess, "run", fail)
     assert np.array_equal(synthesize("turn on the light", "en-us+m3", 150, 40, tmp_path), first)
     assert not list(tmp_path.rglob("*.tmp")), "a temporary cache file was left behind"
+
+
+def test_utterances_are_captions_phrases_questions_numbers_and_commands():
+    import random
+
+    rng = random.Random(0)
+    captions = iter(["a small red circle at the top"] * 400)
+    specs = [speech._sample_spec(rng, "train", captions) for _ in range(400)]
+    assert {s.kind for s in specs} == set(speech.CONTENT_WEIGHTS)
+    for spec in specs:
+        assert re.fullmatch(r"[a-z0-9]+( [a-z0-9]+)*", spec.text), spec.text
+    phrases = {s.text for s in specs if s.kind == "phrase"}
+    assert len(phrases) > 50 and any(len(p.split()) <= 2 for p in phrases)  # short ones too, like "blue circle"
+    assert any(s.reverb_rt60 for s in specs) and not all(s.reverb_rt60 for s in specs)
+
+
+@needs_espeak
+def test_a_kinds_filter_keeps_only_those_kinds(tmp_path):
+    phrases = speech_dataset("test", 6, seed=0, cache_dir=tmp_path, snr_db=float("inf"), kinds=("phrase",))
+    assert len(phrases) == 6 and {u.kind for u in phrases} == {"phrase"}
+    with pytest.raises(ValueError, match="unknown utterance kinds"):
+        speech_dataset("test", 1, seed=0, cache_dir=tmp_path, kinds=("song",))
+
+
+def test_reverberation_keeps_length_and_peak_and_spreads_energy_in_time():
+    click = np.zeros(SAMPLE_RATE, np.float32)
+    click[100] = 0.8
+    wet = speech.add_reverb(click, rt60_seconds=0.5, wet=0.5, seed=1)
+    assert wet.shape == click.shape and wet.dtype == np.float32
+    assert abs(np.abs(wet).max() - 0.8) < 1e-5
+    assert np.abs(wet[SAMPLE_RATE // 10:SAMPLE_RATE // 5]).max() > 1e-3  # an echo 100-200 ms after the click
 
 
 @pytest.mark.parametrize("colour", speech.NOISE_COLOURS)

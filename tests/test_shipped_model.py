@@ -101,3 +101,122 @@ def test_transcribes_held_out_voices(shipped, tmp_path):
     references = [u.transcript for u in utterances]
     wer = jiwer.wer(references, [t or "<empty>" for t in transcripts])
     assert wer <= MAX_CLEAN_WER, f"WER {wer:.1%}; (expected, got): {list(zip(references, transcripts))[:5]}"
+
+
+# --- v4: shapes however they are drawn, questions, pictures that are no scene ----------------------------------
+
+WHITE_PAPER_SIZES = ((256, 256), (400, 300), (300, 420))
+MIN_WHITE_PAPER_KEYWORDS = 0.9
+MIN_TYPED_ANSWERS = 0.8
+TEST_QUESTIONS = 30
+MAX_REPEATS = 2  # a word may come at most twice in a row
+needs_questions = pytest.mark.skipif(
+    SHIPPED_DIR.is_dir() and "<|ask|>" not in (SHIPPED_DIR / "tokenizer.json").read_text(encoding="utf-8"),
+    reason="the shipped checkpoint predates questions (mmgpt-tiny v4 adds them)")
+
+
+def paint(shape: str, colour: tuple[int, int, int], size: tuple[int, int]):
+    """One filled shape in the middle of white paper, drawn with plain PIL calls (none of the generators' code)."""
+    import math
+
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(image)
+    cx, cy, r = size[0] / 2, size[1] / 2, 0.3 * min(size)
+    if shape == "circle":
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=colour)
+    elif shape == "square":
+        draw.rectangle((cx - 0.8 * r, cy - 0.8 * r, cx + 0.8 * r, cy + 0.8 * r), fill=colour)
+    elif shape == "triangle":
+        draw.polygon([(cx, cy - r), (cx + 0.87 * r, cy + 0.5 * r), (cx - 0.87 * r, cy + 0.5 * r)], fill=colour)
+    elif shape == "diamond":
+        draw.polygon([(cx, cy - r), (cx + 0.65 * r, cy), (cx, cy + r), (cx - 0.65 * r, cy)], fill=colour)
+    elif shape == "star":
+        points = [(cx + (r if i % 2 == 0 else 0.42 * r) * math.cos(-math.pi / 2 + i * math.pi / 5),
+                   cy + (r if i % 2 == 0 else 0.42 * r) * math.sin(-math.pi / 2 + i * math.pi / 5)) for i in range(10)]
+        draw.polygon(points, fill=colour)
+    else:  # cross
+        t = 0.3 * r
+        draw.rectangle((cx - t, cy - r, cx + t, cy + r), fill=colour)
+        draw.rectangle((cx - r, cy - t, cx + r, cy + t), fill=colour)
+    return image
+
+
+def test_names_colour_and_shape_of_shapes_painted_on_white_paper(shipped):
+    """The v3 failure: on white, every shape came back as 'circle circle circle'."""
+    from mmgpt.data.scenes import COLOURS, SHAPES
+
+    _, model, processor = shipped
+    # Pure RGB primaries and web colours, not the generators' palette: what a paint program offers.
+    paints = {"red": (255, 0, 0), "green": (0, 160, 0), "blue": (0, 0, 255), "yellow": (255, 215, 0),
+              "purple": (128, 0, 128), "orange": (255, 128, 0), "pink": (255, 105, 180)}
+    cases = [(c, s, WHITE_PAPER_SIZES[i % len(WHITE_PAPER_SIZES)])
+             for i, (c, s) in enumerate((c, s) for c in paints for s in SHAPES)]
+    captions = greedy(model, processor, images=[paint(s, paints[c], size) for c, s, size in cases])
+    right = [c in caption.split() and s in caption.split() for (c, s, _), caption in zip(cases, captions)]
+    assert set(paints) <= set(COLOURS)
+    wrong = [(f"{c} {s}", caption) for (c, s, _), caption, ok in zip(cases, captions, right) if not ok]
+    assert sum(right) / len(cases) >= MIN_WHITE_PAPER_KEYWORDS, f"{sum(right)}/{len(cases)} right; wrong: {wrong[:6]}"
+
+
+def longest_run(words: list[str]) -> int:
+    run = best = 1
+    for a, b in zip(words, words[1:]):
+        run = run + 1 if a == b else 1
+        best = max(best, run)
+    return best if words else 0
+
+
+def test_a_photo_gets_a_finished_answer_not_a_loop_of_words(shipped):
+    from PIL import Image
+
+    from mmgpt.data.text import DEFAULT_DATA_DIR
+
+    photos = sorted((Path(os.environ.get("MMGPT_DATA_DIR") or DEFAULT_DATA_DIR) / "real" / "images").glob("*.jpg"))
+    if not photos:
+        pytest.skip("the COCO photos are not in ../shared/data/real/images")
+    _, model, processor = shipped
+    batch = processor(images=[Image.open(p) for p in photos], return_tensors="pt")
+    with torch.no_grad():
+        generated = model.generate(**batch, max_new_tokens=MAX_NEW_TOKENS, do_sample=False)
+    for row in generated[:, batch["input_ids"].shape[1]:]:
+        words = processor.decode(row, skip_special_tokens=True).replace(",", " ").split()
+        assert int(processor.token_ids["<|endoftext|>"]) in row.tolist(), f"never ended: {' '.join(words)}"
+        assert longest_run(words) <= MAX_REPEATS, " ".join(words)
+
+
+@needs_questions
+def test_answers_typed_questions_about_fresh_test_scenes(shipped):
+    import random
+
+    from mmgpt.data.questions import answer_is_right, ask_about
+
+    _, model, processor = shipped
+    rng = random.Random(FRESH_SEED)
+    scenes = scene_dataset("test", TEST_QUESTIONS, seed=FRESH_SEED)
+    asked = [ask_about(scene, rng) for scene in scenes]
+    answers = greedy(model, processor, images=[s.image for s in scenes], text=[qa.question for qa in asked],
+                     task="ask")
+    wrong = [(qa.question, qa.answer, a) for qa, a in zip(asked, answers) if not answer_is_right(a, qa.answer)]
+    assert 1 - len(wrong) / len(asked) >= MIN_TYPED_ANSWERS, wrong[:6]
+
+
+@needs_questions
+def test_a_follow_up_question_is_answered_from_the_earlier_turn(shipped):
+    from mmgpt.data.scenes import COLOURS
+
+    _, model, processor = shipped
+    right = 0
+    pairs = [("red", "blue"), ("green", "yellow"), ("purple", "orange"), ("blue", "pink")]
+    for first, second in pairs:
+        from PIL import Image
+
+        image = Image.new("RGB", (300, 200), "white")
+        left, right_half = paint("circle", COLOURS[first], (150, 200)), paint("square", COLOURS[second], (150, 200))
+        image.paste(left, (0, 0))
+        image.paste(right_half, (150, 0))
+        (answer,) = greedy(model, processor, images=[image], text=["and the square?"], task="ask",
+                           history=[[("what colour is the circle?", first)]])
+        right += answer == second
+    assert right >= len(pairs) - 1, f"{right}/{len(pairs)} follow-ups answered with the square's colour"

@@ -140,11 +140,26 @@ def text_batch(processor, eos: int) -> dict:
     return pad_right(rows, [1] * len(rows), eos)
 
 
+def ask_batch(processor, eos: int) -> dict:
+    """Typed conversations about scenes, built by the trainer's own `TaskBatches.conversation_rows`."""
+    import random
+
+    from mmgpt.data.questions import conversation
+
+    batches = object.__new__(training.TaskBatches)  # only the collation, none of the data pools
+    batches.processor, batches.eos = processor, eos
+    scenes = scene_dataset("train", OVERFIT_BATCH, seed=3)
+    rng = random.Random(0)
+    batch = training.pad_segments([batches.conversation_rows(conversation(s, rng, 2)) for s in scenes], eos)
+    batch["pixel_values"] = torch.from_numpy(np.stack([processor.image_to_pixels(s.image) for s in scenes]))
+    return batch
+
+
 def encode(processor, text: str, eos: int) -> list[int]:
     return processor.tokenizer.encode(text, add_special_tokens=False) + [eos]
 
 
-@pytest.mark.parametrize("task", ["caption", pytest.param("transcribe", marks=needs_espeak), "text"])
+@pytest.mark.parametrize("task", ["caption", pytest.param("transcribe", marks=needs_espeak), "text", "ask"])
 def test_tiny_config_overfits_one_batch(task, tmp_path):
     torch.manual_seed(0)
     # Room for the longest synthetic utterance (8 s: 801 frames, 201 prefix tokens) and its transcript.
@@ -154,6 +169,8 @@ def test_tiny_config_overfits_one_batch(task, tmp_path):
         batch = caption_batch(processor, eos)
     elif task == "transcribe":
         batch = transcribe_batch(processor, eos, cache_dir=tmp_path / "speech")
+    elif task == "ask":
+        batch = ask_batch(processor, eos)
     else:
         batch = text_batch(processor, eos)
 
@@ -171,6 +188,33 @@ def test_tiny_config_overfits_one_batch(task, tmp_path):
     assert losses[-1] <= 0.5 * losses[0], f"{task}: {losses[0]:.3f} -> {losses[-1]:.3f} in {OVERFIT_STEPS} steps"
 
 
+# --- conversations about a picture --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spoken_frames", [0, 300])
+def test_training_conversations_are_the_prompts_the_app_builds_with_every_answer_learned(spoken_frames):
+    import random
+
+    from mmgpt.data.questions import conversation
+
+    _, processor = tiny_model_and_processor(seed=0)
+    eos = processor.token_ids["<|endoftext|>"]
+    batches = object.__new__(training.TaskBatches)
+    batches.processor, batches.eos = processor, eos
+    rng = random.Random(1)
+    for scene in scene_dataset("train", 20, seed=4):
+        talk = conversation(scene, rng, 3)
+        rows = batches.conversation_rows(talk, spoken_frames)
+        prompt = [token for ids, _ in rows[:-1] for token in ids]
+        history = [(qa.question, qa.answer) for qa in talk[:-1]]
+        question = "" if spoken_frames else talk[-1].question
+        assert prompt == processor.ask_ids(question, spoken_frames, history)
+        learned = [processor.decode(ids) for ids, is_learned in rows if is_learned]
+        assert learned == [qa.answer + "<|endoftext|>" for qa in talk]
+        labels = training.pad_segments([rows], eos)["labels"][0]
+        assert processor.decode(labels[labels != -100]) == "".join(learned)
+
+
 # --- train() itself, on a tiny config ---------------------------------------------------------------------------
 
 
@@ -184,8 +228,9 @@ def tiny_train_config(tmp_path, **overrides) -> TrainConfig:
         steps=4, vocab_size=384, n_embd=32, n_layer=2, n_head=4, dropout=0.0, image_layers=1, audio_layers=1,
         n_positions=320, image_size=32, patch_size=8, max_audio_frames=1000,
         text_batch=4, text_block=32, image_batch=4, audio_batch=2, speech_pool=6,
+        ask_batch=2, spoken_ask_batch=2, spoken_question_pool=4,
         lr=3e-3, min_lr=3e-4, warmup_steps=1, eval_every=2,
-        eval_scenes=2, eval_utterances=2, eval_text_windows=2, eval_text_block=64,
+        eval_scenes=2, eval_utterances=2, eval_questions=2, eval_text_windows=2, eval_text_block=64,
     )
     return TrainConfig(**{**sizes, **overrides})
 
@@ -219,7 +264,8 @@ def test_train_checkpoints_and_resumes_from_the_last_checkpoint(tmp_path, capsys
     assert [h["step"] for h in history["history"]] == [1, 2, 3, 4, 5, 6]
     assert [e["step"] for e in history["evals"]] == [2, 4, 6]
     for scores in history["evals"]:
-        assert set(scores) >= {"text_nats_per_char", "caption_exact_match", "wer"}
+        assert set(scores) >= {"text_nats_per_char", "caption_exact_match", "wer", "question_accuracy"}
+    assert set(history["history"][-1]) >= set(training.TASKS)
 
     from transformers import AutoModelForCausalLM, AutoProcessor
 

@@ -1,25 +1,29 @@
 """Procedurally drawn shape scenes, each with one canonical caption that is decidable from the image alone.
 
-A scene holds 1 to 3 objects (shape, colour, size) on a muted background. The caption grammar:
+A scene holds 1 to 3 objects (shape, colour, size) on any background a person might draw on: white or black
+paper, light, dark or saturated colours, gradients, textures and noise. Objects are filled or outlined, with any
+stroke width, rotated, with smooth or aliased edges and sometimes a hand-drawn wobble; the picture has any size and
+aspect up to 2:1 and may be saved as a JPEG. The caption grammar:
     1 object:  "a large red circle at the top left"              (position from a 3x3 grid of cells)
     2 objects: "a small blue square left of a large green star"  (or "... above ...", whichever axis dominates)
     3 objects: "a small red circle, a large blue square and a small green star"   (listed left to right)
 
-Shapes: an image is a 64x64 RGB `PIL.Image.Image`; centres and boxes are in pixels of that image,
-x to the right and y down.
+Coordinates: layouts live on a 64x64 square (IMAGE_SIZE), x to the right and y down; `SceneObject` centres and boxes
+are in that square. A picture of W x H pixels maps the square onto itself, so its shapes are drawn undistorted in
+the picture and squashed in the square, exactly as the processor's resize to a square sees them.
 """
 
 import hashlib
+import io
 import math
 import random
 from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFilter
 
-IMAGE_SIZE = 64  # pixels per side of the returned image (the model's input)
-SUPERSAMPLE = 4  # draw at 4x and box-downsample, which antialiases the edges
+IMAGE_SIZE = 64  # side of the square that layouts live in (and the model's input size)
 GRID_CELLS = 3  # positions of single objects are named on a 3x3 grid
 CELL_PIXELS = IMAGE_SIZE / GRID_CELLS
 
@@ -34,27 +38,43 @@ COLOURS = {  # name -> RGB; saturated, and each far from every background below
     "pink": (255, 120, 205),
     "white": (250, 250, 250),
 }
-SIZES = {"small": 12.0, "large": 22.0}  # name -> extent of the shape in pixels (diameter of a circle)
-SIZE_JITTER = 0.1  # relative; small stays 10.8-13.2 px and large 19.8-24.2 px, so they never meet
-ROTATION_JITTER_DEGREES = 8.0  # for everything but circles
-POSITION_JITTER_PIXELS = 3.0  # for single objects, around their cell's centre
+COLOUR_SHADES = {  # further shades a person would still call by the name, beside COLOURS' own
+    "red": ((190, 20, 25), (240, 60, 50)),
+    "orange": ((240, 110, 20), (255, 165, 40)),
+    "yellow": ((240, 210, 0), (255, 240, 90)),
+    "green": ((40, 140, 40), (60, 200, 90)),
+    "blue": ((20, 60, 190), (50, 120, 255)),
+    "purple": ((120, 30, 170), (170, 70, 230)),
+    "pink": ((240, 100, 180), (255, 150, 210)),
+    "white": ((240, 240, 240), (255, 255, 255)),
+}
+SIZES = {"small": 12.0, "large": 22.0}  # name -> typical extent in pixels of the square (diameter of a circle)
+SIZE_RANGES = {"small": (9.0, 15.0), "large": (19.0, 27.0)}  # extents drawn uniformly; the gap keeps names decidable
+ROTATION_DEGREES = {"square": 20.0, "diamond": 20.0}  # beyond this a square becomes a diamond; others turn freely
+FREE_ROTATION_DEGREES = 180.0
+POSITION_MARGIN_PIXELS = 2.5  # a single object's centre stays this far inside its grid cell
 EDGE_MARGIN_PIXELS = 1.0  # objects stay fully inside the image by this much
 GAP_PIXELS = 2.0  # minimum gap between the bounding circles of two objects
 MIN_X_GAP_PIXELS = 8.0  # 3-object scenes: neighbouring centres differ in x by at least this, so the order is clear
 DOMINANCE = 2.0  # 2-object scenes: the dominant axis separation is at least this times the other one
-COLOUR_JITTER = 12  # +/- per channel on object fills
-BACKGROUND_JITTER = 8  # +/- per channel on background tones
-PIXEL_NOISE_STD = (2.0, 6.0)  # range of the Gaussian pixel noise std, in 0-255 levels
-
-BACKGROUNDS = {  # muted, low-saturation mid tones (RGB)
-    "grey": (128, 128, 128),
-    "charcoal": (78, 80, 84),
-    "stone": (146, 141, 133),
-    "taupe": (124, 114, 104),
-    "ash": (104, 108, 110),
-    "olive grey": (118, 118, 100),
+COLOUR_JITTER = 14  # +/- per channel on object colours
+PIXEL_NOISE_STD = (0.0, 8.0)  # range of the Gaussian pixel noise std, in 0-255 levels
+# Picture size: the short side in pixels and the aspect (long / short side). The model sees every picture resized
+# to IMAGE_SIZE square, at training as at inference.
+SHORT_SIDE_PIXELS = (48, 160)
+MAX_ASPECT = 2.0
+MIN_CONTRAST = 120.0  # RGB distance every object colour keeps from the background around it
+OUTLINE_PROBABILITY = 0.35  # otherwise filled
+STROKE_PIXELS = (1.5, 4.0)  # outline width, in pixels of the square
+WOBBLE_PROBABILITY = 0.3  # a hand-drawn outline: the edge wanders by a few percent of the size
+WOBBLE = (0.02, 0.07)
+ALIASED_PROBABILITY = 0.25  # drawn without antialiasing, as simple paint programs do
+JPEG_PROBABILITY = 0.4
+JPEG_QUALITY = (30, 90)
+BACKGROUND_KINDS = {  # kind -> share of scenes
+    "white": 0.22, "light": 0.14, "dark": 0.12, "grey": 0.10, "saturated": 0.12, "gradient": 0.15,
+    "texture": 0.10, "noise": 0.05,
 }
-GRADIENT_PROBABILITY = 0.4  # otherwise the background is flat
 
 # One held-out (colour, shape) pair per colour, covering every shape. They appear only in "compositional".
 HELD_OUT_PAIRS = frozenset({
@@ -97,7 +117,7 @@ class SceneObject:
 
 @dataclass(frozen=True)
 class Scene:
-    image: Image.Image  # 64x64 RGB
+    image: Image.Image  # RGB, any size and aspect up to MAX_ASPECT
     caption: str  # canonical caption, lowercase, no final period
     objects: tuple[SceneObject, ...]  # in the order the caption names them
 
@@ -131,10 +151,13 @@ def cell_of(x: float, y: float) -> str:
 # Layout: which objects, where. Cheap (no drawing), so captions alone can be sampled quickly.
 
 
-def _unit_outline(shape: str) -> list[tuple[float, float]] | None:
-    """Polygon of a shape inside the unit circle, pointing up (y down); None for the circle."""
+CIRCLE_POINTS = 48  # a circle is drawn as a polygon, so that it can be squashed and wobbled like the others
+
+
+def _unit_outline(shape: str) -> list[tuple[float, float]]:
+    """Polygon of a shape inside the unit circle, pointing up (y down)."""
     if shape == "circle":
-        return None
+        return [(math.cos(a), math.sin(a)) for a in np.linspace(0, 2 * math.pi, CIRCLE_POINTS, endpoint=False)]
     if shape == "square":
         h = 0.8  # half-side; the corners poke past the unit circle so the square looks as big as the circle
         return [(-h, -h), (h, -h), (h, h), (-h, h)]
@@ -157,12 +180,12 @@ def _unit_outline(shape: str) -> list[tuple[float, float]] | None:
 
 @dataclass(frozen=True)
 class _Body:
-    """A shape at its final size and rotation, centred on its box at the origin."""
+    """A shape at its final size and rotation, squashed into the square, centred on its box at the origin."""
 
     shape: str
     colour: str
     size: str
-    outline: tuple[tuple[float, float], ...] | None  # polygon relative to the centre; None for a circle
+    outline: tuple[tuple[float, float], ...]  # polygon relative to the centre, in pixels of the square
     half_width: float
     half_height: float
     reach: float  # radius of the bounding circle around the centre, for overlap tests
@@ -172,14 +195,22 @@ class _Body:
         return SceneObject(self.shape, self.colour, self.size, (x, y), box)
 
 
-def _make_body(rng: random.Random, shape: str, colour: str, size: str) -> _Body:
-    radius = SIZES[size] / 2 * rng.uniform(1 - SIZE_JITTER, 1 + SIZE_JITTER)
-    unit = _unit_outline(shape)
-    if unit is None:
-        return _Body(shape, colour, size, None, radius, radius, radius)
-    theta = math.radians(rng.uniform(-ROTATION_JITTER_DEGREES, ROTATION_JITTER_DEGREES))
-    c, s = math.cos(theta), math.sin(theta)
-    points = [(radius * (c * u - s * v), radius * (s * u + c * v)) for u, v in unit]
+def _canvas_size(rng: random.Random) -> tuple[int, int]:
+    """(width, height) of the picture in pixels: square a third of the time, else up to MAX_ASPECT either way."""
+    short = rng.randint(*SHORT_SIDE_PIXELS)
+    aspect = 1.0 if rng.random() < 1 / 3 else rng.uniform(1.0, MAX_ASPECT)
+    long = round(short * aspect)
+    return (long, short) if rng.random() < 0.5 else (short, long)
+
+
+def _make_body(rng: random.Random, shape: str, colour: str, size: str, squash: tuple[float, float]) -> _Body:
+    """`squash` = (short side / width, short side / height): how the square shrinks the picture's axes."""
+    radius = rng.uniform(*SIZE_RANGES[size]) / 2
+    limit = ROTATION_DEGREES.get(shape, FREE_ROTATION_DEGREES)
+    theta = math.radians(rng.uniform(-limit, limit))
+    c, t = math.cos(theta), math.sin(theta)
+    points = [(radius * (c * u - t * v) * squash[0], radius * (t * u + c * v) * squash[1])
+              for u, v in _unit_outline(shape)]
     # centre the polygon on its bounding box, so "centre" means what a viewer would call the middle
     xs, ys = [p[0] for p in points], [p[1] for p in points]
     mx, my = (min(xs) + max(xs)) / 2, (min(ys) + max(ys)) / 2
@@ -216,18 +247,21 @@ def _random_point(rng: random.Random, body: _Body) -> tuple[float, float]:
 def _place_one(rng: random.Random, body: _Body) -> tuple[list[tuple[_Body, tuple[float, float]]], str]:
     cell = rng.randrange(GRID_CELLS * GRID_CELLS)
     row, column = divmod(cell, GRID_CELLS)
-    x = (column + 0.5) * CELL_PIXELS + rng.uniform(-POSITION_JITTER_PIXELS, POSITION_JITTER_PIXELS)
-    y = (row + 0.5) * CELL_PIXELS + rng.uniform(-POSITION_JITTER_PIXELS, POSITION_JITTER_PIXELS)
-    # pull corner objects inwards until they fit; the centre still lies well inside its cell
-    x = min(max(x, body.half_width + EDGE_MARGIN_PIXELS), IMAGE_SIZE - body.half_width - EDGE_MARGIN_PIXELS)
-    y = min(max(y, body.half_height + EDGE_MARGIN_PIXELS), IMAGE_SIZE - body.half_height - EDGE_MARGIN_PIXELS)
+
+    def coordinate(index: int, half: float) -> float:
+        # anywhere in the cell, away from its borders, and with the whole shape inside the picture
+        low = max(index * CELL_PIXELS + POSITION_MARGIN_PIXELS, half + EDGE_MARGIN_PIXELS)
+        high = min((index + 1) * CELL_PIXELS - POSITION_MARGIN_PIXELS, IMAGE_SIZE - half - EDGE_MARGIN_PIXELS)
+        return rng.uniform(low, high) if low < high else (index + 0.5) * CELL_PIXELS
+
+    x, y = coordinate(column, body.half_width), coordinate(row, body.half_height)
     return [(body, (x, y))], f"{body.placed(x, y).phrase} at the {POSITIONS[cell]}"
 
 
 def _place_two(rng: random.Random, bodies: list[_Body]):
     relation = rng.choice(RELATIONS)
     a, b = bodies
-    while True:
+    for _ in range(1000):
         pa, pb = _random_point(rng, a), _random_point(rng, b)
         if _overlaps(a, pa, b, pb):
             continue
@@ -237,6 +271,7 @@ def _place_two(rng: random.Random, bodies: list[_Body]):
         placed = sorted([(a, pa), (b, pb)], key=lambda item: item[1][along])  # left/upper one first
         first, second = (body.placed(*p) for body, p in placed)
         return placed, f"{first.phrase} {relation} {second.phrase}"
+    return None
 
 
 def _place_three(rng: random.Random, bodies: list[_Body]):
@@ -253,56 +288,180 @@ def _place_three(rng: random.Random, bodies: list[_Body]):
 
 
 def _sample_layout(rng: random.Random, split: str):
-    """[(body, centre)] in caption order, and the caption."""
+    """[(body, centre)] in caption order, the caption, and the picture's (width, height)."""
+    canvas = _canvas_size(rng)
+    squash = (min(canvas) / canvas[0], min(canvas) / canvas[1])
     count = rng.randint(1, 3)
     while True:
         identities = _pick_identities(rng, split, count)
-        bodies = [_make_body(rng, shape, colour, size) for size, colour, shape in identities]
+        bodies = [_make_body(rng, shape, colour, size, squash) for size, colour, shape in identities]
         if count == 1:
-            return _place_one(rng, bodies[0])
-        if count == 2:
-            return _place_two(rng, bodies)
-        layout = _place_three(rng, bodies)
+            return (*_place_one(rng, bodies[0]), canvas)
+        layout = _place_two(rng, bodies) if count == 2 else _place_three(rng, bodies)
         if layout is not None:
-            return layout
+            return (*layout, canvas)
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Drawing
 
 
-def _jitter(rng: random.Random, rgb: tuple[int, int, int], amount: int) -> np.ndarray:
+def _jitter(rng: random.Random, rgb, amount: float) -> np.ndarray:
     return np.clip(np.array(rgb, dtype=np.float32) + [rng.uniform(-amount, amount) for _ in range(3)], 0, 255)
 
 
-def _background(rng: random.Random, side: int) -> np.ndarray:
-    """Flat or linear-gradient background: float32 (side, side, 3)."""
-    tones = tuple(BACKGROUNDS.values())
-    start = _jitter(rng, rng.choice(tones), BACKGROUND_JITTER)
-    if rng.random() >= GRADIENT_PROBABILITY:
-        return np.broadcast_to(start, (side, side, 3)).astype(np.float32)
-    end = _jitter(rng, rng.choice(tones), BACKGROUND_JITTER)
-    angle = rng.uniform(0, 2 * math.pi)
-    coords = (np.arange(side, dtype=np.float32) + 0.5) / side - 0.5
-    ramp = math.cos(angle) * coords[None, :] + math.sin(angle) * coords[:, None]  # (side, side)
-    t = (ramp - ramp.min()) / (ramp.max() - ramp.min())
-    return (start + t[..., None] * (end - start)).astype(np.float32)
+def _object_colour(rng: random.Random, name: str) -> np.ndarray:
+    return _jitter(rng, rng.choice((COLOURS[name], *COLOUR_SHADES[name])), COLOUR_JITTER)
 
 
-def _draw(rng: random.Random, layout) -> Image.Image:
-    side = IMAGE_SIZE * SUPERSAMPLE
-    canvas = Image.fromarray(_background(rng, side).round().astype(np.uint8), "RGB")
-    draw = ImageDraw.Draw(canvas)
-    for body, (x, y) in layout:
-        fill = tuple(int(v) for v in _jitter(rng, COLOURS[body.colour], COLOUR_JITTER).round())
-        if body.outline is None:
-            r = body.half_width * SUPERSAMPLE
-            draw.ellipse((x * SUPERSAMPLE - r, y * SUPERSAMPLE - r, x * SUPERSAMPLE + r, y * SUPERSAMPLE + r), fill=fill)
+def _flat_tone(rng: random.Random, kind: str) -> np.ndarray:
+    """One background colour of `kind` (not gradient, texture or noise): RGB float32."""
+    if kind == "white":
+        return np.full(3, rng.uniform(236, 255), np.float32) + [rng.uniform(-4, 4) for _ in range(3)]
+    if kind == "light":
+        return np.array([255 - rng.uniform(0, 70) for _ in range(3)], np.float32)
+    if kind == "dark":
+        return np.array([rng.uniform(0, 55) for _ in range(3)], np.float32)
+    if kind == "grey":
+        return np.full(3, rng.uniform(70, 180), np.float32) + [rng.uniform(-8, 8) for _ in range(3)]
+    if kind == "saturated":
+        import colorsys
+
+        rgb = colorsys.hsv_to_rgb(rng.random(), rng.uniform(0.5, 1.0), rng.uniform(0.45, 1.0))
+        return np.array(rgb, np.float32) * 255
+    raise ValueError(f"unknown flat background kind {kind!r}")
+
+
+FLAT_KINDS = ("white", "light", "dark", "grey", "saturated")
+
+
+def _background(rng: random.Random, width: int, height: int) -> np.ndarray:
+    """A background of a random kind (BACKGROUND_KINDS): float32 (height, width, 3) in 0-255."""
+    kind = rng.choices(tuple(BACKGROUND_KINDS), weights=tuple(BACKGROUND_KINDS.values()))[0]
+    noise = np.random.default_rng(rng.getrandbits(64))
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    if kind in FLAT_KINDS:
+        return np.broadcast_to(_flat_tone(rng, kind), (height, width, 3)).astype(np.float32)
+    if kind == "gradient":
+        start, end = (_flat_tone(rng, rng.choice(FLAT_KINDS)) for _ in range(2))
+        angle = rng.uniform(0, 2 * math.pi)
+        ramp = math.cos(angle) * xx / width + math.sin(angle) * yy / height
+        t = (ramp - ramp.min()) / max(ramp.max() - ramp.min(), 1e-6)
+        return start + t[..., None] * (end - start)
+    base = _flat_tone(rng, rng.choice(FLAT_KINDS))
+    if kind == "noise":
+        return np.clip(base + noise.normal(0, rng.uniform(15, 35), (height, width, 3)), 0, 255).astype(np.float32)
+    # texture: stripes, checks, dots or paper grain, at low contrast
+    pattern = rng.choice(("stripes", "checks", "dots", "grain"))
+    period = rng.uniform(4, 16) * min(width, height) / 64
+    if pattern == "stripes":
+        angle = rng.uniform(0, math.pi)
+        field = np.sin(2 * math.pi * (math.cos(angle) * xx + math.sin(angle) * yy) / period)
+    elif pattern == "checks":
+        field = np.sign(np.sin(math.pi * xx / period) * np.sin(math.pi * yy / period))
+    elif pattern == "dots":
+        field = (np.hypot((xx % period) - period / 2, (yy % period) - period / 2) < period / 5).astype(np.float32)
+    else:
+        small = noise.normal(0, 1, (max(2, height // 4), max(2, width // 4))).astype(np.float32)
+        field = np.asarray(Image.fromarray(small).resize((width, height), Image.Resampling.BICUBIC))
+    contrast = rng.uniform(8, 30) * np.array([rng.uniform(0.6, 1.0) for _ in range(3)], np.float32)
+    return np.clip(base + field[..., None] * contrast, 0, 255).astype(np.float32)
+
+
+def _wobbled(rng: random.Random, outline, amount: float) -> list[tuple[float, float]]:
+    """The outline with its edges subdivided and pushed in and out by smooth noise, as a hand would draw it."""
+    points = []
+    for (x0, y0), (x1, y1) in zip(outline, outline[1:] + outline[:1]):
+        steps = max(1, int(math.dist((x0, y0), (x1, y1)) / 1.5))
+        points += [(x0 + (x1 - x0) * k / steps, y0 + (y1 - y0) * k / steps) for k in range(steps)]
+    phases = [rng.uniform(0, 2 * math.pi) for _ in range(3)]
+    n = len(points)
+    scale = 1 + amount * sum(np.sin((k + 2) * 2 * math.pi * np.arange(n) / n + phase) / (k + 1)
+                             for k, phase in enumerate(phases))
+    return [(x * f, y * f) for (x, y), f in zip(points, scale)]
+
+
+def _local_colour(background: np.ndarray, box, width: int, height: int) -> np.ndarray:
+    x0, y0, x1, y1 = box
+    sx, sy = width / IMAGE_SIZE, height / IMAGE_SIZE
+    region = background[max(0, int(y0 * sy)):max(1, int(math.ceil(y1 * sy))),
+                        max(0, int(x0 * sx)):max(1, int(math.ceil(x1 * sx)))]
+    return region.reshape(-1, 3).mean(axis=0)
+
+
+def _nearest_colour_name(rgb: np.ndarray) -> str:
+    """The COLOURS name closest to `rgb` (a green background must not hold a green shape, however dark)."""
+    return min(COLOURS, key=lambda name: min(np.linalg.norm(rgb - np.array(shade, np.float32))
+                                              for shade in (COLOURS[name], *COLOUR_SHADES[name])))
+
+
+def _draw(rng: random.Random, layout, canvas: tuple[int, int]) -> Image.Image:
+    width, height = canvas
+    colours = [_object_colour(rng, body.colour) for body, _ in layout]
+    for _ in range(30):  # a background on which every object stands out
+        background = _background(rng, width, height)
+        locals_ = [_local_colour(background, body.placed(*centre).box, width, height) for body, centre in layout]
+        if all(np.linalg.norm(c - b) >= MIN_CONTRAST and _nearest_colour_name(b) != body.colour
+               for c, b, (body, _) in zip(colours, locals_, layout)):
+            break
+    else:
+        mean = background.mean(axis=(0, 1))
+        background = np.broadcast_to(np.full(3, 0.0 if mean.mean() > 127 else 250.0, np.float32),
+                                     (height, width, 3)).astype(np.float32)
+        if any(np.linalg.norm(c - background[0, 0]) < MIN_CONTRAST for c in colours):
+            background = np.broadcast_to(np.full(3, 128.0, np.float32), (height, width, 3)).astype(np.float32)
+    image = background.copy()
+    supersample = 1 if rng.random() < ALIASED_PROBABILITY else 3
+    sx, sy = width / IMAGE_SIZE * supersample, height / IMAGE_SIZE * supersample
+    stroke = rng.uniform(*STROKE_PIXELS) * min(width, height) / IMAGE_SIZE * supersample
+    for (body, (x, y)), colour in zip(layout, colours):
+        outline = list(body.outline)
+        if rng.random() < WOBBLE_PROBABILITY:
+            outline = _wobbled(rng, outline, rng.uniform(*WOBBLE))
+        points = [((x + px) * sx, (y + py) * sy) for px, py in outline]
+        mask = Image.new("L", (width * supersample, height * supersample), 0)
+        if rng.random() < OUTLINE_PROBABILITY:
+            ImageDraw.Draw(mask).line(points + points[:1], fill=255, width=max(1, round(stroke)), joint="curve")
         else:
-            draw.polygon([((x + px) * SUPERSAMPLE, (y + py) * SUPERSAMPLE) for px, py in body.outline], fill=fill)
-    image = np.asarray(canvas.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BOX), dtype=np.float32)
+            ImageDraw.Draw(mask).polygon(points, fill=255)
+        if supersample > 1:
+            mask = mask.resize((width, height), Image.Resampling.BOX)
+        alpha = np.asarray(mask, dtype=np.float32)[..., None] / 255
+        image = image * (1 - alpha) + colour * alpha
     noise = np.random.default_rng(rng.getrandbits(64)).normal(0.0, rng.uniform(*PIXEL_NOISE_STD), image.shape)
-    return Image.fromarray(np.clip(image + noise, 0, 255).round().astype(np.uint8), "RGB")
+    picture = Image.fromarray(np.clip(image + noise, 0, 255).round().astype(np.uint8), "RGB")
+    if rng.random() < JPEG_PROBABILITY:
+        buffer = io.BytesIO()
+        picture.save(buffer, "JPEG", quality=rng.randint(*JPEG_QUALITY))
+        picture = Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+    return picture
+
+
+def make_clutter(rng: random.Random) -> Image.Image:
+    """A picture unlike any scene: dozens of overlapping blobs and strokes of any colour over a smooth field, at
+    photo-like sizes. The model learns to say it does not recognise such a picture instead of naming shapes."""
+    width, height = _canvas_size(rng)
+    width, height = width * 2, height * 2
+    noise = np.random.default_rng(rng.getrandbits(64))
+    field = noise.uniform(0, 255, (4, 4, 3)).astype(np.uint8)
+    image = Image.fromarray(field, "RGB").resize((width, height), Image.Resampling.BICUBIC)
+    draw = ImageDraw.Draw(image)
+    for _ in range(rng.randint(15, 60)):
+        colour = tuple(rng.randrange(256) for _ in range(3))
+        x, y = rng.uniform(0, width), rng.uniform(0, height)
+        r = rng.uniform(2, 0.25 * min(width, height))
+        if rng.random() < 0.5:
+            draw.ellipse((x - r, y - r * rng.uniform(0.3, 1.5), x + r, y + r), fill=colour)
+        else:
+            draw.line([(x, y), (x + rng.uniform(-r, r) * 3, y + rng.uniform(-r, r) * 3)], fill=colour,
+                      width=max(1, int(r / 3)))
+    if rng.random() < 0.5:
+        image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 3)))
+    pixels = np.asarray(image, np.float32) + noise.normal(0, rng.uniform(0, 12), (height, width, 3))
+    return Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8), "RGB")
+
+
+UNRECOGNISED_CAPTION = "i do not recognise this picture"  # what a scene-less picture (`make_clutter`) is captioned
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -312,8 +471,8 @@ def _draw(rng: random.Random, layout) -> Image.Image:
 def make_scene(rng: random.Random, split: str) -> Scene:
     """Draw one scene of `split` ("train", "validation", "test" or "compositional") using `rng` only."""
     _check_split(split)
-    layout, caption = _sample_layout(rng, split)
-    image = _draw(rng, layout)
+    layout, caption, canvas = _sample_layout(rng, split)
+    image = _draw(rng, layout, canvas)
     return Scene(image, caption, tuple(body.placed(*centre) for body, centre in layout))
 
 

@@ -1,4 +1,5 @@
-"""Synthetic speech: espeak-ng speaks scene captions, numbers and short commands, with added noise.
+"""Synthetic speech: espeak-ng speaks scene captions, free-form phrases about shapes, questions about a picture,
+numbers and short commands, in hundreds of voices, with room reverberation and added noise.
 
 Clean synthesized audio is cached on disk, keyed by (text, voice, speed, pitch); level, silence padding and
 noise are applied afterwards from the utterance's seed, so the same utterance exists clean and at any SNR.
@@ -25,21 +26,29 @@ ESPEAK = "espeak-ng"
 CACHE_VERSION = 1  # bump when the cached audio would change for the same key
 CACHE_PEAK = 0.9  # cached clips are peak-normalized to this, then stored as 16-bit FLAC
 MAX_UTTERANCE_SECONDS = 8.0
-SPEED_WPM = (130, 200)  # espeak -s range, words per minute
-PITCH = (30, 70)  # espeak -p range, 0-99
+SPEED_WPM = (130, 220)  # espeak -s range, words per minute
+PITCH = (20, 80)  # espeak -p range, 0-99
 SILENCE_SECONDS = (0.0, 0.3)  # random leading and trailing silence
 PEAK_LEVEL = (0.3, 0.8)  # random peak level of the clean speech, full scale = 1
 SNR_DB = (10.0, 30.0)  # random SNR range when none is given
 NOISE_COLOURS = ("white", "pink")
+REVERB_PROBABILITY = 0.3  # share of randomly-conditioned utterances heard in a room
+REVERB_RT60_SECONDS = (0.15, 0.7)  # time for the room's echo to fall by 60 dB
+REVERB_WET = (0.2, 0.6)  # share of the reverberant tail in the mix
 
 # "en" is espeak's British English voice: "en-gb+VARIANT" silently drops the variant, "en+VARIANT" keeps it.
-# Many variants over few base voices: held-out WER tracks how many distinct voices training hears.
-TRAIN_VOICES = (
-    "en-us", "en-us+f2", "en-us+m3", "en+m1", "en+f1", "en-gb-scotland+m2", "en-gb-scotland+f3",
-    "en-gb-x-rp+m4", "en-gb-x-rp+f4", "en-gb-x-gbclan+m6", "en-gb-x-gbcwmd+m5", "en-gb-x-gbcwmd+f2",
-    "en-us+m1", "en-us+f4", "en+m6", "en+f3", "en-gb-x-rp+m2", "en-us+Andy", "en+Annie", "en-gb-x-rp+Steph",
-    "en-us+Michael", "en-gb-scotland+Paul",
+# Held-out WER tracks how many distinct voices training hears, so training hears every base voice below with every
+# variant: a few hundred voices.
+TRAIN_BASE_VOICES = ("en", "en-us", "en-gb-scotland", "en-gb-x-rp", "en-gb-x-gbclan", "en-gb-x-gbcwmd")
+TRAIN_VARIANTS = (  # file names under espeak-ng-data/voices/!v (case matters: an unknown name is silently ignored)
+    "", "m1", "m2", "m3", "m4", "m5", "m6", "m8", "f1", "f2", "f3", "f4", "Andy", "Annie", "Michael", "paul", "steph",
+    "adam", "Alex", "Alicia", "david", "ed", "edward", "Gene", "Jacky", "john", "Lee", "linda", "max", "Mike", "rob",
+    "robert", "zac", "anika", "shelby", "travis", "victor", "klatt", "klatt2", "klatt3", "croak", "grandma",
+    "grandpa", "Denis", "Hugo", "iven", "norbert", "belinda", "benjamin", "boris", "aunty",
+    "antonio", "gustave", "pablo", "quincy", "sandro", "steph2", "iven2",
 )
+TRAIN_VOICES = tuple(base + (f"+{variant}" if variant else "") for base in TRAIN_BASE_VOICES
+                     for variant in TRAIN_VARIANTS)
 # Held out for "test": base voices (Caribbean, New York) and variants (m7, f5) that training never hears.
 TEST_VOICES = ("en-029+m7", "en-us-nyc+f5", "en-029+f5")
 
@@ -51,7 +60,16 @@ COMMANDS = (
     "set a timer", "read my messages", "how is the weather", "good morning", "good night", "thank you",
     "describe the picture", "count to ten", "sit down", "stand up", "come here",
 )
-CONTENT_WEIGHTS = {"caption": 0.5, "number": 0.2, "command": 0.3}  # share of each kind of utterance
+# share of each kind of utterance; "phrase" is free-form talk about shapes, "question" a question about a picture
+CONTENT_WEIGHTS = {"caption": 0.25, "phrase": 0.25, "question": 0.2, "number": 0.15, "command": 0.15}
+PHRASE_TEMPLATES = (
+    "a {colour} {shape}", "{colour} {shape}", "a {shape} that is {colour}", "the {colour} {shape}",
+    "a {size} {colour} {shape}", "{size} {colour} {shape}", "a {size} {shape}", "the {shape} is {colour}",
+    "{count} {colour} {shape}s", "{count} {shape}s", "there is a {colour} {shape}", "i see a {colour} {shape}",
+    "{colour}", "{shape}", "a {shape}", "{colour} and {colour2}", "a {colour} {shape} and a {colour2} {shape2}",
+    "draw a {colour} {shape}", "show me the {colour} {shape}", "it is {colour}", "it is a {shape}",
+)
+COUNT_WORDS = ("two", "three", "four", "five")
 
 
 @dataclass(frozen=True, eq=False)
@@ -62,7 +80,7 @@ class Utterance:
     speed: int  # words per minute
     pitch: int  # espeak pitch, 0-99
     snr_db: float | None  # None when clean
-    kind: str = ""  # "caption", "number" or "command"
+    kind: str = ""  # one of CONTENT_WEIGHTS: "caption", "phrase", "question", "number" or "command"
 
 
 @dataclass(frozen=True)
@@ -80,6 +98,8 @@ class _Spec:
     snr_db: float
     noise_colour: str
     noise_seed: int
+    reverb_rt60: float  # 0 when the utterance is heard without a room
+    reverb_wet: float
 
 
 def default_cache_dir() -> Path:
@@ -185,21 +205,64 @@ def measure_snr_db(clean: np.ndarray, noisy: np.ndarray) -> float:
     return float(10 * np.log10(np.mean(clean**2) / np.mean(noise**2)))
 
 
+def free_phrase(rng: random.Random) -> str:
+    """A short free-form phrase about shapes, as a person might say it ("a circle that is blue")."""
+    from .scenes import COLOURS, SHAPES, SIZES
+
+    colour, colour2 = rng.sample(tuple(COLOURS), 2)
+    shape, shape2 = rng.sample(SHAPES, 2)
+    return rng.choice(PHRASE_TEMPLATES).format(colour=colour, colour2=colour2, shape=shape, shape2=shape2,
+                                               size=rng.choice(tuple(SIZES)), count=rng.choice(COUNT_WORDS))
+
+
+def spoken_form(text: str) -> str:
+    """What a transcript holds of a written text: lowercase words, no punctuation."""
+    return " ".join(text.lower().replace(",", " ").replace("?", " ").replace(".", " ").split())
+
+
 def _sample_spec(rng: random.Random, split: str, captions) -> _Spec:
+    from .questions import random_question
+
     kind = rng.choices(tuple(CONTENT_WEIGHTS), weights=tuple(CONTENT_WEIGHTS.values()))[0]
     if kind == "caption":
         text = next(captions).replace(",", "")  # espeak pauses at commas anyway; transcripts carry no punctuation
+    elif kind == "phrase":
+        text = free_phrase(rng)
+    elif kind == "question":
+        text = spoken_form(random_question(rng))
     elif kind == "number":
         text = str(rng.randint(0, 999))
     else:
         text = rng.choice(COMMANDS)
+    return spoken_spec(rng, text, kind, voices_for(split))
+
+
+def spoken_spec(rng: random.Random, text: str, kind: str, voices: tuple[str, ...]) -> _Spec:
+    """How `text` is said: voice, speed, pitch, silence, level, noise and room, all drawn from `rng`."""
+    reverb = rng.random() < REVERB_PROBABILITY
     return _Spec(
-        text=text, kind=kind, voice=rng.choice(voices_for(split)),
+        text=text, kind=kind, voice=rng.choice(voices),
         speed=rng.randint(*SPEED_WPM), pitch=rng.randint(*PITCH),
         lead_seconds=rng.uniform(*SILENCE_SECONDS), trail_seconds=rng.uniform(*SILENCE_SECONDS),
         peak=rng.uniform(*PEAK_LEVEL), snr_db=rng.uniform(*SNR_DB),
         noise_colour=rng.choice(NOISE_COLOURS), noise_seed=rng.getrandbits(63),
+        reverb_rt60=rng.uniform(*REVERB_RT60_SECONDS) if reverb else 0.0, reverb_wet=rng.uniform(*REVERB_WET),
     )
+
+
+def add_reverb(waveform: np.ndarray, rt60_seconds: float, wet: float, seed: int = 0) -> np.ndarray:
+    """`waveform` heard in a room: mixed with its convolution by exponentially decaying noise (a synthetic room
+    impulse response whose energy falls 60 dB in `rt60_seconds`); same length and peak as the input."""
+    rng = np.random.default_rng(seed)
+    n = max(1, int(rt60_seconds * SAMPLE_RATE))
+    t = np.arange(n) / SAMPLE_RATE
+    response = rng.standard_normal(n) * 10 ** (-3 * t / rt60_seconds)  # amplitude -60 dB at rt60
+    response /= np.sqrt(np.sum(response**2))
+    n_fft = 1 << (waveform.size + n - 1).bit_length()
+    tail = np.fft.irfft(np.fft.rfft(waveform, n_fft) * np.fft.rfft(response, n_fft), n_fft)[: waveform.size]
+    mixed = (1 - wet) * waveform + wet * tail
+    peak = np.abs(mixed).max()
+    return (mixed * (np.abs(waveform).max() / peak if peak else 1.0)).astype(np.float32)
 
 
 def _render(spec: _Spec, clean: np.ndarray, snr_db: float | None) -> Utterance:
@@ -218,6 +281,8 @@ def _render(spec: _Spec, clean: np.ndarray, snr_db: float | None) -> Utterance:
     speech = np.concatenate([
         np.zeros(lead, np.float32), clean * (spec.peak / np.abs(clean).max()), np.zeros(trail, np.float32)
     ]).astype(np.float32)
+    if snr_db is None and spec.reverb_rt60:  # only randomly-conditioned utterances (training) are heard in rooms
+        speech = add_reverb(speech, spec.reverb_rt60, spec.reverb_wet, seed=spec.noise_seed)
     snr = spec.snr_db if snr_db is None else snr_db
     if np.isinf(snr) and snr > 0:
         return Utterance(speech, spec.text, spec.voice, spec.speed, spec.pitch, None, spec.kind)
@@ -227,19 +292,32 @@ def _render(spec: _Spec, clean: np.ndarray, snr_db: float | None) -> Utterance:
 
 def speech_dataset(
     split: str, n: int, seed: int, cache_dir: str | Path | None = None, snr_db: float | None = None,
-    workers: int = 2,
+    workers: int = 2, kinds: tuple[str, ...] | None = None,
 ) -> list[Utterance]:
     """`n` utterances of `split`: "train" and "validation" use TRAIN_VOICES, "test" uses TEST_VOICES.
 
-    snr_db: None draws a random SNR in SNR_DB per utterance; a number fixes it for all; `float("inf")` gives
-    clean speech. Whatever snr_db is, the same (split, n, seed) gives the same texts, voices, levels and
-    noise seeds, so clean and noisy versions line up utterance by utterance.
+    snr_db: None draws a random SNR in SNR_DB (and, for some, a room) per utterance; a number fixes the SNR for
+    all, without rooms; `float("inf")` gives clean speech. Whatever snr_db is, the same (split, n, seed) gives the
+    same texts, voices, levels and noise seeds, so clean and noisy versions line up utterance by utterance.
+    kinds: only utterances of these kinds (see CONTENT_WEIGHTS), e.g. `("phrase",)`.
     """
+    if kinds is not None and not set(kinds) <= set(CONTENT_WEIGHTS):
+        raise ValueError(f"unknown utterance kinds {sorted(set(kinds) - set(CONTENT_WEIGHTS))}; "
+                         f"expected some of {tuple(CONTENT_WEIGHTS)}")
     rng = random.Random(split_seed(f"speech/{split}", seed))
     voices_for(split)  # validates the split
     captions = iter_captions("train", rng.getrandbits(63))  # train-split grammar only: no held-out pairs
-    specs = [_sample_spec(rng, split, captions) for _ in range(n)]
+    specs = []
+    while len(specs) < n:
+        spec = _sample_spec(rng, split, captions)
+        if kinds is None or spec.kind in kinds:
+            specs.append(spec)
+    return render_specs(specs, cache_dir, snr_db, workers)
 
+
+def render_specs(specs: list[_Spec], cache_dir: str | Path | None = None, snr_db: float | None = None,
+                 workers: int = 2) -> list[Utterance]:
+    """Synthesize (or read from the cache) and render each spec, `workers` espeak processes at a time."""
     keys = list(dict.fromkeys((s.text, s.voice, s.speed, s.pitch) for s in specs))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         clips = dict(zip(keys, pool.map(lambda key: synthesize(*key, cache_dir=cache_dir), keys)))

@@ -141,7 +141,11 @@ class MMGPTProcessor(ProcessorMixin):
         if not self.can_ask:
             raise ValueError("this mmgpt checkpoint was trained before questions existed (no <|ask|> token); "
                              "use mmgpt-tiny v4 or later")
-        ids, encode = self.token_ids, self._encode
+        ids = self.token_ids
+
+        def encode(text: str) -> list[int]:  # conversations are learned in lowercase; people type capitals
+            return self._encode(text.lower())
+
         prompt = [ids["<|image|>"]] + [ids["<|patch|>"]] * self.num_patches
         for earlier_question, answer in history:
             prompt += [ids["<|ask|>"], *encode(earlier_question), ids["<|answer|>"], *encode(answer),

@@ -1,0 +1,231 @@
+"""Questions about a scene, with short answers decidable from the picture alone; and follow-up conversations.
+
+Kinds and their answers:
+    colour    "what colour is the circle?"             -> "red"
+    shape     "what shape is the red one?"             -> "circle"
+    size      "is the red circle small or large?"      -> "large"
+    count     "how many shapes are there?"              -> "none", "one", "two" or "three"
+    position  "where is the red circle?"               -> "top left" (the 3x3 cell of its centre)
+    relation  "is the red circle left of the star?"    -> "yes" or "no"
+    exists    "is there a green square?"               -> "yes" or "no"
+An object is named by the fewest of shape, colour and size that pick it out alone ("the circle", "the red one",
+"the small red circle"). A follow-up ("and the star?") repeats the previous question's kind about another object,
+so it can only be answered by reading the earlier turn.
+
+These are the training phrasings. Evaluation also asks in wording of its own (`mmgpt.data.heldout`).
+"""
+
+import random
+import re
+from dataclasses import dataclass
+
+from .scenes import (
+    CELL_PIXELS, COLOURS, GRID_CELLS, HELD_OUT_PAIRS, SHAPES, Scene, SceneObject, cell_of,
+)
+
+QUESTION_KINDS = ("colour", "shape", "size", "count", "position", "relation", "exists")
+COUNT_WORDS = ("none", "one", "two", "three")
+UNRECOGNISED_ANSWER = "i do not know"  # the answer to any question about a picture that is not a scene
+CLEAR_CELL_PIXELS = 2.0  # ask where an object is only when its centre is this far inside its cell
+CLEAR_RELATION_PIXELS = 8.0  # ask "is A left of B" only when their centres differ this much along that axis
+FOLLOW_UP_PROBABILITY = 0.5  # in a conversation, the chance that a later turn is a follow-up of the one before
+
+TEMPLATES = {
+    "colour": ("what colour is the {ref}?", "what color is the {ref}?", "which colour is the {ref}?",
+               "the {ref} is what colour?", "tell me the colour of the {ref}"),
+    "shape": ("what shape is the {ref}?", "what is the {ref}?", "which shape is the {ref}?",
+              "what kind of shape is the {ref}?"),
+    "size": ("is the {ref} small or large?", "how big is the {ref}?", "is the {ref} large or small?",
+             "what size is the {ref}?"),
+    "count": ("how many {things} are there?", "how many {things} can you see?", "count the {things}",
+              "how many {things} are in the picture?"),
+    "position": ("where is the {ref}?", "where is the {ref} in the picture?", "in which part is the {ref}?"),
+    "relation": ("is the {a} {relation} the {b}?",),
+    "exists": ("is there a {colour} {shape}?", "can you see a {colour} {shape}?", "is there a {colour} {shape} in "
+               "the picture?", "do you see a {colour} {shape}?"),
+}
+FOLLOW_UPS = ("and the {ref}?", "what about the {ref}?", "and the {ref}")
+RELATIONS = {  # phrase -> (axis, whether the first object has the smaller coordinate)
+    "left of": (0, True), "right of": (0, False), "above": (1, True), "below": (1, False),
+}
+
+
+@dataclass(frozen=True)
+class QA:
+    kind: str  # one of QUESTION_KINDS
+    question: str
+    answer: str
+
+
+ATTRIBUTE_OF_KIND = {"colour": "colour", "shape": "shape", "size": "size"}  # what the answer names
+_REFERENCE_WORDS = (  # candidate names, shortest first
+    ("shape",), ("colour", "one"), ("size", "one"), ("colour", "shape"), ("size", "shape"), ("size", "colour", "one"),
+    ("size", "colour", "shape"),
+)
+
+
+def reference(obj: SceneObject, scene: Scene, without: str | None = None) -> str | None:
+    """The shortest name that picks `obj` out of `scene` ("circle", "red one", "small red circle"), never using the
+    attribute `without` ("colour", "shape" or "size"), which the question asks for; None if there is none."""
+    others = [o for o in scene.objects if o is not obj]
+    for words in _REFERENCE_WORDS:
+        if without in words:
+            continue
+        attributes = [getattr(obj, w) for w in words if w != "one"]
+        if not any(all(a in (o.shape, o.colour, o.size) for a in attributes) for o in others):
+            return " ".join(attributes + (["one"] if words[-1] == "one" else []))
+    return None
+
+
+def _clear_position(obj: SceneObject) -> bool:
+    """Whether the object's centre is clearly inside one grid cell (not on a line between two)."""
+    borders = [CELL_PIXELS * k for k in range(1, GRID_CELLS)]
+    return all(min(abs(v - b) for b in borders) >= CLEAR_CELL_PIXELS for v in obj.centre)
+
+
+def _about_object(kind: str, obj: SceneObject, scene: Scene, rng: random.Random,
+                  templates: tuple[str, ...] | None = None) -> QA | None:
+    """A colour, shape, size or position question about `obj`, or None when the scene does not allow it."""
+    ref = reference(obj, scene, without=ATTRIBUTE_OF_KIND.get(kind))
+    if ref is None or (kind == "position" and len(scene.objects) > 1 and not _clear_position(obj)):
+        return None
+    answer = cell_of(*obj.centre) if kind == "position" else getattr(obj, ATTRIBUTE_OF_KIND[kind])
+    return QA(kind, rng.choice(templates or TEMPLATES[kind]).format(ref=ref), answer)
+
+
+def _count(scene: Scene, rng: random.Random) -> QA:
+    choice = rng.random()
+    if choice < 0.4:
+        things, n = "shapes", len(scene.objects)
+    elif choice < 0.7:
+        shape = rng.choice([o.shape for o in scene.objects] + list(SHAPES))
+        things, n = f"{shape}s", sum(o.shape == shape for o in scene.objects)
+    else:
+        colour = rng.choice([o.colour for o in scene.objects] + list(COLOURS))
+        things, n = f"{colour} shapes", sum(o.colour == colour for o in scene.objects)
+    return QA("count", rng.choice(TEMPLATES["count"]).format(things=things), COUNT_WORDS[n])
+
+
+def _exists(scene: Scene, rng: random.Random) -> QA:
+    present = {(o.colour, o.shape) for o in scene.objects}
+    if rng.random() < 0.5:
+        colour, shape = rng.choice(sorted(present))
+    else:  # absent: often a near miss (the right colour or the right shape), so both words must be checked
+        candidates = [(c, s) for c in COLOURS for s in SHAPES if (c, s) not in present and (c, s) not in
+                      HELD_OUT_PAIRS and any(c == pc or s == ps for pc, ps in present)]
+        colour, shape = rng.choice(candidates)
+    answer = "yes" if (colour, shape) in present else "no"
+    return QA("exists", rng.choice(TEMPLATES["exists"]).format(colour=colour, shape=shape), answer)
+
+
+def _relation(scene: Scene, rng: random.Random) -> QA | None:
+    if len(scene.objects) < 2:
+        return None
+    a, b = rng.sample(scene.objects, 2)
+    ref_a, ref_b = reference(a, scene), reference(b, scene)
+    phrase = rng.choice(tuple(RELATIONS))
+    axis, first_smaller = RELATIONS[phrase]
+    gap = b.centre[axis] - a.centre[axis]
+    if ref_a is None or ref_b is None or abs(gap) < CLEAR_RELATION_PIXELS:
+        return None
+    answer = "yes" if (gap > 0) == first_smaller else "no"
+    return QA("relation", TEMPLATES["relation"][0].format(a=ref_a, relation=phrase, b=ref_b), answer)
+
+
+OBJECT_KINDS = ("colour", "shape", "size", "position")  # questions about one object, which a follow-up can repeat
+
+
+def _ask(scene: Scene, rng: random.Random, kind: str | None) -> tuple[QA, SceneObject | None]:
+    """One question and the object it is about (None for counts, existence and relations)."""
+    if kind is not None and kind not in QUESTION_KINDS:
+        raise ValueError(f"unknown question kind {kind!r}; expected one of {QUESTION_KINDS}")
+    for _ in range(100):
+        chosen = kind or rng.choice(QUESTION_KINDS)
+        if chosen == "count":
+            return _count(scene, rng), None
+        if chosen == "exists":
+            return _exists(scene, rng), None
+        if chosen == "relation":
+            qa, obj = _relation(scene, rng), None
+        else:
+            obj = rng.choice(scene.objects)
+            qa = _about_object(chosen, obj, scene, rng)
+        if qa is not None:
+            return qa, obj
+    raise ValueError(f"scene {scene.caption!r} allows no {kind} question")
+
+
+def ask_about(scene: Scene, rng: random.Random, kind: str | None = None) -> QA:
+    """One question about `scene`, of `kind` or of a random kind that the scene allows."""
+    return _ask(scene, rng, kind)[0]
+
+
+def conversation(scene: Scene, rng: random.Random, turns: int) -> list[QA]:
+    """`turns` questions about `scene`; after the first, each is often a follow-up of the one before: "and the
+    star?" asks the previous question's kind about another object."""
+    qa, subject = _ask(scene, rng, None)
+    talk = [qa]
+    while len(talk) < turns:
+        follow = None
+        if subject is not None and qa.kind in OBJECT_KINDS and rng.random() < FOLLOW_UP_PROBABILITY:
+            others = [o for o in scene.objects if o is not subject]
+            for obj in rng.sample(others, len(others)):
+                follow = _about_object(qa.kind, obj, scene, rng, FOLLOW_UPS)
+                if follow is not None:
+                    subject = obj
+                    break
+        if follow is None:
+            follow, subject = _ask(scene, rng, None)
+        qa = follow
+        talk.append(qa)
+    return talk
+
+
+def unrecognised_questions(rng: random.Random, turns: int) -> list[QA]:
+    """Questions about a picture that is not a scene (`make_clutter`): the honest answer is that it does not know."""
+    talk = []
+    for _ in range(turns):
+        kind = rng.choice(("colour", "shape", "count", "position", "exists"))
+        ref = f"{rng.choice(tuple(COLOURS))} {rng.choice(SHAPES)}"
+        question = {"count": rng.choice(TEMPLATES["count"]).format(things="shapes"),
+                    "exists": rng.choice(TEMPLATES["exists"]).format(colour=ref.split()[0], shape=ref.split()[1])
+                    }.get(kind) or rng.choice(TEMPLATES[kind]).format(ref=ref)
+        talk.append(QA(kind, question, UNRECOGNISED_ANSWER))
+    return talk
+
+
+_DIGITS = {"0": "none", "zero": "none", "no": "no", "1": "one", "2": "two", "3": "three"}
+
+
+def normalize_answer(text: str) -> str:
+    """Lowercase, single spaces, no final punctuation, counts as words ("2" -> "two"), "color" as "colour"."""
+    words = re.sub(r"[^\w\s]", " ", text.lower()).split()
+    words = [w for w in words if w not in ("the", "a", "an", "at", "it", "is", "its")]
+    if len(words) == 1 and words[0] in _DIGITS and words[0] != "no":
+        return _DIGITS[words[0]]
+    return " ".join(words)
+
+
+def answer_is_right(predicted: str, truth: str) -> bool:
+    """Whether a generated answer says what `truth` says ("At the top left." == "top left", "2" == "two")."""
+    return normalize_answer(predicted) == normalize_answer(truth)
+
+
+
+def random_question(rng: random.Random) -> str:
+    """A question in the training phrasings about made-up objects, for speech that asks questions."""
+    from .scenes import SIZES
+
+    colour, shape, size = rng.choice(tuple(COLOURS)), rng.choice(SHAPES), rng.choice(tuple(SIZES))
+    ref = rng.choice((shape, f"{colour} one", f"{size} one", f"{colour} {shape}", f"{size} {shape}",
+                      f"{size} {colour} {shape}"))
+    kind = rng.choice(QUESTION_KINDS)
+    if kind == "count":
+        things = rng.choice(("shapes", f"{shape}s", f"{colour} shapes"))
+        return rng.choice(TEMPLATES[kind]).format(things=things)
+    if kind == "exists":
+        return rng.choice(TEMPLATES[kind]).format(colour=colour, shape=shape)
+    if kind == "relation":
+        other = rng.choice([s for s in SHAPES if s != shape])
+        return TEMPLATES[kind][0].format(a=ref, relation=rng.choice(tuple(RELATIONS)), b=other)
+    return rng.choice(TEMPLATES[kind] + FOLLOW_UPS).format(ref=ref)

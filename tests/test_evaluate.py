@@ -1,0 +1,144 @@
+"""What the evaluation's figures mean (keyword accuracy, transcript normalization), and how the table and the model
+card show them beside their targets. End-to-end runs of `python -m mmgpt evaluate` and `ship` are in test_cli.py."""
+
+import pytest
+from PIL import Image
+
+from mmgpt.data.questions import QUESTION_KINDS
+from mmgpt.data.scenes import Scene, SceneObject
+from mmgpt.data.speech import TEST_VOICES
+from mmgpt.evaluate import QA_SETS, TARGETS, figures, format_table, keyword_hits, normalize_transcript, object_phrases
+from mmgpt.evaluate import _keyword_figures as keyword_figures
+from mmgpt.ship import NOT_EXPLAINED, _evaluation_section, unexplained_misses
+
+
+def _scene(caption: str, *objects: tuple[str, str, str]) -> Scene:
+    built = tuple(SceneObject(shape, colour, size, (10.0 + 20 * i, 32.0), (0.0, 0.0, 1.0, 1.0))
+                  for i, (size, colour, shape) in enumerate(objects))
+    return Scene(Image.new("RGB", (64, 64)), caption, built)
+
+
+TWO = _scene("a small red circle left of a large blue square", ("small", "red", "circle"), ("large", "blue", "square"))
+
+
+@pytest.mark.parametrize("hypothesis, colour, shape, keyword, objects", [
+    ("a small red circle left of a large blue square", 100, 100, 100, 100),
+    ("a small red square left of a large blue square", 100, 50, 75, 50),  # one shape word wrong
+    ("a large blue square left of a small red circle", 0, 0, 0, 0),  # right objects, wrong order
+    ("a large blue square", 0, 0, 0, 0),  # the first object is not the reference's first; the second is missing
+    ("circle circle circle", 0, 50, 25, 0),  # degenerate: no colours, and "circle" is right for the first object
+    ("red circle and blue", 100, 50, 75, 50),  # outside the grammar, still scored phrase by phrase
+    ("", 0, 0, 0, 0),
+])
+def test_keyword_accuracy_compares_the_ith_object_phrase_with_the_ith_object(hypothesis, colour, shape, keyword,
+                                                                              objects):
+    figures_ = keyword_figures(keyword_hits(TWO, hypothesis))
+    assert figures_["colour_accuracy"] == colour
+    assert figures_["shape_accuracy"] == shape
+    assert figures_["keyword_accuracy"] == keyword
+    assert figures_["object_accuracy"] == objects
+
+
+def test_object_phrases_read_size_colour_and_shape_leniently():
+    assert object_phrases("a small red circle, a large blue square and a small green star") == [
+        ("small", "red", "circle"), ("large", "blue", "square"), ("small", "green", "star")]
+    assert object_phrases("Red circle!") == [(None, "red", "circle")]
+    assert object_phrases("circle circle") == [(None, None, "circle"), (None, None, "circle")]
+    assert object_phrases("ROMEO: but soft") == []
+
+
+@pytest.mark.parametrize("text, normalized", [
+    ("Forty-two red circles.", "42 red circles"),
+    ("one hundred and five", "105"),
+    ("nine hundred ninety nine", "999"),
+    ("a red circle and a blue square", "a red circle and a blue square"),
+    ("count to ten", "count to 10"),
+    ("two blue stars", "2 blue stars"),
+    ("zero", "0"),
+    ("What's that?", "what's that"),
+])
+def test_transcripts_are_compared_without_case_punctuation_or_number_spelling(text, normalized):
+    assert normalize_transcript(text) == normalized
+
+
+# --- the table and the card --------------------------------------------------------------------------------------
+
+
+def _caption(exact: float, keyword: float) -> dict:
+    return {"exact_match": exact, "bleu": 90.0, "keyword_accuracy": keyword, "colour_accuracy": keyword,
+            "shape_accuracy": keyword, "size_accuracy": keyword, "object_accuracy": keyword, "n": 10}
+
+
+def _speech(wer: float) -> dict:
+    return {"wer": wer, "n": 30, "by_voice": {voice: {"wer": wer, "n": 10} for voice in TEST_VOICES}}
+
+
+def _questions(accuracy: float, spoken: bool) -> dict:
+    result = {"available": True, "accuracy": accuracy, "n": 70,
+              "by_kind": {kind: {"accuracy": accuracy, "n": 10} for kind in QUESTION_KINDS}}
+    if spoken:
+        result["by_voice"] = {voice: {"accuracy": accuracy, "n": 10} for voice in TEST_VOICES}
+    return result
+
+
+def results(**overrides) -> dict:
+    """A results dict shaped as `evaluate` writes it, every figure meeting its target unless overridden."""
+    base = {
+        "model": "m", "seed": 1, "sizes": {"scenes": 10, "per_voice": 10, "questions": 10}, "eval_seconds": 60.0,
+        "text_nats_per_char": 1.6, "caption_test": _caption(99.0, 99.5), "caption_heldout": _caption(90.0, 96.0),
+        "caption_compositional": _caption(85.0, 97.0), "speech_clean": _speech(2.0), "speech_10db": _speech(4.0),
+        "speech_captions": _speech(1.0), "speech_phrases": _speech(3.0), "speech_phrases_heldout": _speech(4.0),
+        "qa_typed": _questions(95.0, False), "qa_heldout_typed": _questions(92.0, False),
+        "qa_heldout_typed_lowercase": _questions(93.0, False),
+        "qa_spoken": _questions(90.0, True), "qa_heldout_spoken": _questions(88.0, True),
+        "checkpoint_mb": 30.0, "decode_tokens_per_s": 500.0,
+    }
+    base["caption_heldout"]["by_style"] = {"outlined": {"keyword_accuracy": 96.0, "n": 5}}
+    return {**base, **overrides}
+
+
+def test_every_target_has_its_row_in_the_table_with_whether_it_is_met():
+    table = format_table(results(text_nats_per_char=1.72))
+    by_label = {f.key: f for f in figures(results(text_nats_per_char=1.72))}
+    assert set(TARGETS) <= set(by_label)
+    for key, (op, value) in TARGETS.items():
+        assert by_label[key].target == (op, value)
+    assert by_label["text_nats_per_char"].met is False and by_label["checkpoint_mb"].met is True
+    assert by_label["text_nats_per_char"].shortfall == pytest.approx(0.03)
+    row = next(line for line in table.splitlines() if line.startswith("Text: Tiny Shakespeare"))
+    assert "1.720" in row and "≤ 1.69" in row and row.endswith("NO")
+
+
+def test_parts_take_the_target_of_their_whole():
+    rows = {f.key: f for f in figures(results())}
+    assert rows["speech_captions.by_voice.en-029+m7.wer"].target == TARGETS["speech_captions.wer"]
+    assert rows["qa_spoken.by_kind.count.accuracy"].target == TARGETS["qa_spoken.accuracy"]
+    assert rows["caption_heldout.by_style.outlined.keyword_accuracy"].target == TARGETS[
+        "caption_heldout.keyword_accuracy"]
+
+
+def test_a_checkpoint_that_cannot_answer_questions_reports_them_not_available():
+    unavailable = {"available": False, "reason": "no <|ask|> token"}
+    old = results(**dict.fromkeys(QA_SETS, unavailable))
+    table = format_table(old)
+    assert "not available: no <|ask|> token" in table
+    assert all(f.value is None and f.met is None for f in figures(old) if f.key.startswith("qa_"))
+    card = _evaluation_section(old, {})
+    assert "not measured (no <|ask|> token)" in card
+
+
+def test_the_card_puts_in_and_out_of_distribution_side_by_side_and_asks_why_for_each_miss():
+    missed = results(caption_heldout={**_caption(40.0, 81.5)}, speech_phrases_heldout=_speech(7.5))
+    card = _evaluation_section(missed, {"caption_heldout.keyword_accuracy": "Outlines were rare in training."})
+    row = next(line for line in card.splitlines() if line.startswith("| Captions: keyword accuracy"))
+    assert "| 99.5 | 81.5 | ≥ 95 (out) | out **no** |" in row
+    assert "held-out renderer: keyword accuracy, %**: 81.5 against ≥ 95, missed by 13.5." in card
+    assert "**Why:** Outlines were rare in training." in card
+    assert "held-out phrases: WER, %**: 7.5 against ≤ 5, missed by 2.5. Also missed: voice en-029+m7 7.5" in card
+    assert f"**Why:** {NOT_EXPLAINED}" in card
+    assert unexplained_misses(missed, {"caption_heldout.keyword_accuracy": "..."}) == ["speech_phrases_heldout.wer"]
+
+
+def test_a_card_with_every_target_met_says_so():
+    assert "Every target is met." in _evaluation_section(results(), {})
+    assert unexplained_misses(results(), {}) == []
