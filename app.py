@@ -89,12 +89,11 @@ class Handlers(image_tab.ImageHandlers, audio_tab.AudioHandlers, text_tab.TextHa
     """Every tab's event handlers, bound to one engine (the shared model cache). They keep no per-user state."""
 
     def preload(self):
-        for task in ("image", "audio", "text"):
-            if name := self.default(task):
-                try:
-                    self.engine.load(name)
-                except PresetUnavailableError:
-                    logger.warning("could not preload %s", name)
+        for name in {*(self.default(task) for task in ("image", "audio", "text")), self.default_asking()} - {None}:
+            try:
+                self.engine.load(name)
+            except PresetUnavailableError:
+                logger.warning("could not preload %s", name)
 
 
 def build_demo(engine: Engine | None = None) -> gr.Blocks:

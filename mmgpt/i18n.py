@@ -187,6 +187,7 @@ _TABLE: dict[str, tuple[str, str]] = {
                        "没有问题。请输入一个问题，或录音、上传一个问题，然后点“提问”。"),
     "question_twice": ("Ask one question at a time: there is a typed question and a recorded one. Clear one of them.",
                        "一次只问一个问题：现在既有输入的问题，也有录音的问题。请清除其中一个。"),
+    "question_not_text": ("The question must be text, got {kind}.", "问题必须是文字，收到的是 {kind}。"),
     "question_too_long": ("The question is {chars} characters long; ask in at most {max_chars}.",
                           "问题长 {chars} 个字符；请控制在 {max_chars} 个以内。"),
     "question_audio_too_long": ("The spoken question is {seconds} s long; {preset} hears at most {max_seconds} s "

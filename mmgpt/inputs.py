@@ -451,10 +451,11 @@ def clean_prompt(text: Any, max_chars: int = MAX_PROMPT_CHARS, required: bool = 
 
 
 def load_question(text: Any) -> str:
-    """A typed question, control characters removed; "" when none was typed. Longer than `MAX_QUESTION_CHARS`:
-    `InputError` (a question is not trimmed: its end alone would ask something else)."""
-    question, _ = clean_prompt(text if isinstance(text, str) or text is None else str(text)[:MAX_PROMPT_CHARS],
-                               max_chars=MAX_PROMPT_CHARS, required=False)
+    """A typed question, control characters removed; "" when none was typed. Not text, or longer than
+    `MAX_QUESTION_CHARS`: `InputError` (a question is not trimmed: its end alone would ask something else)."""
+    if text is not None and not isinstance(text, str):
+        raise InputError("question_not_text", kind=type(text).__name__)
+    question, _ = clean_prompt(text, max_chars=MAX_PROMPT_CHARS, required=False)
     if len(question) > MAX_QUESTION_CHARS:
         raise InputError("question_too_long", chars=len(question), max_chars=MAX_QUESTION_CHARS)
     return question

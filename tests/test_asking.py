@@ -254,6 +254,8 @@ def test_a_question_is_checked_not_trimmed():
     assert load_question(None) == ""
     with pytest.raises(InputError, match=f"at most {MAX_QUESTION_CHARS}"):
         load_question("why " * MAX_QUESTION_CHARS)
+    with pytest.raises(InputError, match="must be text, got dict"):
+        load_question({"text": "what colour?"})
 
 
 # --- reading aloud ----------------------------------------------------------------------------------------------
