@@ -60,6 +60,7 @@ _TABLE: dict[str, tuple[str, str]] = {
     "question_audio": ("…or ask by voice: record or upload, then press Ask", "……或者用语音提问：录音或上传，然后点“提问”"),
     "ask": ("Ask", "提问"),
     "ask_model": ("Model for questions", "回答问题的模型"),
+    "ask_stats": ("Speed of the answer", "回答的速度"),
     "new_conversation": ("New conversation", "新对话"),
     "read_aloud": ("Read the last answer aloud", "朗读最后一个回答"),
     "read_aloud_output": ("Answer, read aloud (click any answer in the chat to hear it)",

@@ -273,8 +273,8 @@ def preset_dropdown(handlers: TabHandlers, task: str, label: str = "model") -> g
                        label=I18N(label), interactive=True)
 
 
-def stats_box() -> gr.Textbox:
-    return gr.Textbox(label=I18N("stats"), interactive=False, lines=1, max_lines=1)
+def stats_box(label: str = "stats") -> gr.Textbox:
+    return gr.Textbox(label=I18N(label), interactive=False, lines=1, max_lines=1)
 
 
 def word_picker() -> gr.Radio:

@@ -282,7 +282,7 @@ def build(handlers: ImageHandlers, page: Page):
                     ask = gr.Button(I18N("ask"), variant="primary")
                     ask_stop = gr.Button(I18N("stop"), variant="stop")
                     restart = gr.Button(I18N("new_conversation"))
-                ask_stats = stats_box()
+                ask_stats = stats_box("ask_stats")
                 read = gr.Button(I18N("read_aloud"))
                 spoken_answer = gr.Audio(label=I18N("read_aloud_output"), interactive=False, autoplay=True,
                                          type="numpy")
