@@ -23,13 +23,14 @@ The package, by concern:
 
 from ..loaders import PresetUnavailableError
 from ..presets import UnknownPresetError
-from ..requests import AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
+from ..requests import AskRequest, AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
 from .engine import Engine, GenerationTimeout
 from .remote import RemoteError
 from .segments import audio_windows, fit_to_context
 from .worker import EventStop, generation_kwargs
 
 __all__ = [
+    "AskRequest",
     "AudioRequest",
     "Engine",
     "EventStop",

@@ -4,6 +4,7 @@ import logging
 from dataclasses import replace
 
 from ..audio import SAMPLE_RATE
+from ..conversation import MIN_PROMPT_SHARE
 from ..i18n import Message
 from ..loaders import ModelAdapter
 from ..requests import AudioRequest, TextRequest
@@ -11,7 +12,6 @@ from ..requests import AudioRequest, TextRequest
 logger = logging.getLogger(__name__)
 
 MIN_WINDOW_SECONDS = 0.25  # a shorter tail after the last full audio window is dropped rather than transcribed
-MIN_PROMPT_SHARE = 0.5  # a trimmed prompt keeps at least this share of the context, even if that leaves less room
 TRIM_ATTEMPTS = 4  # re-tokenizing trimmed text can shift a token or two; trim again at most this many times
 
 
