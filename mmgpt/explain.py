@@ -4,8 +4,10 @@
 tokens) with attention weights on, after streaming is over, so streaming never slows down. It returns an
 `Explanation` with whichever of these the model can give; the rest stay None, with a note for users:
 - `tokens`: each generated token, the probability the model gave it and its 5 likeliest alternatives (every model);
-- `image_maps`: per word, the decoder's attention over the image patches (mmgpt, ViT-GPT2, BLIP);
+- `image_maps`: per word, the decoder's attention over the image patches (mmgpt, SmolVLM, ViT-GPT2, BLIP);
 - `audio_curves`: per word, the decoder's attention over time (mmgpt, Whisper).
+An answer to a question about a picture (`AskRequest`) gets maps over the picture and, when mmgpt heard the
+question, curves over the recorded question too: picture and question stand in one sequence.
 
 Attention of a generated token means the attention of the query that *predicted* it (the position before it),
 which is what the model looked at when it chose that token. Per token, the weights on the image (or audio) keys
@@ -29,6 +31,9 @@ Which layers and heads:
   them, every head of the second half of the decoder layers, Whisper's own default.
 - ViT-GPT2 and BLIP: every head of every decoder cross-attention layer, averaged (not checked on real weights:
   this machine cannot download them).
+- SmolVLM (Idefics3): every head of every decoder layer over the picture's image tokens, weighted by concentration
+  as for mmgpt; one picture not split into tiles gives a square grid (8 x 8 for SmolVLM-256M). Not checked on real
+  weights either.
 
 Shapes: T generated tokens, S sequence (keys), P image patches, A audio steps, V vocabulary.
 """
