@@ -32,7 +32,13 @@ def _env_int(name: str, default: int) -> int:
 
 
 # --- configuration (each read once, here; see the README's table) ------------------------------------------------
-CONCURRENCY_LIMIT = _env_int("MMGPT_CONCURRENCY", 2)  # generations at once, all tabs together (2 CPU cores here)
+# Generations at once, all tabs together. Requests to one model share its decoding steps (mmgpt.engine.batching), so
+# a batch of 16 costs little more per step than one request; models that cannot batch take turns on the cores.
+CONCURRENCY_LIMIT = _env_int("MMGPT_CONCURRENCY", 16)
+BATCHING = _env_int("MMGPT_BATCHING", 1) != 0  # 0: every request decodes on its own (the path before batching)
+# torch threads per thread that runs a model (the batch thread, each request's prefill): 1 keeps them off each
+# other's cores on a 2-core machine (see benchmarks/README.md, "Threads and OpenMP")
+TORCH_THREADS = _env_int("MMGPT_TORCH_THREADS", 1)
 QUEUE_MAX_SIZE = _env_int("MMGPT_QUEUE_SIZE", 16)  # waiting requests beyond which users hear "busy, try again"
 MAX_LOADED_MODELS = _env_int("MMGPT_MAX_LOADED", 3)  # models kept in memory; the least recently used goes first
 GENERATION_TIMEOUT_S = _env_int("MMGPT_TIMEOUT_S", 120)  # seconds one request may generate for
@@ -98,7 +104,8 @@ class Handlers(image_tab.ImageHandlers, audio_tab.AudioHandlers, text_tab.TextHa
 
 def build_demo(engine: Engine | None = None) -> gr.Blocks:
     """The app; `engine` is the shared model cache (tests pass one with their own presets)."""
-    engine = engine or Engine(max_loaded=MAX_LOADED_MODELS, timeout_s=GENERATION_TIMEOUT_S)
+    engine = engine or Engine(max_loaded=MAX_LOADED_MODELS, timeout_s=GENERATION_TIMEOUT_S, batching=BATCHING,
+                              threads=TORCH_THREADS)
     handlers = Handlers(engine)
     if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU runs handlers in a fork: load the defaults in this process
         handlers.preload()

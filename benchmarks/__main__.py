@@ -24,13 +24,14 @@ for _name, _value in {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HU
                       "GRADIO_ANALYTICS_ENABLED": "False"}.items():
     os.environ.setdefault(_name, _value)  # before gradio_client is imported: it calls the Hub otherwise
 
-from . import app_http, audio, concurrency, decoder, explain_overhead, memory_ceiling, startup, streaming  # noqa: E402
+from . import (app_http, audio, concurrency, decoder, explain_overhead, memory_ceiling, remote, speech,  # noqa: E402
+               startup, streaming)
 from .common import REPO_ROOT, Context, ForeignLoad, new_tmp, off_main_thread, resolve_model  # noqa: E402
 
 # the issues' order
-BENCHMARKS = [streaming, app_http, decoder, memory_ceiling, audio, startup, concurrency, explain_overhead]
+BENCHMARKS = [streaming, app_http, decoder, memory_ceiling, audio, startup, concurrency, explain_overhead, speech, remote]
 # start-up needs a cold app
-RUN_ORDER = [streaming, startup, app_http, decoder, memory_ceiling, audio, concurrency, explain_overhead]
+RUN_ORDER = [streaming, startup, app_http, decoder, memory_ceiling, audio, concurrency, explain_overhead, speech, remote]
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
 
 

@@ -157,12 +157,15 @@ class Context:
             self.server = None
 
 
-def make_engine(model_dir: Path, max_loaded: int = 1):
+def make_engine(model_dir: Path, max_loaded: int = 1, batching: bool = True):
+    """An engine with the app's settings (torch threads included), serving PRESET from `model_dir`."""
+    import app
     from mmgpt.engine import Engine
     from mmgpt.presets import PRESETS
 
     preset = dataclasses.replace(PRESETS[PRESET], source=str(model_dir))
-    return Engine(max_loaded=max_loaded, device="cpu", timeout_s=600, presets={**PRESETS, PRESET: preset})
+    return Engine(max_loaded=max_loaded, device="cpu", timeout_s=600, presets={**PRESETS, PRESET: preset},
+                  batching=batching, threads=app.TORCH_THREADS)
 
 
 def random_checkpoint(directory: Path, smoke: bool) -> Path:
@@ -248,8 +251,9 @@ def child_env(**extra) -> dict:
 class AppServer:
     """`python app.py` (or `python -m benchmarks.serve --model DIR` for any other checkpoint) on a free port."""
 
-    def __init__(self, model_dir: Path, log_path: Path):
+    def __init__(self, model_dir: Path, log_path: Path, env: dict[str, str] | None = None):
         self.model_dir = model_dir
+        self.env = env or {}  # settings for the app (MMGPT_*), on top of this process's environment
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         if model_dir.resolve() == SHIPPED_MODEL.resolve():
@@ -263,7 +267,7 @@ class AppServer:
     def start(self) -> AppServer:
         """Start the process and return once it answers HTTP 200; `ready_at - started_at` is the cold start."""
         env = child_env(GRADIO_SERVER_PORT=str(self.port), GRADIO_SERVER_NAME="127.0.0.1",
-                        MMGPT_LOG_LEVEL="WARNING")
+                        MMGPT_LOG_LEVEL="WARNING", **self.env)
         log = open(self.log_path, "ab")
         self.started_at = time.perf_counter()
         self.process = subprocess.Popen(self.command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)

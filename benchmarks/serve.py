@@ -25,7 +25,8 @@ def main(argv=None):
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     preset = dataclasses.replace(PRESETS[PRESET], source=str(args.model.resolve()))
     engine = Engine(max_loaded=app.MAX_LOADED_MODELS, timeout_s=app.GENERATION_TIMEOUT_S,
-                    presets={**PRESETS, PRESET: preset})
+                    presets={**PRESETS, PRESET: preset}, batching=app.BATCHING,
+                    threads=app.TORCH_THREADS)
     app.build_demo(engine).launch(**app.launch_kwargs())
 
 

@@ -2,7 +2,8 @@
 
 Same loaded model, same prompt, same decoding settings (greedy, `generation_kwargs`), same fixed token count
 (`min_new_tokens = max_new_tokens`). Both timings cover preparing the inputs and generating; the engine's also
-cover its worker thread, the streamer's decoding of every token and the hand-off of updates to the caller.
+cover its worker thread, its decoding loop (the request alone in its model's batch thread: `engine/batching.py`),
+the streamer's decoding of every token and the hand-off of updates to the caller.
 Both generate in a thread that ends with the call, as the engine's workers do, so that neither leaves an OpenMP
 team behind that slows the other (see `common.off_main_thread`).
 """

@@ -43,7 +43,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
@@ -448,21 +448,6 @@ def image_maps_from(result: _Pass, words) -> list[WordMap]:
 def audio_curves_from(result: _Pass, words) -> list[WordCurve]:
     return [WordCurve(word, weights, result.seconds_per_step, indices)
             for word, indices, weights in _word_weights(result, words, "audio")]
-
-
-def mean_token_probability(output, skip: Collection[int] = ()) -> float | None:
-    """The mean probability the model gave the tokens it wrote, from what `generate(..., output_logits=True,
-    return_dict_in_generate=True)` returned for one request: softmax of each step's raw logits (temperature 1, as
-    `TokenInfo.prob`) at the token chosen. Tokens in `skip` (end-of-text, other special tokens) are left out; None
-    when no token is left."""
-    steps = len(output.logits or ())
-    if not steps:
-        return None
-    chosen = output.sequences[0, -steps:]  # (T,)
-    logits = torch.stack([step[0] for step in output.logits]).float()  # (T, V)
-    probabilities = logits.softmax(-1).gather(1, chosen[:, None].to(logits.device))[:, 0]
-    kept = torch.tensor([int(token) not in skip for token in chosen.tolist()], device=probabilities.device)
-    return float(probabilities[kept].mean()) if bool(kept.any()) else None
 
 
 # --- public entry points ------------------------------------------------------------------------------------------

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 from PIL import Image
 
@@ -35,11 +33,15 @@ def spectrogram_image(waveform: np.ndarray) -> Image.Image:
     axes.set_xlabel("time (s)")
     axes.set_ylabel("frequency (Hz)")
     figure.colorbar(shown, ax=axes, label="log power", pad=0.01)
+    return figure_image(figure)
 
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    buffer.seek(0)
-    return Image.open(buffer).convert("RGB")
+
+def figure_image(figure) -> Image.Image:
+    """An Agg-backed matplotlib `figure` as an RGB picture, read straight from its canvas: the same pixels as
+    saving it as PNG and reading that back, at half the CPU (the app encodes the picture once more to send it)."""
+    canvas = figure.canvas
+    canvas.draw()
+    return Image.frombuffer("RGBA", canvas.get_width_height(), canvas.buffer_rgba()).convert("RGB")
 
 
 def _pool_columns(features: np.ndarray, max_columns: int) -> np.ndarray:

@@ -243,6 +243,47 @@ _TABLE: dict[str, tuple[str, str]] = {
     "settings_invalid": ("A generation setting is out of range: {detail}.", "生成设置超出范围：{detail}。"),
     "request_invalid": ("{detail}", "请求无效：{detail}"),
     "generation_timeout": ("{detail}", "生成超过了 {seconds} 秒的时间上限，已经停止。请减少生成的 token 数，或选择更小的模型。"),
+    # --- remote presets (mmgpt.remote): models on an OpenAI-compatible server ------------------------------------
+    "remote_unreachable": ("Model {preset} could not reach its server at {host} ({reason}). Check that the server "
+                           "is running and that the preset's base_url is right.",
+                           "模型 {preset} 连不上它的服务器 {host}（{reason}）。请检查服务器是否在运行，"
+                           "以及预设的 base_url 是否正确。"),
+    "remote_key_missing": ("Model {preset} needs an API key in the environment variable {variable}, which is not "
+                           "set. Set it and restart the app.",
+                           "模型 {preset} 需要环境变量 {variable} 中的 API 密钥，但这个变量没有设置。请设置后重启应用。"),
+    "remote_key_refused": ("The server of model {preset} refused the API key from {variable} (HTTP {status}: "
+                           "{reason}). Check the key.",
+                           "模型 {preset} 的服务器拒绝了来自 {variable} 的 API 密钥（HTTP {status}：{reason}）。"
+                           "请检查密钥。"),
+    "remote_key_needed": ("The server of model {preset} asks for an API key (HTTP {status}: {reason}). Name the "
+                          "environment variable that holds it in the preset's api_key_env.",
+                          "模型 {preset} 的服务器要求 API 密钥（HTTP {status}：{reason}）。"
+                          "请在预设的 api_key_env 中写明存放密钥的环境变量。"),
+    "remote_not_found": ("The server of model {preset} answered HTTP 404 ({reason}). Check the preset's base_url "
+                         "(it usually ends in /v1) and its model name.",
+                         "模型 {preset} 的服务器返回 HTTP 404（{reason}）。请检查预设的 base_url（通常以 /v1 结尾）"
+                         "和模型名称。"),
+    "remote_http_error": ("The server of model {preset} answered HTTP {status}: {reason}",
+                          "模型 {preset} 的服务器返回 HTTP {status}：{reason}"),
+    "remote_lost": ("The connection to the server of model {preset} broke off mid-answer ({reason}), so the answer "
+                    "is incomplete. Try again.",
+                    "与模型 {preset} 的服务器的连接在回答中途断开（{reason}），回答不完整。请重试。"),
+    "remote_error_event": ("The server of model {preset} reported an error mid-answer: {reason}",
+                           "模型 {preset} 的服务器在回答中途报告了错误：{reason}"),
+    "remote_malformed": ("The server of model {preset} sent an event that is not OpenAI-compatible ({reason}). "
+                         "Check that the preset's base_url points at an OpenAI-compatible API.",
+                         "模型 {preset} 的服务器发来了不符合 OpenAI 兼容格式的事件（{reason}）。"
+                         "请检查预设的 base_url 是否指向 OpenAI 兼容的 API。"),
+    "remote_malformed_transcript": ("The server of model {preset} streamed the transcript in a format that is not "
+                                    "OpenAI's ({reason}). Set stream_transcription = false for this preset.",
+                                    "模型 {preset} 的服务器以非 OpenAI 格式流式发送转写结果（{reason}）。"
+                                    "请为这个预设设置 stream_transcription = false。"),
+    "remote_setting_dropped": ("The server of model {preset} does not take the setting {setting}, so it was not "
+                               "applied.",
+                               "模型 {preset} 的服务器不支持设置 {setting}，因此这个设置没有生效。"),
+    "remote_no_maps": ("{preset} runs on a remote server, which does not give what the model saw (where it looked, "
+                       "how sure it was of each token).",
+                       "{preset} 运行在远程服务器上，远程服务器不提供模型看到了什么（看向哪里、对每个 token 有多确定）。"),
     "error_title": ("Error", "出错了"),
     "warning_title": ("Note", "提示"),
     "server_error": ("Something went wrong on the server; try again.", "服务器出错了，请重试。"),

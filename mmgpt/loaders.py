@@ -1,7 +1,8 @@
 """Load a preset's checkpoint and turn requests into `generate()` inputs: one adapter per loader kind.
 
 Everything model-family-specific lives here, so the engine only sees the `ModelAdapter` protocol. Every kind
-loads through `from_pretrained(location)`, whether the location is a Hub id or a local directory.
+loads through `from_pretrained(location)`, whether the location is a Hub id or a local directory, except
+"whisper-ct2", which converts the CTranslate2 weights of a pinned pip package (`mmgpt.whisper_ct2`).
 """
 
 import logging
@@ -27,8 +28,9 @@ from transformers import (
     WhisperProcessor,
 )
 
+from . import whisper_ct2
 from .audio import SAMPLE_RATE
-from .presets import OFFLINE_DEFAULT, TEXT_TASKS_BY_LOADER, Preset
+from .presets import OFFLINE_DEFAULT, PIP_SOURCE, TEXT_TASKS_BY_LOADER, Preset
 from .requests import AskRequest, AudioRequest, ImageRequest, TextRequest
 
 logger = logging.getLogger(__name__)
@@ -250,8 +252,27 @@ class WhisperAdapter:
     def load(cls, location: str, device: str, dtype: torch.dtype):
         processor = WhisperProcessor.from_pretrained(location, **_pretrained_kwargs())
         model = WhisperForConditionalGeneration.from_pretrained(location, dtype=dtype, **_pretrained_kwargs())
+        return cls.serving(model.to(device), processor)
+
+    @classmethod
+    def load_ct2(cls, location: str, device: str, dtype: torch.dtype):
+        """Whisper from the CTranslate2 weights of the pip package `location` names ("pip:NAME==VERSION", the one
+        `whisper_ct2` pins), checked against their digest; on a CPU its Linear layers run in int8."""
+        pinned = f"{whisper_ct2.PACKAGE}=={whisper_ct2.PACKAGE_VERSION}"
+        if location != PIP_SOURCE + pinned:
+            raise ValueError(f"the whisper-ct2 loader reads {PIP_SOURCE}{pinned}, not {location!r}")
+        try:
+            model, processor = whisper_ct2.load_whisper(dtype=dtype)
+        except whisper_ct2.WeightsUnavailableError as exc:
+            raise PresetUnavailableError(str(exc)) from exc
+        if torch.device(device).type == "cpu":
+            model = whisper_ct2.quantized_for_cpu(model)
+        return cls.serving(model.to(device), processor)
+
+    @classmethod
+    def serving(cls, model, processor) -> "WhisperAdapter":
         seconds = processor.feature_extractor.n_samples / processor.feature_extractor.sampling_rate
-        return cls(processor.tokenizer, model.to(device).eval(), processor, max_audio_seconds=seconds)
+        return cls(processor.tokenizer, model.eval(), processor, max_audio_seconds=seconds)
 
     def prepare(self, request) -> dict:
         _expect(request, AudioRequest, type(self).__name__)
@@ -386,6 +407,7 @@ ADAPTERS: dict[str, Callable[[str, str, torch.dtype], ModelAdapter]] = {
     "vision-encoder-decoder": VisionEncoderDecoderAdapter.load,
     "blip": BlipAdapter.load,
     "whisper": WhisperAdapter.load,
+    "whisper-ct2": WhisperAdapter.load_ct2,
     "vlm": VisionLanguageAdapter.load,
 }
 assert set(TEXT_TASKS_BY_LOADER) <= set(ADAPTERS)

@@ -12,14 +12,13 @@ and for the text tab:
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
 from .audio import HOP_LENGTH, N_MELS, SAMPLE_RATE, log_mel_spectrogram
-from .figures import DPI, MAX_COLUMNS, _mel_ticks, _pool_columns
+from .figures import DPI, MAX_COLUMNS, _mel_ticks, _pool_columns, figure_image
 
 DISPLAY_PIXELS = 256  # longest side of a heatmap overlay; scenes are 64x64, so they show 4x
 HEATMAP_ALPHA = 0.6  # opacity of the heatmap where attention is highest; it fades out where attention is low
@@ -100,10 +99,7 @@ def spectrogram_with_attention(audio: np.ndarray, curve: np.ndarray | None = Non
         attention.set_ylabel("attention")
         attention.set_xlabel("time (s)")
         attention.set_title(f"“{word}” peaks at {peak:.2f} s" if word else f"peak at {peak:.2f} s", fontsize=9)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png")
-    buffer.seek(0)
-    return Image.open(buffer).convert("RGB")
+    return figure_image(figure)
 
 
 def confidence_category(prob: float) -> str:

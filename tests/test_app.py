@@ -83,7 +83,7 @@ STREAMING_PRESETS = [RANDOM_PRESET, pytest.param("mmgpt-tiny", marks=needs_train
 
 def fewest_states(preset: str) -> int:
     """How many distinct texts a whole answer streams at least. The random model's 128 tokens take about a second,
-    many update intervals (`mmgpt.engine.UPDATE_INTERVAL_S`); mmgpt-tiny writes a caption in about one, so it
+    many update intervals (`mmgpt.engine.streaming.UPDATE_INTERVAL_S`); mmgpt-tiny writes a caption in about one, so it
     shows its first token at once and then the rest."""
     return 3 if preset == RANDOM_PRESET else 2
 

@@ -34,10 +34,14 @@ OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISAB
 
 @pytest.fixture(autouse=True)
 def offline_defaults(monkeypatch):
-    """The offline default preset (mmgpt-tiny) whatever the environment running the tests says."""
+    """The offline default preset (mmgpt-tiny) whatever the environment running the tests says, and whether or not
+    the pip package of whisper-tiny.en (the audio default where it is installed) is."""
+    from mmgpt import presets
+
     for task in ("IMAGE", "AUDIO", "TEXT"):
         monkeypatch.delenv(f"MMGPT_DEFAULT_{task}", raising=False)
     monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.setattr(presets, "pip_installed", lambda requirement: False)
 
 
 @pytest.fixture(scope="module")

@@ -13,8 +13,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 from transformers.utils import logging as hf_logging
 
-from mmgpt import engine as engine_module
 from mmgpt import loaders
+from mmgpt.engine import cache, segments, streaming
 from mmgpt.engine import (
     Engine,
     GenerationParams,
@@ -62,9 +62,10 @@ def tiny_presets(directory, *names: str) -> dict[str, Preset]:
     return {name: Preset(name, ("text",), "causal-lm", str(directory), "tiny test GPT-2", 1) for name in names}
 
 
-@pytest.fixture
-def engine(gpt2_dir):
-    return Engine(device="cpu", timeout_s=30, presets=tiny_presets(gpt2_dir, "tiny"))
+@pytest.fixture(params=[True, False], ids=["batched", "on its own"])
+def engine(gpt2_dir, request):
+    """Requests share decoding steps (the default), or each decodes on its own (models that cannot batch)."""
+    return Engine(device="cpu", timeout_s=30, presets=tiny_presets(gpt2_dir, "tiny"), batching=request.param)
 
 
 def spy_on_forward(model, delay_s: float = 0.0, fail_on_call: int | None = None):
@@ -94,13 +95,13 @@ def final_update(updates):
 
 
 def test_loads_once_when_eight_threads_ask_at_once(engine, monkeypatch):
-    real_load = engine_module.load_adapter
+    real_load = cache.load_adapter
 
     def slow_load(*args):
         time.sleep(0.3)  # wide window for the other seven threads to pile in
         return real_load(*args)
 
-    monkeypatch.setattr(engine_module, "load_adapter", slow_load)
+    monkeypatch.setattr(cache, "load_adapter", slow_load)
     barrier = threading.Barrier(8)
     adapters = []
 
@@ -119,7 +120,7 @@ def test_loads_once_when_eight_threads_ask_at_once(engine, monkeypatch):
 
 def test_a_slow_load_does_not_block_loading_another_preset(gpt2_dir, monkeypatch):
     engine = Engine(device="cpu", presets=tiny_presets(gpt2_dir, "slow", "fast"))
-    real_load = engine_module.load_adapter
+    real_load = cache.load_adapter
     release = threading.Event()
 
     def load(preset, *args):
@@ -127,7 +128,7 @@ def test_a_slow_load_does_not_block_loading_another_preset(gpt2_dir, monkeypatch
             release.wait(10)
         return real_load(preset, *args)
 
-    monkeypatch.setattr(engine_module, "load_adapter", load)
+    monkeypatch.setattr(cache, "load_adapter", load)
     slow = threading.Thread(target=engine.load, args=("slow",))
     slow.start()
     try:
@@ -253,7 +254,7 @@ def test_the_streamer_holds_back_a_character_cut_across_tokens():
     text = "Ünïcode: 你好, 世界 😀 done"
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     assert len(ids) > len(text)  # several characters take several tokens
-    streamer = engine_module._TokenStreamer(tokenizer, timeout=1.0)
+    streamer = streaming.TokenStreamer(tokenizer, timeout=1.0)
     streamer.put(torch.tensor([[0, 0]]))  # the prompt: skipped
     for token in ids:
         streamer.put(torch.tensor([token]))
@@ -272,9 +273,9 @@ def test_the_streamer_does_not_hold_back_invalid_bytes_for_ever():
 
     tokenizer = train_tokenizer(["plain ascii words only"], vocab_size=300)
     stray = tokenizer("é", add_special_tokens=False)["input_ids"][-1]  # é's second byte: invalid on its own
-    streamer = engine_module._TokenStreamer(tokenizer, timeout=1.0)
+    streamer = streaming.TokenStreamer(tokenizer, timeout=1.0)
     streamer.put(torch.tensor([[0]]))  # the prompt
-    for _ in range(3 * engine_module.HOLD_BACK_TOKENS):
+    for _ in range(3 * streaming.HOLD_BACK_TOKENS):
         streamer.put(torch.tensor([stray]))
     assert streamer.text_queue.qsize() == 3  # released every HOLD_BACK_TOKENS tokens, not only at the end
 
@@ -287,6 +288,19 @@ def test_tokens_faster_than_the_update_interval_go_out_together(tmp_path):
     assert [(len(u.text), u.tokens, u.done) for u in updates] == [(1, 1, False), (16, 16, False), (16, 16, True)]
 
 
+def test_many_open_streams_stretch_every_streams_update_interval(engine):
+    pacing = streaming.UpdatePacing(0.02)
+    for streams, interval in [(0, 0.02), (1, 0.02), (2, 0.02), (4, 0.04), (8, 0.08), (16, 0.16)]:
+        pacing.streams = streams
+        assert pacing.interval_s() == pytest.approx(interval)
+    stream = engine.stream("tiny", PROMPT, GenerationParams(max_new_tokens=LONG))
+    next(stream)
+    assert engine.pacing.streams == 1
+    stream.close()
+    list(engine.stream("tiny", PROMPT, GenerationParams(max_new_tokens=4)))
+    assert engine.pacing.streams == 0  # counted while open, however they end
+
+
 def test_coalesced_releases_end_on_whole_characters(monkeypatch):
     from mmgpt.model.processing_mmgpt import train_tokenizer
 
@@ -294,8 +308,8 @@ def test_coalesced_releases_end_on_whole_characters(monkeypatch):
     text = "Ünïcode: 你好, 世界 😀 done"
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     clock = iter(range(10_000))
-    monkeypatch.setattr(engine_module.time, "perf_counter", lambda: next(clock))  # one tick per token
-    streamer = engine_module._TokenStreamer(tokenizer, timeout=1.0, min_interval_s=4.5)  # a release every 5 ticks
+    monkeypatch.setattr(streaming.time, "perf_counter", lambda: next(clock))  # one tick per token
+    streamer = streaming.TokenStreamer(tokenizer, timeout=1.0, min_interval_s=4.5)  # a release every 5 ticks
     streamer.put(torch.tensor([[0, 0]]))  # the prompt
     for token in ids:
         streamer.put(torch.tensor([token]))
@@ -341,7 +355,7 @@ def test_a_prompt_longer_than_the_context_keeps_its_end_and_says_so(engine, max_
     assert f"最后 {kept} 个" in note.text("zh-CN")  # the app shows it in the page's language
     assert all(update.notes == (note,) for update in updates)  # the first update already says it
     adapter = engine.load("tiny")
-    inputs, _ = engine_module.fit_to_context(adapter, request, max_new_tokens)
+    inputs, _ = segments.fit_to_context(adapter, request, max_new_tokens)
     expected = adapter.tokenizer(request.prompt, return_tensors="pt")["input_ids"][0, -kept:]
     assert torch.equal(inputs["input_ids"][0], expected)
 
@@ -420,8 +434,9 @@ def test_closing_the_generator_ends_the_worker_thread(engine):
     next(stream)
     next(stream)
     stream.close()  # what Gradio does when the browser tab goes away
-    (worker,) = spy["threads"]
-    assert worker.name.startswith("mmgpt-generate") and not worker.is_alive()
+    # the request's thread (its prefill), and the model's batch thread (its decoding steps) if it batches: all gone
+    assert len(spy["threads"]) == (2 if engine.batching else 1)
+    assert all(t.name.startswith("mmgpt-generate") and not t.is_alive() for t in spy["threads"])
     calls = spy["calls"]
     time.sleep(0.05)
     assert spy["calls"] == calls < LONG

@@ -65,7 +65,7 @@ CONTENT_WEIGHTS = {"caption": 0.25, "phrase": 0.25, "question": 0.2, "number": 0
 PHRASE_TEMPLATES = (
     "a {colour} {shape}", "{colour} {shape}", "a {shape} that is {colour}", "the {colour} {shape}",
     "a {size} {colour} {shape}", "{size} {colour} {shape}", "a {size} {shape}", "the {shape} is {colour}",
-    "{count} {colour} {shape}s", "{count} {shape}s", "there is a {colour} {shape}", "i see a {colour} {shape}",
+    "{count} {colour} {shapes}", "{count} {shapes}", "there is a {colour} {shape}", "i see a {colour} {shape}",
     "{colour}", "{shape}", "a {shape}", "{colour} and {colour2}", "a {colour} {shape} and a {colour2} {shape2}",
     "draw a {colour} {shape}", "show me the {colour} {shape}", "it is {colour}", "it is a {shape}",
 )
@@ -211,7 +211,10 @@ def free_phrase(rng: random.Random) -> str:
 
     colour, colour2 = rng.sample(tuple(COLOURS), 2)
     shape, shape2 = rng.sample(SHAPES, 2)
+    from .questions import plural
+
     return rng.choice(PHRASE_TEMPLATES).format(colour=colour, colour2=colour2, shape=shape, shape2=shape2,
+                                               shapes=plural(shape),
                                                size=rng.choice(tuple(SIZES)), count=rng.choice(COUNT_WORDS))
 
 

@@ -31,7 +31,7 @@ logger = logging.getLogger("mmgpt.app")
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = ROOT / "assets" / "examples"
-HEARTBEAT_S = 0.25  # a handler yields at least this often, so that Stop can close it (see `responsive`)
+HEARTBEAT_S = 0.25  # a handler yields at least this often, so that Stop can close it (see `ResponsiveUpdates`)
 PUMP_JOIN_S = 5.0  # how long a closed handler waits for its engine stream to wind down
 
 I18N = make_i18n()
@@ -131,17 +131,19 @@ def stream_text(engine: Engine, preset: str, request, params: GenerationParams, 
     updates = engine.stream(preset, request, params, cancel)  # refuses a wrong preset or task before anything runs
     started = time.perf_counter()
     text, stats, shown, last = "", stats_line(None, lang, seed), 0, None
-    yield (text, stats, *extra)
-    for update in responsive(updates, cancel):
-        if update is None:  # nothing new yet
-            if not text:
-                stats = stats_line(None, lang, seed, waited_s=time.perf_counter() - started)
-        else:
-            text, stats, last = update.text, stats_line(update, lang, seed), update
-            if warn_notes:
-                warn(update.notes[shown:], lang)
-            shown = len(update.notes)
+    # generation starts here, before the first yield, not after Gradio has sent the empty first update
+    with closing(ResponsiveUpdates(updates, cancel)) as pending:
         yield (text, stats, *extra)
+        for update in pending:
+            if update is None:  # nothing new yet
+                if not text:
+                    stats = stats_line(None, lang, seed, waited_s=time.perf_counter() - started)
+            else:
+                text, stats, last = update.text, stats_line(update, lang, seed), update
+                if warn_notes:
+                    warn(update.notes[shown:], lang)  # e.g. the prompt was trimmed to fit the model
+                shown = len(update.notes)
+            yield (text, stats, *extra)
     return text, stats, last
 
 
@@ -157,45 +159,69 @@ def relay(stream: Iterator, shape: Callable) -> Iterator:
             yield shape(*item)
 
 
-def responsive(updates: Iterator[StreamUpdate], cancel: threading.Event) -> Iterator[StreamUpdate | None]:
-    """Iterate `updates` on a helper thread and yield None every HEARTBEAT_S while none arrives.
+class ResponsiveUpdates:
+    """Iterate `updates` on a helper thread, started at once; yield None every HEARTBEAT_S while none arrives.
 
     Gradio stops a generator (Stop button, closed tab) by closing it, which can only happen between two yields.
     The engine's stream blocks while a model loads and while a token has not completed a character,
-    so it is pumped from here instead: this generator yields at least every HEARTBEAT_S, and closing it sets
-    `cancel`, which ends the engine's worker within one decoding step.
-    """
-    mailbox: queue.Queue = queue.Queue()
+    so it is pumped from here instead: iterating yields at least every HEARTBEAT_S, and `close()` (also on
+    leaving the iteration early) sets `cancel`, which ends the engine's worker within one decoding step.
 
-    def pump():
+    When Gradio falls behind (it sends each update to the browser before asking for the next), the updates
+    that queued up meanwhile go out as one, the newest: each holds all the text so far, so nothing is lost, and a
+    busy server sends fewer, larger updates instead of a backlog.
+    """
+
+    def __init__(self, updates: Iterator[StreamUpdate], cancel: threading.Event):
+        self._updates, self._cancel = updates, cancel
+        self._mailbox: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, name="mmgpt-stream-pump", daemon=True)
+        self._thread.start()
+
+    def _pump(self):
         try:
-            with closing(updates):
-                for update in updates:
-                    mailbox.put(update)
-                    if cancel.is_set():
+            with closing(self._updates):
+                for update in self._updates:
+                    self._mailbox.put(update)
+                    if self._cancel.is_set():
                         break
         except BaseException as exc:  # re-raised in the handler's thread, where user_facing_errors words it
-            mailbox.put(exc)
+            self._mailbox.put(exc)
         finally:
-            mailbox.put(_DONE)
+            self._mailbox.put(_DONE)
 
-    thread = threading.Thread(target=pump, name="mmgpt-stream-pump", daemon=True)
-    thread.start()
-    try:
-        while True:
-            try:
-                item = mailbox.get(timeout=HEARTBEAT_S)
-            except queue.Empty:
-                yield None
-                continue
-            if item is _DONE:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        cancel.set()  # Stop, a closed tab, an error: the worker stops within one decoding step
-        thread.join(timeout=PUMP_JOIN_S)
+    def __iter__(self) -> Iterator[StreamUpdate | None]:
+        try:
+            held = None  # an item that came after an update, kept for the next turn
+            while True:
+                if held is not None:
+                    item, held = held, None
+                else:
+                    try:
+                        item = self._mailbox.get(timeout=HEARTBEAT_S)
+                    except queue.Empty:
+                        yield None
+                        continue
+                while isinstance(item, StreamUpdate):  # the newest of the updates waiting
+                    try:
+                        newer = self._mailbox.get_nowait()
+                    except queue.Empty:
+                        break
+                    if not isinstance(newer, StreamUpdate):
+                        held = newer
+                        break
+                    item = newer
+                if item is _DONE:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            self.close()
+
+    def close(self):
+        self._cancel.set()  # Stop, a closed tab, an error: the worker stops within one decoding step
+        self._thread.join(timeout=PUMP_JOIN_S)
 
 
 _DONE = object()
