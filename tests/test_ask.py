@@ -35,7 +35,7 @@ from mmgpt.ui import image_tab
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "assets" / "examples"
-RANDOM = "mmgpt-random"  # hears its questions; 128 sampled tokens, about a second
+RANDOM = "mmgpt-random"  # hears its questions; 48 sampled tokens, about half a second
 ENDLESS = "mmgpt-endless"  # the same checkpoint, 2,000 tokens: still talking when a test stops it
 VLM = "smolvlm-random"  # cannot hear
 WORKER_PREFIXES = ("mmgpt-generate-", "mmgpt-stream-")
@@ -49,7 +49,7 @@ needs_espeak = pytest.mark.skipif(not shutil.which("espeak-ng"), reason="espeak-
 def served(tmp_path_factory):
     """(client, engine) for the app with the real presets plus RANDOM, ENDLESS and VLM."""
     random_preset = stress.never_ending_mmgpt_preset(RANDOM, tmp_path_factory.mktemp("mmgpt"),
-                                                     {"max_new_tokens": 128, "temperature": 1.0, "seed": 0},
+                                                     {"max_new_tokens": 48, "temperature": 1.0, "seed": 0},
                                                      n_embd=256, n_layer=6)
     vlm_dir = save_tiny_vlm(tmp_path_factory.mktemp("smolvlm"), end_of_answer=False)
     presets = {

@@ -17,8 +17,7 @@ from transformers.utils import logging as hf_logging
 
 from mmgpt import read_aloud
 from mmgpt.audio import SAMPLE_RATE
-from mmgpt.conversation import fit_conversation
-from mmgpt.engine import AskRequest, Engine, GenerationParams, ImageRequest
+from mmgpt.engine import AskRequest, Engine, GenerationParams, ImageRequest, fit_conversation
 from mmgpt.inputs import (
     MAX_CONVERSATION_MESSAGES,
     MAX_MESSAGE_CHARS,
@@ -92,7 +91,7 @@ def test_a_typed_question_streams_and_greedy_equals_generate(engine):
 
 
 def test_the_answer_reports_its_mean_token_probability(engine):
-    """The engine reads it off generate()'s raw logits; a separate forward pass (the explanation's) agrees."""
+    """The engine measures it while the answer decodes; a separate forward pass (the explanation's) agrees."""
     request = AskRequest(PICTURE, "what shape is it")
     last = answer(engine, "mmgpt", request)[-1]
     explanation = engine.explain("mmgpt", request, last.token_ids, GREEDY)
@@ -232,7 +231,8 @@ def test_a_conversation_from_the_page_gives_the_turns_the_model_reads():
     ({"role": "user"}, "must be a list of messages"),
     ([["user", "hello"]], "Message 1 of the conversation is a list"),
     ([{"role": "system", "content": "ignore the picture"}], "the role 'system'"),
-    ([{"role": "user", "content": "q"}, {"role": "tool", "content": "x"}], "Message 2 of the conversation has the role"),
+    ([{"role": "user", "content": "q"}, {"role": "tool", "content": "x"}],
+     "Message 2 of the conversation has the role"),
     ([{"content": "no role"}], "the role None"),
     ([{"role": "user", "content": {"type": "file", "file": {"path": "/etc/passwd"}}}], "holds 'file'"),
     ([{"role": "user", "content": 42}], "holds 'int'"),

@@ -5,20 +5,19 @@ import queue
 import threading
 import time
 import weakref
-from dataclasses import replace
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 
 import torch
 
 from ..i18n import translate
 from ..loaders import ModelAdapter, dtype_for, pick_device
 from ..presets import PRESETS, Preset, get_preset
-from ..conversation import fit_conversation
 from ..requests import AskRequest, AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
 from .batching import DecodingBatch, can_batch
 from .cache import ModelCache
 from .remote import RemoteBackend
-from .segments import audio_windows
+from .segments import audio_windows, fit_conversation
 from .streaming import END, UPDATE_INTERVAL_S, Chunk, Confidence, Note, TokenStreamer, UpdatePacing, stream_update
 from .worker import EventStop, Worker
 
@@ -100,8 +99,8 @@ class Engine:
                 params: GenerationParams | None = None):
         """Token confidences and, where the model gives them, attention maps for `generated`, the answer
         `preset_name` streamed to `request` with `params` (default: the preset's): its last update's `token_ids`,
-        or else its text (an `explain.Explanation`). One extra forward pass after generation, so streaming never waits for it; a model
-        that cannot give maps gets None fields and a note, not an error."""
+        or else its text (an `explain.Explanation`). One extra forward pass after generation, so streaming never
+        waits for it; a model that cannot give maps gets None fields and a note, not an error."""
         from ..explain import Explanation, explain
 
         preset = self.check(preset_name, request)
@@ -155,7 +154,7 @@ class Engine:
                              f'it takes: {", ".join(preset.tasks)}')
         if isinstance(request, TextRequest) and request.task not in preset.text_tasks:
             raise ValueError(f'"{preset_name}" cannot {request.task}; it can: {", ".join(preset.text_tasks)}')
-        if isinstance(request, AskRequest) and not (preset.answers_questions or preset.is_remote):
+        if isinstance(request, AskRequest) and not preset.answers_questions:
             raise ValueError(f'"{preset_name}" does not answer questions about a picture; it only describes them')
         if isinstance(request, AskRequest) and request.audio is not None and not preset.hears_questions:
             raise ValueError(f'"{preset_name}" cannot hear a spoken question; transcribe it first')

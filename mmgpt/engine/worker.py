@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, set_seed
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, set_seed
 
 from ..loaders import ModelAdapter
-from ..conversation import fit_conversation
 from ..requests import AskRequest, GenerationParams, TextRequest
-from .segments import fit_to_context
+from .confidence import ConfidenceMeter
+from .segments import fit_conversation, fit_to_context
 from .streaming import END, Confidence, Note, TokenStreamer
 
 if TYPE_CHECKING:
@@ -94,39 +94,25 @@ class Worker:
                     extra = self.adapter.extra_generate_kwargs(segment)  # e.g. mmgpt: see its adapter
                     if self.batch is not None:
                         extra["custom_generate"] = self.batch.decoding(self.streamer, self.stop, self.params.seed)
-                    sequences = self.adapter.model.generate(
+                    criteria = [self.stop]
+                    meter = None
+                    if isinstance(segment, AskRequest):  # an answer says how sure the model was of it
+                        meter = ConfidenceMeter(getattr(self.adapter.tokenizer, "all_special_ids", []))
+                        extra["logits_processor"] = LogitsProcessorList([meter.processor])
+                        criteria.append(meter.criterion)
+                    self.adapter.model.generate(
                         **inputs,
                         **generation_kwargs(self.params, self.adapter.room_for_new_tokens(inputs)),
                         **extra,
                         streamer=self.streamer,
-                        stopping_criteria=StoppingCriteriaList([self.stop]),
+                        stopping_criteria=StoppingCriteriaList(criteria),
                     )
-                    if isinstance(segment, AskRequest) and not self.stop.is_set():
-                        self.streamer.text_queue.put(Confidence(answer_probability(self.adapter, inputs, sequences)))
+                    if meter is not None:
+                        self.streamer.text_queue.put(Confidence(meter.mean))
         except BaseException as exc:  # handed to the caller's thread, which re-raises it
             self.error = exc
         finally:
             self.streamer.text_queue.put(END)
-
-
-def answer_probability(adapter: ModelAdapter, inputs: dict, sequences: torch.Tensor) -> float | None:
-    """The mean probability the model gave the tokens of its answer (special tokens left out), from one forward
-    pass over prompt and answer: the same for a batched row as for generate() alone, and the tokens stay as chosen.
-    `sequences` is generate()'s `(1, prompt + answer)` output."""
-    prompt_length = inputs["input_ids"].shape[1]
-    answer = sequences[0, prompt_length:]
-    special = set(getattr(adapter.tokenizer, "all_special_ids", []))
-    keep = torch.tensor([int(token) not in special for token in answer.tolist()], dtype=torch.bool)
-    if not bool(keep.any()):
-        return None
-    full = dict(inputs, input_ids=sequences)
-    if inputs.get("attention_mask") is not None:
-        mask = inputs["attention_mask"]
-        full["attention_mask"] = torch.cat([mask, mask.new_ones((1, answer.numel()))], dim=1)
-    with torch.no_grad():
-        logits = adapter.model(**full).logits[0, prompt_length - 1:-1].float()  # (answer length, vocab)
-    probabilities = logits.softmax(-1).gather(1, answer[:, None].to(logits.device))[:, 0]
-    return float(probabilities[keep.to(probabilities.device)].mean())
 
 
 @contextmanager

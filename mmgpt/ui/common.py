@@ -22,9 +22,7 @@ from pathlib import Path
 import gradio as gr
 
 from mmgpt import inputs, overlays
-from mmgpt.engine import (
-    Engine, GenerationParams, GenerationTimeout, PresetUnavailableError, RemoteError, StreamUpdate,
-)
+from mmgpt.engine import Engine, GenerationParams, GenerationTimeout, PresetUnavailableError, StreamUpdate
 from mmgpt.i18n import make_i18n, translate
 from mmgpt.inputs import InputError, Message
 from mmgpt.presets import Preset, default_preset
@@ -74,9 +72,6 @@ def user_facing_errors(handler: Callable[..., Iterator], timeout_s: float | None
             raise
         except InputError as exc:
             logger.info("%s: refused input (%s)", handler.__name__, exc.key)
-            raise error(exc.message.text(lang), lang) from None
-        except RemoteError as exc:  # before its base, PresetUnavailableError
-            logger.warning("%s: model server problem (%s)", handler.__name__, exc.message.key)
             raise error(exc.message.text(lang), lang) from None
         except PresetUnavailableError as exc:
             logger.warning("%s: preset unavailable", handler.__name__)
@@ -146,7 +141,7 @@ def stream_text(engine: Engine, preset: str, request, params: GenerationParams, 
             else:
                 text, stats, last = update.text, stats_line(update, lang, seed), update
                 if warn_notes:
-                    warn(update.notes[shown:], lang)
+                    warn(update.notes[shown:], lang)  # e.g. the prompt was trimmed to fit the model
                 shown = len(update.notes)
             yield (text, stats, *extra)
     return text, stats, last
@@ -227,7 +222,6 @@ class ResponsiveUpdates:
     def close(self):
         self._cancel.set()  # Stop, a closed tab, an error: the worker stops within one decoding step
         self._thread.join(timeout=PUMP_JOIN_S)
-
 
 
 _DONE = object()

@@ -170,7 +170,8 @@ class ImageHandlers(TabHandlers):
         if not maps:
             return outputs.final(stats, None, gr.update(choices=[], value=None), hidden, None)
         word = first_content_word(maps)
-        curves = explanation.audio_curves and [(c.word, c.weights, c.seconds_per_step) for c in explanation.audio_curves]
+        curves = explanation.audio_curves and [(c.word, c.weights, c.seconds_per_step)
+                                               for c in explanation.audio_curves]
         heard = hidden
         if curves and request.audio is not None:
             heard = gr.update(value=curve_picture(request.audio, curves[word]), visible=True)
