@@ -25,6 +25,7 @@ import re
 import secrets
 import threading
 import time
+from contextlib import contextmanager
 
 from .common import (
     PRESET,
@@ -220,6 +221,20 @@ def over_http(sessions: list, data: dict):
     return one_request
 
 
+@contextmanager
+def torch_threads(threads: int):
+    """torch's intra-op threads set to `threads` for the whole process meanwhile (threads started meanwhile, such
+    as the batch thread and each request's, take it up), then back."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def clients(n: int) -> str:
     return f"{n}_client" if n == 1 else f"{n}_clients"
 
@@ -244,10 +259,14 @@ def run(ctx: Context) -> Result:
         measured = {path: {n: [] for n in CLIENTS} for path in PATHS}
         for path in PATHS:
             closed_loop(1, len(KINDS), calls[path])  # warm-up: every kind once
+        two_threads = {n: [] for n in (1, 8)}  # the batched engine with torch's default on 2 cores
         for r in range(repeats):
             for n in (CLIENTS if r % 2 == 0 else CLIENTS[::-1]):
                 for path in (PATHS if r % 2 == 0 else PATHS[::-1]):
                     measured[path][n].append(closed_loop(n, requests, calls[path]))
+                if n in two_threads:
+                    with torch_threads(2):
+                        two_threads[n].append(closed_loop(n, requests, calls["engine"]))
     finally:
         alone_server.stop()
 
@@ -271,6 +290,11 @@ def run(ctx: Context) -> Result:
         figures.append(Figure(f"{path}_same_answers_as_alone", sum(matches) / len(matches), "x",
                               ">= 1" if path != "http_alone" else None,
                               f"share of {len(matches)} answers identical to engine_alone's (greedy)"))
+    for n, runs in two_threads.items():
+        rate = median([run["tokens_per_s"] for run in runs])
+        figures += [Figure(f"engine_{clients(n)}_tokens_per_s_at_2_threads", rate, "tokens/s"),
+                    Figure(f"engine_{clients(n)}_1_thread_vs_2", summary["engine"][n]["tokens_per_s"] / rate, "x",
+                           None, f"total tokens/s with {n} clients, 1 torch thread (the app's) / 2")]
     for batched, alone in (("engine", "engine_alone"), ("http", "http_alone")):
         figures += [Figure(f"{batched}_{clients(n)}_vs_before_batching",
                            summary[batched][n]["tokens_per_s"] / summary[alone][n]["tokens_per_s"], "x", None,
@@ -281,6 +305,8 @@ def run(ctx: Context) -> Result:
         "repeats": repeats,
         "summary": {path: {str(n): s for n, s in by_n.items()} for path, by_n in summary.items()},
         "runs": {path: {str(n): runs for n, runs in by_n.items()} for path, by_n in measured.items()},
+        "runs_engine_at_2_threads": {str(n): [{k: v for k, v in run.items() if k != "answers"} for run in runs]
+                                     for n, runs in two_threads.items()},
         "torch_intra_op_threads": torch.get_num_threads(),
         "app_concurrency_limit": app.CONCURRENCY_LIMIT,
         "alone_server_env": ALONE_SERVER_ENV,

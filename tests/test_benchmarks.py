@@ -36,7 +36,9 @@ FIGURES = {
         "4_clients_tokens_per_s", "8_clients_tokens_per_s", "16_clients_tokens_per_s", "1_client_ttft_p95_ms",
         "8_clients_ttft_p95_ms")] + [f"{path}_{n}_vs_before_batching" for path in ("engine", "http")
                                      for n in ("1_client", "4_clients", "8_clients", "16_clients")]
-                   + [f"{path}_same_answers_as_alone" for path in ("engine", "http", "http_alone")],
+                   + [f"{path}_same_answers_as_alone" for path in ("engine", "http", "http_alone")]
+                   + [f"engine_{n}_{figure}" for n in ("1_client", "8_clients")
+                      for figure in ("tokens_per_s_at_2_threads", "1_thread_vs_2")],
     "speech": ["cpu_ratio_app_over_faster_whisper_1_thread"] + [f"{path}_{figure}" for path in (
         "app", "faster_whisper") for figure in ("cpu_s_per_audio_s", "ttft_s", "peak_rss_mib", "load_s", "wer")],
     "remote": ["remote_tokens_per_s", "remote_ttft_ms", "in_process_tokens_per_s", "in_process_ttft_ms",

@@ -27,9 +27,9 @@ Errors: an exception in one row's own work (prefill, logits processors, stopping
 An exception in a step shared by several rows cannot be pinned on one of them, so every row in that step gets it;
 the batch thread then ends, and the next request starts a fresh one. No exception leaves a request waiting.
 
-Only decoder-only models whose cache is transformers' plain `DynamicCache` can share steps this way
-(`can_batch`); the engine runs the others (encoder-decoder captioners, Whisper, sliding-window caches) one
-request per thread, as before.
+Only decoder-only models whose cache is transformers' plain `DynamicCache` and which decode greedily or sample
+can share steps this way (`can_batch`); the engine runs the others (encoder-decoder captioners, Whisper,
+sliding-window caches, beam search) one request per thread, as before.
 """
 
 import copy
