@@ -372,7 +372,7 @@ def wrong_answers(client, cases: list[tuple[str, str, object, str]]) -> list[tup
     return wrong
 
 
-@pytest.mark.xfail(strict=True, reason='mmgpt-tiny v4 answers 4 of the 6 typed example questions (target: at most one wrong); see assets/mmgpt-tiny/README.md')
+@pytest.mark.xfail(strict=True, reason='mmgpt-tiny v4 gets 2 of the 5 typed example questions wrong (target: at most one); see assets/mmgpt-tiny/README.md')
 def test_mmgpt_tiny_answers_typed_questions_about_the_example_pictures(served):
     client, engine = served
     if not can_ask(engine):
