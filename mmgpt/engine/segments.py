@@ -1,4 +1,5 @@
-"""What one `generate()` call takes of a request: text trimmed to the model's context, audio cut into windows."""
+"""What one `generate()` call takes of a request: text trimmed to the model's context, a conversation's oldest turns
+left out when it outgrows the context, audio cut into windows."""
 
 import logging
 from dataclasses import replace
@@ -6,7 +7,7 @@ from dataclasses import replace
 from ..audio import SAMPLE_RATE
 from ..i18n import Message
 from ..loaders import ModelAdapter
-from ..requests import AudioRequest, TextRequest
+from ..requests import AskRequest, AudioRequest, TextRequest
 
 logger = logging.getLogger(__name__)
 
@@ -85,3 +86,38 @@ def _keep_end(tokenizer, text: str, drop: int, keep_one: bool) -> str:
     ids = _text_ids(tokenizer, text)
     drop = min(drop, len(ids) - 1) if keep_one else drop
     return tokenizer.decode(ids[drop:], skip_special_tokens=False).lstrip("\ufffd").lstrip()
+
+
+def fit_conversation(adapter: ModelAdapter, request: AskRequest,
+                     max_new_tokens: int) -> tuple[dict, AskRequest, Message | None]:
+    """(`generate()` inputs, the request as fitted, a note for the user or None) for a question about a picture.
+
+    The prompt may take as much of the context as `fit_to_context` allows a text. Beyond that the earlier turns go,
+    whole and oldest first, never the picture or the question; if even those two alone do not fit, every earlier
+    turn goes and the room check before `generate()` decides. The engine fits a conversation again, with the same
+    settings, before explaining its answer, so both read the same prompt.
+    """
+    inputs = adapter.prepare(request)
+    room = adapter.room_for_new_tokens(inputs)
+    if room is None or not request.history:
+        return inputs, request, None
+    length = inputs["input_ids"].shape[-1]
+    context = length + room
+    budget = max(context - max_new_tokens, int(context * MIN_PROMPT_SHARE))
+    if length <= budget:
+        return inputs, request, None
+    # The fewest turns to drop, by bisection: the prompt shrinks as more of the oldest turns go.
+    fitting, low, high = {}, 1, len(request.history)  # dropping `high` turns is tried last, and kept even if too long
+    while low < high:
+        middle = (low + high) // 2
+        trial = replace(request, history=request.history[middle:])
+        trial_inputs = adapter.prepare(trial)
+        if trial_inputs["input_ids"].shape[-1] <= budget:
+            fitting[middle], high = (trial, trial_inputs), middle
+        else:
+            low = middle + 1
+    fitted, inputs = fitting.get(low) or (replace(request, history=request.history[low:]), None)
+    inputs = inputs if inputs is not None else adapter.prepare(fitted)
+    logger.info("left out the %d oldest of %d turns (context %d, max_new_tokens %d)", low, len(request.history),
+                context, max_new_tokens)
+    return inputs, fitted, Message("conversation_trimmed", dropped=low, turns=len(request.history), context=context)

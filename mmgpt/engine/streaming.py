@@ -59,6 +59,10 @@ class Note(NamedTuple):
     text: Message  # a remark for the user, e.g. that the prompt was trimmed
 
 
+class Confidence(NamedTuple):
+    mean_probability: float | None  # of an answer to a question (see confidence.py)
+
+
 END = object()  # the worker's last queue item, after the final chunk or an error
 
 

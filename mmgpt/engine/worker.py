@@ -15,12 +15,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
-from transformers import StoppingCriteria, StoppingCriteriaList, set_seed
+from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, set_seed
 
 from ..loaders import ModelAdapter
-from ..requests import GenerationParams, TextRequest
-from .segments import fit_to_context
-from .streaming import END, Note, TokenStreamer
+from ..requests import AskRequest, GenerationParams, TextRequest
+from .confidence import ConfidenceMeter
+from .segments import fit_conversation, fit_to_context
+from .streaming import END, Confidence, Note, TokenStreamer
 
 if TYPE_CHECKING:
     from .batching import DecodingBatch
@@ -81,22 +82,33 @@ class Worker:
                     if self.stop.is_set():
                         break
                     self.streamer.window = window
+                    note = None
                     if isinstance(segment, TextRequest):
                         inputs, note = fit_to_context(self.adapter, segment, self.params.max_new_tokens)
-                        if note:
-                            self.streamer.text_queue.put(Note(note))
+                    elif isinstance(segment, AskRequest):
+                        inputs, _, note = fit_conversation(self.adapter, segment, self.params.max_new_tokens)
                     else:
                         inputs = self.adapter.prepare(segment)
+                    if note:
+                        self.streamer.text_queue.put(Note(note))
                     extra = self.adapter.extra_generate_kwargs(segment)  # e.g. mmgpt: see its adapter
                     if self.batch is not None:
                         extra["custom_generate"] = self.batch.decoding(self.streamer, self.stop, self.params.seed)
+                    criteria = [self.stop]
+                    meter = None
+                    if isinstance(segment, AskRequest):  # an answer says how sure the model was of it
+                        meter = ConfidenceMeter(getattr(self.adapter.tokenizer, "all_special_ids", []))
+                        extra["logits_processor"] = LogitsProcessorList([meter.processor])
+                        criteria.append(meter.criterion)
                     self.adapter.model.generate(
                         **inputs,
                         **generation_kwargs(self.params, self.adapter.room_for_new_tokens(inputs)),
                         **extra,
                         streamer=self.streamer,
-                        stopping_criteria=StoppingCriteriaList([self.stop]),
+                        stopping_criteria=StoppingCriteriaList(criteria),
                     )
+                    if meter is not None:
+                        self.streamer.text_queue.put(Confidence(meter.mean))
         except BaseException as exc:  # handed to the caller's thread, which re-raises it
             self.error = exc
         finally:

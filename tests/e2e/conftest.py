@@ -9,6 +9,7 @@ use the trained model and skip without it.
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -33,6 +34,8 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 FAKE_MICROPHONE_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 MICROPHONE_EXAMPLE = "speech_2.wav"  # what the fake microphone says (see examples.json), once: "%noloop" below
 LEAD_IN_S = 0.3  # silence before the speech, so that none is lost while the recorder starts
+SPOKEN_QUESTION = ("question_0.wav", "scene_1.png", "white")  # the spoken example question, its picture, the answer
+# (assets/examples/questions.json); examples.json has what it says
 
 
 # --- the app ------------------------------------------------------------------------------------------------------
@@ -57,29 +60,58 @@ def app_url(tmp_path_factory) -> str:
 # --- the browser --------------------------------------------------------------------------------------------------
 
 
+def _lead_in(samples: np.ndarray, rate: int, path: Path) -> Path:
+    return write_wav(path, np.concatenate([np.zeros(int(LEAD_IN_S * rate), np.float32), samples]), rate)
+
+
 @pytest.fixture(scope="session")
 def microphone_wav(tmp_path_factory) -> tuple[Path, str]:
     """(16-bit WAV the fake microphone plays, what it says): an espeak-ng example with a short silent lead-in."""
     samples, rate = read_wav(EXAMPLES / MICROPHONE_EXAMPLE)
-    padded = np.concatenate([np.zeros(int(LEAD_IN_S * rate), np.float32), samples])
-    path = write_wav(tmp_path_factory.mktemp("microphone") / "speech.wav", padded, rate)
+    path = _lead_in(samples, rate, tmp_path_factory.mktemp("microphone") / "speech.wav")
     return path, expected_answers()[MICROPHONE_EXAMPLE]
 
 
 @pytest.fixture(scope="session")
-def browser(microphone_wav):
+def question_wav(tmp_path_factory) -> tuple[Path, str]:
+    """(16-bit WAV the asking browser's fake microphone plays, what it says): the spoken example question."""
+    samples, rate = read_wav(EXAMPLES / SPOKEN_QUESTION[0])
+    path = _lead_in(samples, rate, tmp_path_factory.mktemp("question") / "question.wav")
+    return path, expected_answers()[SPOKEN_QUESTION[0]]
+
+
+@pytest.fixture(scope="session")
+def playwright():
     if not CHROMIUM.is_file():
         pytest.skip(NO_CHROMIUM)
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install -r requirements-dev.txt")
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            args=[*CHROMIUM_ARGS, *FAKE_MICROPHONE_ARGS,
-                  f"--use-file-for-fake-audio-capture={microphone_wav[0]}%noloop"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
+    with sync_api.sync_playwright() as driver:
+        yield driver
+
+
+@contextmanager
+def _chromium(playwright, microphone: Path):
+    """Chromium whose fake microphone says what `microphone` holds, once."""
+    chromium = playwright.chromium.launch(
+        executable_path=str(CHROMIUM),
+        args=[*CHROMIUM_ARGS, *FAKE_MICROPHONE_ARGS, f"--use-file-for-fake-audio-capture={microphone}%noloop"])
+    try:
+        yield chromium
+    finally:
+        chromium.close()
+
+
+@pytest.fixture(scope="session")
+def browser(playwright, microphone_wav):
+    with _chromium(playwright, microphone_wav[0]) as chromium:
+        yield chromium
+
+
+@pytest.fixture(scope="session")
+def asking_browser(playwright, question_wav):
+    """A second Chromium, whose fake microphone asks SPOKEN_QUESTION (one fake microphone file per browser)."""
+    with _chromium(playwright, question_wav[0]) as chromium:
+        yield chromium
 
 
 class Guard:
@@ -116,6 +148,16 @@ def _test_name(request) -> str:
 @pytest.fixture
 def page(browser, app_url, request):
     """A fresh English page on the app; fails the test on console errors or other hosts, and screenshots it."""
+    yield from _page(browser, app_url, request)
+
+
+@pytest.fixture
+def asking_page(asking_browser, app_url, request):
+    """As `page`, in the browser whose microphone asks SPOKEN_QUESTION."""
+    yield from _page(asking_browser, app_url, request)
+
+
+def _page(browser, app_url, request):
     context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
     context.set_default_timeout(30_000)
     tab = context.new_page()

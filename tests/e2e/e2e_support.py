@@ -184,3 +184,48 @@ def clear_input(block):
     clear = block.get_by_role("button", name="Clear", exact=True)
     if clear.count():
         clear.click()
+
+
+class ChatRecorder:
+    """Records, in the page, what a gr.Chatbot shows (polled every POLL_MS): every distinct text of each answer (its
+    notes left out), the questions, and how often the chat's progress indicator appeared and went away again."""
+
+    def __init__(self, chat_block):
+        self.block = chat_block
+        chat_block.evaluate("""(block, every) => {
+            const log = {answers: [], questions: [], busy: 0, idle: 0};
+            const texts = (who) => [...block.querySelectorAll(`[data-testid=${who}]`)]
+                .filter((message) => !message.closest(".thought"))  // a note, not an answer
+                .map((message) => message.innerText.trim());
+            const record = () => {
+                texts("bot").forEach((text, index) => {
+                    const states = log.answers[index] = log.answers[index] || [];
+                    if (text && states[states.length - 1] !== text) states.push(text);
+                });
+                log.questions = texts("user");
+            };
+            const tracker = block.querySelector("[data-testid=status-tracker]");
+            const watch = () => {
+                const hidden = tracker.classList.contains("hide");
+                if (!hidden && log.busy === log.idle) log.busy++;
+                if (hidden && log.busy > log.idle) { record(); log.idle++; }
+            };
+            clearInterval(block.__recorder);
+            if (block.__observer) block.__observer.disconnect();
+            block.__log = log;
+            block.__recorder = setInterval(record, every);
+            block.__observer = new MutationObserver(watch);
+            block.__observer.observe(tracker, {attributes: true, attributeFilter: ["class"]});
+        }""", POLL_MS)
+
+    def log(self) -> dict:
+        return self.block.evaluate("block => structuredClone(block.__log)")
+
+    def wait_for_answer(self, count: int, timeout_s: float = 60) -> list[str]:
+        """Wait until the chat has finished its `count`th answer; return the texts that answer went through."""
+        wait_until(lambda: (log := self.log())["idle"] >= count and len(log["answers"]) >= count, timeout_s,
+                   f"answer {count} did not finish: {self.log()!r}")
+        return self.log()["answers"][count - 1]
+
+    def questions(self) -> list[str]:
+        return self.log()["questions"]

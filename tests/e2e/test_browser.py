@@ -39,7 +39,7 @@ from e2e_support import (
     write_wav,
 )
 
-from app import HEARTBEAT_S
+from mmgpt.ui.common import HEARTBEAT_S
 from mmgpt.data.scenes import COLOURS, SHAPES
 from mmgpt.i18n import translate
 
@@ -218,10 +218,12 @@ def test_switching_to_chinese_translates_the_page_and_its_messages(page):
     panel = page.get_by_role("tabpanel")
     wait_until(lambda: page.get_by_role("tab", selected=True).inner_text() == zh("tab_image"), 10,
                "the selected tab's label did not switch to Chinese")
-    for key in ("describe", "stop"):
+    for key in ("describe", "ask", "new_conversation"):
         button(panel, zh(key)).wait_for()
-    for key in ("description", "stats"):
+    assert panel.get_by_role("button", name=zh("stop"), exact=True).count() == 2  # describing, and answering
+    for key in ("description", "stats", "question", "ask_stats"):
         textbox(panel, zh(key)).wait_for()
+    input_block(panel, zh("chat")).wait_for()
     input_block(panel, zh("image_input")).wait_for()
     button(panel, zh("describe")).click()  # with no picture: the message comes back in Chinese too
     assert zh("image_missing") in wait_for_toast(page)

@@ -1,0 +1,336 @@
+"""The Image tab: show it a picture and watch a description stream out, or ask about the picture in a chat, typing
+or speaking the question; with where the model looked for each word, and answers read aloud."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from mmgpt import inputs, overlays, read_aloud
+from mmgpt.engine import AskRequest, AudioRequest, GenerationParams, ImageRequest, StreamUpdate
+from mmgpt.i18n import translate
+from mmgpt.inputs import SPOKEN_MARK, InputError, Message
+from mmgpt.presets import Preset, default_ask_preset
+
+from .common import (
+    I18N,
+    PICKS,
+    SKIP_MAPS,
+    Page,
+    TabHandlers,
+    curve_picture,
+    examples,
+    first_content_word,
+    picked_item,
+    preset_dropdown,
+    relay,
+    stats_box,
+    stream_text,
+    warn,
+    word_picker,
+)
+
+MAX_CAPTION_PROMPT_CHARS = 200  # the optional start of a caption
+# Below this mean token probability an answer is flagged as a guess. mmgpt-tiny v4 is expected well above it on
+# the scenes it knows and well below it on photos; re-check when a new checkpoint ships.
+UNSURE_BELOW = 0.5
+HEARD_PLACEHOLDER = "…"  # the user's turn while a spoken question is being transcribed
+
+
+@dataclass(frozen=True)
+class AnswerMaps:
+    """What the last description or answer keeps for the word picker (a gr.State; no model runs on a pick)."""
+
+    maps: list  # [(word, patch grid)] over the picture
+    curves: list | None = None  # [(word, weights over time, seconds per step)] over a spoken question
+    recording: dict | None = None  # the spoken question's upload ({"path": ...}), to draw its spectrogram again
+
+
+class ImageHandlers(TabHandlers):
+    def caption(self, image, prompt, preset, show_maps=True, lang=""):
+        """Describe a picture: (description so far, stats, heatmap, word choices, maps).
+
+        With `show_maps`, the last update adds where the model looked for each word (one forward pass after the
+        description has streamed) and the heatmap of its first content word."""
+        preset = self.check_preset("image", preset)
+        notes: list[Message] = []
+        picture = inputs.load_image(image, notes)
+        start, prompt_notes = inputs.clean_prompt(prompt, MAX_CAPTION_PROMPT_CHARS, required=False)
+        warn(notes + prompt_notes, lang)
+        params = self.engine.preset(preset).params()
+        request = ImageRequest(picture, start)
+        text, stats, last = yield from stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS)
+        explanation = self.explain(preset, request, text, show_maps, last, params)
+        maps = explanation and explanation.image_maps
+        if not maps:
+            yield (text, stats, None, gr.update(choices=[], value=None), None)
+            return
+        word = first_content_word(maps)
+        yield (text, stats, overlays.heatmap_overlay(picture, maps[word].grid),
+               gr.update(choices=overlays.word_choices(maps), value=word), AnswerMaps([(m.word, m.grid) for m in maps]))
+
+    def image_word(self, image, word, kept):
+        """The chosen word of the description or answer: its heatmap over the picture, and for an answer to a
+        spoken question, where the model listened for it in the question."""
+        picked = picked_item(kept.maps, word) if isinstance(kept, AnswerMaps) else None
+        if picked is None:
+            yield None, gr.skip()
+            return
+        heard = picked_item(kept.curves, word)
+        question = (curve_picture(inputs.load_audio(kept.recording).waveform, heard)
+                    if heard is not None and kept.recording else gr.update(value=None, visible=False))
+        yield overlays.heatmap_overlay(inputs.load_image(image, []), picked[1]), question
+
+    # --- asking about the picture -------------------------------------------------------------------------------
+
+    def asking_presets(self) -> list[Preset]:
+        return [preset for preset in self.engine.presets.values() if preset.answers_questions]
+
+    def default_asking(self) -> str | None:
+        return default_ask_preset(self.engine.presets)
+
+    def ask(self, image, question, recording, conversation, preset, show_maps=True, lang=""):
+        """Answer a question about the picture, typed or recorded, after the conversation so far: (conversation,
+        stats, heatmap, word choices, question spectrogram, word maps, question box, recorder); the first update
+        empties the question box and the recorder.
+
+        A spoken question shows as its transcript (by the asking model itself if it hears, else by the app's
+        speech model). The answer streams into the conversation; notes follow it when earlier turns no longer fit
+        the model or when it was unsure. With `show_maps`, the last update adds where the model looked for each
+        word of the answer and, for a question it heard, where it listened."""
+        preset = inputs.check_choice(preset, [p.name for p in self.asking_presets()], "preset_unknown")
+        chat = inputs.load_conversation(conversation)
+        notes: list[Message] = []
+        picture = inputs.load_image(image, notes)
+        typed = inputs.load_question(question)
+        spoken = _has_recording(recording)
+        if typed and spoken:
+            raise InputError("question_twice")
+        if not typed and not spoken:
+            raise InputError("question_empty")
+        clip = inputs.load_audio(recording) if spoken else None
+        if clip is not None:
+            notes += clip.notes
+            self._check_question_length(preset, clip.seconds)
+        warn(notes, lang)
+        messages = [*chat.messages, {"role": "user", "content": typed or SPOKEN_MARK + HEARD_PLACEHOLDER}]
+        outputs = _ChatOutputs(messages)
+        if clip is not None:
+            typed = yield from self._transcribe_question(preset, clip, outputs, lang)
+        hears = clip is not None and self.engine.preset(preset).hears_questions
+        request = AskRequest(picture, audio=clip.waveform, history=chat.turns) if hears else AskRequest(
+            picture, question=typed, history=chat.turns)
+        params = self.engine.preset(preset).params()
+        answer_at = len(messages)
+        messages.append({"role": "assistant", "content": ""})
+        text, stats, last = yield from relay(stream_text(self.engine, preset, request, params, lang, warn_notes=False),
+                                             outputs.answer)
+        for note in last.notes if last else ():  # e.g. the oldest turns were left out: said before the answer
+            messages.insert(answer_at, _note(note.text(lang)))
+        if _unsure(last):
+            messages.append(_note(translate("answer_unsure", lang, percent=f"{100 * last.confidence:.0f}")))
+        yield self._explained(preset, request, picture, text, stats, last, params, show_maps,
+                              recording if hears else None, outputs)
+
+    def ask_api(self, image, question, recording, conversation, preset, show_maps=True, lang=""):
+        """`/ask`: what `ask` does, with only the answer's outputs (conversation, stats, heatmap, word choices,
+        question spectrogram, word maps): an API caller has no question box to empty."""
+        yield from relay(self.ask(image, question, recording, conversation, preset, show_maps, lang),
+                         lambda *outputs: outputs[:-2])
+
+    def _check_question_length(self, preset: str, seconds: float):
+        """A model that hears questions hears them whole, in one window; a speech model transcribes up to
+        `MAX_QUESTION_SECONDS`."""
+        limit, listener = inputs.MAX_QUESTION_SECONDS, self.default("audio")
+        if self.engine.preset(preset).hears_questions:
+            limit, listener = min(limit, self.engine.load(preset).max_audio_seconds or limit), preset
+        if seconds > limit:
+            raise InputError("question_audio_too_long", seconds=f"{seconds:.1f}", preset=listener,
+                             max_seconds=f"{limit:.1f}")
+
+    def _transcribe_question(self, preset: str, clip, outputs: "_ChatOutputs", lang: str):
+        """Stream the spoken question's transcript into the user's turn; return it. A model that hears questions
+        transcribes them itself; for any other, the app's speech model does."""
+        listener = preset if self.engine.preset(preset).hears_questions else self.default("audio")
+        listener = self.check_preset("audio", listener)
+        params = self.engine.preset(listener).params()
+        transcript, _, _ = yield from relay(stream_text(self.engine, listener, AudioRequest(clip.waveform), params,
+                                                        lang), outputs.question)
+        if not transcript.strip():
+            raise InputError("question_no_speech")
+        return transcript.strip()
+
+    def _explained(self, preset, request, picture, text, stats, last: StreamUpdate | None, params: GenerationParams,
+                   show_maps, recording, outputs: "_ChatOutputs"):
+        """The ask event's last outputs: the conversation, and where the model looked (and listened)."""
+        explanation = self.explain(preset, request, text, show_maps, last, params)
+        maps = explanation and explanation.image_maps
+        hidden = gr.update(value=None, visible=False)
+        if not maps:
+            return outputs.final(stats, None, gr.update(choices=[], value=None), hidden, None)
+        word = first_content_word(maps)
+        curves = explanation.audio_curves and [(c.word, c.weights, c.seconds_per_step)
+                                               for c in explanation.audio_curves]
+        heard = hidden
+        if curves and request.audio is not None:
+            heard = gr.update(value=curve_picture(request.audio, curves[word]), visible=True)
+        kept = AnswerMaps([(m.word, m.grid) for m in maps], curves, recording if isinstance(recording, dict) else None)
+        return outputs.final(stats, overlays.heatmap_overlay(picture, maps[word].grid),
+                             gr.update(choices=overlays.word_choices(maps), value=word), heard, kept)
+
+    # --- reading answers aloud ----------------------------------------------------------------------------------
+
+    def read_last_answer(self, conversation, lang=""):
+        """The conversation's last answer, spoken: (sample rate, samples) for a gr.Audio."""
+        answers = [m["content"] for m in inputs.load_conversation(conversation).messages
+                   if m["role"] == "assistant" and m["content"]]
+        if not answers:
+            raise InputError("read_aloud_nothing")
+        yield read_aloud.speak(answers[-1])
+
+    def read_text(self, text, lang=""):
+        """`/read_aloud`: any text (an answer), spoken."""
+        yield read_aloud.speak(text if isinstance(text, str) else "")
+
+    def read_picked_answer(self, conversation, lang, evt: gr.SelectData):
+        """The answer clicked in the chat, spoken (a question or a note clicked: nothing)."""
+        messages = inputs.load_conversation(conversation).messages
+        index = evt.index[0] if isinstance(evt.index, (list, tuple)) and evt.index else evt.index
+        message = picked_item(messages, index)
+        if message is None or message["role"] != "assistant" or not message["content"]:
+            yield gr.skip()
+            return
+        yield read_aloud.speak(message["content"])
+
+    @staticmethod
+    def new_picture(image, conversation, lang=""):
+        """Another picture (or none) starts a new conversation; a new picture says so if there was one."""
+        if image and conversation:  # a picture replaced by another changes it twice: to none, then to the new one
+            gr.Info(translate("new_picture", lang))
+        yield new_conversation()
+
+
+def new_conversation():
+    """Outputs that start a new conversation: chat, stats, the question's spectrogram."""
+    return [], "", gr.update(value=None, visible=False)
+
+
+class _ChatOutputs:
+    """The ask event's outputs: the conversation, whose last user turn (a transcript) and answer grow while text
+    streams; the first update also empties the question box and the recorder."""
+
+    def __init__(self, messages: list[dict]):
+        self.messages = messages
+        self.question_at = len(messages) - 1
+        self.sent = False
+
+    def question(self, transcript: str, stats: str, *_) -> tuple:
+        self.messages[self.question_at]["content"] = SPOKEN_MARK + (transcript.strip() or HEARD_PLACEHOLDER)
+        return self.final(stats, *SKIP_MAPS, gr.skip())
+
+    def answer(self, text: str, stats: str, *_) -> tuple:
+        self.messages[-1]["content"] = text
+        return self.final(stats, *SKIP_MAPS, gr.skip())
+
+    def final(self, stats: str, heatmap, words, heard, kept) -> tuple:
+        conversation = [dict(message) for message in self.messages]  # copies: Gradio diffs against what it sent
+        emptied = (gr.skip(), gr.skip()) if self.sent else ("", None)
+        self.sent = True
+        return conversation, stats, heatmap, words, heard, kept, *emptied
+
+
+def _has_recording(recording) -> bool:
+    if isinstance(recording, dict):
+        return bool(recording.get("path") or recording.get("url"))
+    if isinstance(recording, str):
+        return bool(recording.strip())
+    return recording is not None
+
+
+def _note(text: str) -> dict:
+    """A note in the chat: an assistant message drawn as a titled box, which the model never reads."""
+    return {"role": "assistant", "content": "", "metadata": {"title": text, "status": "done"}}
+
+
+def _unsure(last: StreamUpdate | None) -> bool:
+    return last is not None and last.confidence is not None and last.confidence < UNSURE_BELOW
+
+
+def build(handlers: ImageHandlers, page: Page):
+    """The tab's layout and events; call inside the page's `gr.Blocks`."""
+    with gr.Tab(I18N("tab_image")):
+        with gr.Row():
+            with gr.Column():
+                image = gr.Image(type="filepath", sources=["upload", "webcam", "clipboard"],
+                                 label=I18N("image_input"), height=320)
+                image_prompt = gr.Textbox(value="", label=I18N("image_prompt"), max_lines=1,
+                                          placeholder=I18N("image_prompt_placeholder"))
+                image_preset = preset_dropdown(handlers, "image")
+                with gr.Row():
+                    describe = gr.Button(I18N("describe"), variant="primary")
+                    image_stop = gr.Button(I18N("stop"), variant="stop")
+
+                gr.Markdown(I18N("ask_heading"))
+                chat = gr.Chatbot(label=I18N("chat"), height=320, buttons=["copy"], feedback_options=None)
+                question = gr.Textbox(value="", label=I18N("question"), max_lines=2,
+                                      placeholder=I18N("question_placeholder"))
+                recording = gr.Audio(sources=["microphone", "upload"], type="filepath",
+                                     label=I18N("question_audio"))
+                ask_preset = gr.Dropdown(choices=[p.name for p in handlers.asking_presets()],
+                                         value=handlers.default_asking(), label=I18N("ask_model"), interactive=True)
+                with gr.Row():
+                    ask = gr.Button(I18N("ask"), variant="primary")
+                    ask_stop = gr.Button(I18N("stop"), variant="stop")
+                    restart = gr.Button(I18N("new_conversation"))
+                ask_stats = stats_box("ask_stats")
+                read = gr.Button(I18N("read_aloud"))
+                spoken_answer = gr.Audio(label=I18N("read_aloud_output"), interactive=False, autoplay=True,
+                                         type="numpy")
+            with gr.Column():
+                description = gr.Textbox(label=I18N("description"), lines=6, interactive=False, buttons=["copy"])
+                image_stats = stats_box()
+                image_words = word_picker()
+                heatmap = gr.Image(label=I18N("heatmap"), type="pil", interactive=False, format="png", height=256)
+                question_heard = gr.Image(label=I18N("question_heard"), type="pil", interactive=False, format="png",
+                                          visible=False)
+                image_maps = gr.State(None)  # AnswerMaps of the last description or answer
+        if image_examples := examples("*.png"):
+            gr.Examples(image_examples, inputs=[image], label=I18N("examples"), cache_examples=False)
+        # What only the API's /ask and /read_aloud take (inside the tab: between tabs it would split the tab bar)
+        api_trigger, api_conversation, api_text = gr.Button(visible=False), gr.JSON(visible=False), gr.Textbox(
+            visible=False)
+
+    caption_event = describe.click(page.model_handler(handlers.caption),
+                                   [image, image_prompt, image_preset, page.show_maps, page.lang],
+                                   [description, image_stats, heatmap, image_words, image_maps],
+                                   api_name="caption", **page.events)
+    describe.click(lambda: gr.update(value=None, visible=False), None, question_heard, queue=False,
+                   api_visibility="private")  # a description has no spoken question
+    image_words.input(page.errors(handlers.image_word), [image, image_words, image_maps],
+                      [heatmap, question_heard], **PICKS)
+    image_stop.click(None, None, None, cancels=[caption_event])
+
+    ask_inputs = [image, question, recording, chat, ask_preset, page.show_maps, page.lang]
+    answer_outputs = [chat, ask_stats, heatmap, image_words, question_heard, image_maps]
+    ask_events = [trigger(page.model_handler(handlers.ask), ask_inputs, [*answer_outputs, question, recording],
+                          api_name=f"ask_on_page_{index}", api_visibility="private", **page.events)
+                  for index, trigger in enumerate((ask.click, question.submit))]
+    # The API's /ask: the same, without the page's question box and recorder among its outputs, and with the
+    # conversation as plain JSON, so that mmgpt.inputs checks it (a gr.Chatbot input is checked by Gradio first,
+    # whose messages name nothing, and which takes no {"role", "content": "text"} messages).
+    api_trigger.click(page.model_handler(handlers.ask_api), [*ask_inputs[:3], api_conversation, *ask_inputs[4:]],
+                      answer_outputs, api_name="ask", **page.events)
+    ask_stop.click(None, None, None, cancels=ask_events)
+    conversation_outputs = [chat, ask_stats, question_heard]
+    restart.click(new_conversation, None, conversation_outputs, queue=False, api_visibility="private")
+    image.change(page.errors(handlers.new_picture), [image, chat, page.lang], conversation_outputs,
+                 js=page.events["js"],
+                 api_visibility="private", preprocess=False, concurrency_limit=None)  # queued: its toast needs it
+    speech = dict(concurrency_id="speech", concurrency_limit=2, preprocess=False, js=page.events["js"])
+    read.click(page.errors(handlers.read_last_answer), [chat, page.lang], spoken_answer, api_visibility="private",
+               **speech)
+    api_trigger.click(page.errors(handlers.read_text), [api_text, page.lang], spoken_answer, api_name="read_aloud",
+                      **speech)
+    chat.select(page.errors(handlers.read_picked_answer), [chat, page.lang], spoken_answer,
+                api_visibility="private", **speech)

@@ -1,0 +1,106 @@
+"""Asking about a picture in the Image tab's chat, in headless Chromium: one typed question, then one spoken through
+the fake microphone, each answer streaming into the chat. The browser's microphone asks the spoken example question
+(`SPOKEN_QUESTION`) about its example picture; the typed question is the same words. Whether the answers are right
+is checked with a shipped mmgpt-tiny that can ask (v4 and later).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from conftest import SPOKEN_QUESTION
+from e2e_support import (
+    CHROMIUM,
+    EXAMPLES,
+    NO_CHROMIUM,
+    RANDOM_PRESET,
+    ChatRecorder,
+    button,
+    choose_model,
+    input_block,
+    open_tab,
+    read_wav,
+    textbox,
+    trained,
+    upload,
+    wait_for_toast,
+    wait_until,
+)
+
+from mmgpt.data.questions import answer_is_right
+from mmgpt.inputs import SPOKEN_MARK
+
+pytestmark = [pytest.mark.skipif(not CHROMIUM.is_file(), reason=NO_CHROMIUM),
+              pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated",
+                                         "ignore:Glyph .* missing from font")]
+
+RECORDER = "…or ask by voice: record or upload, then press Ask"
+_, SCENE, ANSWER = SPOKEN_QUESTION
+
+
+def shipped_can_ask() -> bool:
+    """Whether the shipped mmgpt-tiny's tokenizer has the question tokens (mmgpt-tiny v4 and later)."""
+    return trained() and '"<|ask|>"' in (EXAMPLES.parent / "mmgpt-tiny" / "tokenizer.json").read_text()
+
+
+def words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9]+", text.lower())
+
+
+ANSWER_WAIT_S = 120  # a spoken question is transcribed, then answered: on a loaded 2-core machine that can be slow
+
+
+def ask_about_the_scene(page, model: str, question_wav, question: str) -> tuple[ChatRecorder, list[str], list[str]]:
+    """Upload SCENE, ask `question` typed, then spoken (the fake microphone says it, from `question_wav`); return the
+    recorder and the texts each answer went through. "Show what the model saw" is off: these tests are about the
+    answers."""
+    page.get_by_label("Show what the model saw").uncheck()
+    panel = open_tab(page, "Image")
+    choose_model(page, panel, "Model for questions", model)
+    upload(input_block(panel, "Picture"), EXAMPLES / SCENE)
+    input_block(panel, "Picture").get_by_test_id("image").locator("img").wait_for()
+    chat = ChatRecorder(input_block(panel, "Conversation about the picture"))
+
+    box = textbox(panel, "Your question")
+    box.fill(question + "?")
+    button(panel, "Ask").click()
+    typed = chat.wait_for_answer(1, ANSWER_WAIT_S)
+    assert box.input_value() == "", "the question box should be empty once the question is sent"
+
+    samples, rate = read_wav(question_wav)
+    recorder = input_block(panel, RECORDER)
+    recorder.get_by_role("button", name="Record", exact=True).click()
+    page.wait_for_timeout(int((len(samples) / rate + 0.7) * 1000))  # the fake microphone asks once
+    recorder.locator("button.stop-button").click()
+    recorder.get_by_role("button", name="Play", exact=True).wait_for()  # the recording is in the player
+    button(panel, "Ask").click()
+    spoken = chat.wait_for_answer(2, ANSWER_WAIT_S)
+    wait_until(lambda: not recorder.get_by_role("button", name="Play", exact=True).count(), 5,
+               "the recorder should be empty once the question is sent")
+    return chat, typed, spoken
+
+
+def test_a_typed_and_a_spoken_question_stream_into_the_chat(asking_page, question_wav):
+    """On a random mmgpt that never stops talking: each answer grows over several updates."""
+    question = question_wav[1]
+    chat, typed, spoken = ask_about_the_scene(asking_page, RANDOM_PRESET, *question_wav)
+    for states in (typed, spoken):
+        assert len(states) >= 3, f"the answer should stream: {states!r}"
+        assert all(later.startswith(earlier) for earlier, later in zip(states, states[1:])), states
+    questions = chat.questions()
+    assert questions[0] == question + "?" and questions[1].startswith(SPOKEN_MARK.strip()), questions
+
+    panel = asking_page.get_by_role("tabpanel")  # another picture: the conversation starts over, and says so
+    upload(input_block(panel, "Picture"), EXAMPLES / "scene_0.png")
+    wait_until(lambda: not chat.questions(), 10, "the conversation about the old picture should be gone")
+    assert "conversation about the previous one was cleared" in wait_for_toast(asking_page)
+
+
+@pytest.mark.xfail(strict=True, reason="mmgpt-tiny v4 says 'yellow' for the white square beside a yellow cross, typed and spoken; see assets/mmgpt-tiny/README.md")
+def test_mmgpt_tiny_answers_the_typed_and_the_spoken_question(asking_page, question_wav):
+    if not shipped_can_ask():
+        pytest.skip("the shipped mmgpt-tiny cannot answer questions yet (its tokenizer has no <|ask|>); v4 can")
+    chat, typed, spoken = ask_about_the_scene(asking_page, "mmgpt-tiny", *question_wav)
+    assert answer_is_right(typed[-1], ANSWER) and answer_is_right(spoken[-1], ANSWER), (typed[-1], spoken[-1])
+    assert words(chat.questions()[1]) == words(question_wav[1]), chat.questions()  # the question's transcript
