@@ -174,6 +174,22 @@ def input_block(panel, label: str):
     return panel.locator(".block", has=caption).last  # the innermost block that holds the label
 
 
+RECORDING_MARGIN_S = 1.0  # recorded past the clip's end: a loaded machine delivers the fake microphone late
+
+
+def record_from_fake_microphone(block, clip: Path):
+    """Record with the Audio block while Chromium's fake microphone plays `clip` once, then stop.
+
+    The clock starts once the recorder shows its Stop button (recording has begun), not at the click: under load
+    the microphone opens late, and a recording timed from the click cut the word short."""
+    samples, rate = read_wav(clip)
+    block.get_by_role("button", name="Record", exact=True).click()
+    stop = block.locator("button.stop-button")
+    stop.wait_for()
+    block.page.wait_for_timeout(int((len(samples) / rate + RECORDING_MARGIN_S) * 1000))
+    stop.click()
+
+
 def upload(block, path: Path):
     """Put a file into the block's file input (that of its upload source, which must be selected)."""
     block.locator("input[type=file]").set_input_files(str(path))

@@ -20,7 +20,7 @@ from e2e_support import (
     choose_model,
     input_block,
     open_tab,
-    read_wav,
+    record_from_fake_microphone,
     textbox,
     trained,
     upload,
@@ -68,11 +68,8 @@ def ask_about_the_scene(page, model: str, question_wav, question: str) -> tuple[
     typed = chat.wait_for_answer(1, ANSWER_WAIT_S)
     assert box.input_value() == "", "the question box should be empty once the question is sent"
 
-    samples, rate = read_wav(question_wav)
     recorder = input_block(panel, RECORDER)
-    recorder.get_by_role("button", name="Record", exact=True).click()
-    page.wait_for_timeout(int((len(samples) / rate + 0.7) * 1000))  # the fake microphone asks once
-    recorder.locator("button.stop-button").click()
+    record_from_fake_microphone(recorder, question_wav)
     recorder.get_by_role("button", name="Play", exact=True).wait_for()  # the recording is in the player
     button(panel, "Ask").click()
     spoken = chat.wait_for_answer(2, ANSWER_WAIT_S)

@@ -29,7 +29,7 @@ from e2e_support import (
     generation_threads,
     input_block,
     open_tab,
-    read_wav,
+    record_from_fake_microphone,
     textbox,
     toasts,
     trained,
@@ -141,14 +141,10 @@ def transcribe(panel) -> str:
 
 def test_microphone_tab_records_transcribes_and_replies(page, microphone_wav):
     wav, said = microphone_wav
-    samples, rate = read_wav(wav)
     panel = open_tab(page, "Microphone")
     choose_model(page, panel, "Model", MODEL)
     choose_model(page, panel, "Reply model (text)", MODEL)
-    block = input_block(panel, "Recording")
-    block.get_by_role("button", name="Record", exact=True).click()
-    page.wait_for_timeout(int((len(samples) / rate + 0.7) * 1000))  # Chromium's fake microphone says it once
-    block.locator("button.stop-button").click()
+    record_from_fake_microphone(input_block(panel, "Recording"), wav)
     heard = transcribe(panel)
     input_block(panel, "Log-mel spectrogram the model heard").locator("img").wait_for()
 
