@@ -16,7 +16,7 @@ from collections.abc import Callable
 import gradio as gr
 from gradio import route_utils
 
-from mmgpt.engine import Engine, PresetUnavailableError
+from mmgpt.engine import Engine, EngineProcess, PresetUnavailableError
 from mmgpt.ui import audio_tab, image_tab, text_tab
 from mmgpt.ui.common import I18N, Page, user_facing_errors
 
@@ -39,6 +39,10 @@ BATCHING = _env_int("MMGPT_BATCHING", 1) != 0  # 0: every request decodes on its
 # torch threads per thread that runs a model (the batch thread, each request's prefill): 1 keeps them off each
 # other's cores on a 2-core machine (see benchmarks/README.md, "Threads and OpenMP")
 TORCH_THREADS = _env_int("MMGPT_TORCH_THREADS", 1)
+# 1: the models run in a worker process of their own, where no web-server thread holds their GIL (tokens reach the
+# browser at the model's pace; benchmarks/README.md). ZeroGPU runs handlers in a fork of this process, which must
+# hold the models itself, so there it is always 0.
+ENGINE_PROCESS = _env_int("MMGPT_ENGINE_PROCESS", 1) != 0 and not os.environ.get("SPACES_ZERO_GPU")
 QUEUE_MAX_SIZE = _env_int("MMGPT_QUEUE_SIZE", 16)  # waiting requests beyond which users hear "busy, try again"
 MAX_LOADED_MODELS = _env_int("MMGPT_MAX_LOADED", 3)  # models kept in memory; the least recently used goes first
 GENERATION_TIMEOUT_S = _env_int("MMGPT_TIMEOUT_S", 120)  # seconds one request may generate for
@@ -102,10 +106,16 @@ class Handlers(image_tab.ImageHandlers, audio_tab.AudioHandlers, text_tab.TextHa
                 logger.warning("could not preload %s", name)
 
 
-def build_demo(engine: Engine | None = None) -> gr.Blocks:
+def make_engine(presets=None) -> Engine | EngineProcess:
+    """The engine this configuration asks for (`presets`: the default list unless given)."""
+    kind = EngineProcess if ENGINE_PROCESS else Engine
+    return kind(max_loaded=MAX_LOADED_MODELS, timeout_s=GENERATION_TIMEOUT_S, batching=BATCHING,
+                threads=TORCH_THREADS, presets=presets)
+
+
+def build_demo(engine: Engine | EngineProcess | None = None) -> gr.Blocks:
     """The app; `engine` is the shared model cache (tests pass one with their own presets)."""
-    engine = engine or Engine(max_loaded=MAX_LOADED_MODELS, timeout_s=GENERATION_TIMEOUT_S, batching=BATCHING,
-                              threads=TORCH_THREADS)
+    engine = engine or make_engine()
     handlers = Handlers(engine)
     if os.environ.get("SPACES_ZERO_GPU"):  # ZeroGPU runs handlers in a fork: load the defaults in this process
         handlers.preload()

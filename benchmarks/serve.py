@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 
 import app
-from mmgpt.engine import Engine
 from mmgpt.presets import PRESETS
 
 PRESET = "mmgpt-tiny"
@@ -24,10 +23,7 @@ def main(argv=None):
     logging.basicConfig(level=os.environ.get("MMGPT_LOG_LEVEL", "INFO"),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     preset = dataclasses.replace(PRESETS[PRESET], source=str(args.model.resolve()))
-    engine = Engine(max_loaded=app.MAX_LOADED_MODELS, timeout_s=app.GENERATION_TIMEOUT_S,
-                    presets={**PRESETS, PRESET: preset}, batching=app.BATCHING,
-                    threads=app.TORCH_THREADS)
-    app.build_demo(engine).launch(**app.launch_kwargs())
+    app.build_demo(app.make_engine({**PRESETS, PRESET: preset})).launch(**app.launch_kwargs())
 
 
 if __name__ == "__main__":

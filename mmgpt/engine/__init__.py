@@ -20,13 +20,16 @@ The package, by concern:
 - `batching`: the decoding steps that requests to one model share, in that model's batch thread;
 - `streaming`: tokens -> text updates, whole characters only, grouped per update interval;
 - `confidence`: an answer's mean token probability, measured while it decodes.
-- `remote`: remote presets' answers, streamed from an OpenAI-compatible server (nothing loads here).
+- `remote`: remote presets' answers, streamed from an OpenAI-compatible server (nothing loads here);
+- `process`: `EngineProcess`, the same engine in a worker process of its own (the app's default: the web server's
+  threads then never hold the model's GIL).
 """
 
 from ..loaders import PresetUnavailableError
 from ..presets import UnknownPresetError
 from ..requests import AskRequest, AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
 from .engine import Engine, GenerationTimeout
+from .process import EngineProcess, LoadedModel, WorkerDiedError
 from .remote import RemoteError
 from .segments import audio_windows, fit_conversation, fit_to_context
 from .worker import EventStop, generation_kwargs
@@ -35,15 +38,18 @@ __all__ = [
     "AskRequest",
     "AudioRequest",
     "Engine",
+    "EngineProcess",
     "EventStop",
     "GenerationParams",
     "GenerationTimeout",
     "ImageRequest",
+    "LoadedModel",
     "PresetUnavailableError",
     "RemoteError",
     "StreamUpdate",
     "TextRequest",
     "UnknownPresetError",
+    "WorkerDiedError",
     "audio_windows",
     "fit_conversation",
     "fit_to_context",

@@ -26,6 +26,21 @@ logger = logging.getLogger(__name__)
 TASK_OF_REQUEST = {ImageRequest: "image", AudioRequest: "audio", TextRequest: "text", AskRequest: "image"}
 
 
+def check_request(preset: Preset, preset_name: str, request) -> Preset:
+    """`preset` if it can serve `request`; else ValueError naming what it takes."""
+    task = TASK_OF_REQUEST.get(type(request))
+    if task not in preset.tasks:
+        raise ValueError(f'"{preset_name}" does not take {task or type(request).__name__} input; '
+                         f'it takes: {", ".join(preset.tasks)}')
+    if isinstance(request, TextRequest) and request.task not in preset.text_tasks:
+        raise ValueError(f'"{preset_name}" cannot {request.task}; it can: {", ".join(preset.text_tasks)}')
+    if isinstance(request, AskRequest) and not preset.answers_questions:
+        raise ValueError(f'"{preset_name}" does not answer questions about a picture; it only describes them')
+    if isinstance(request, AskRequest) and request.audio is not None and not preset.hears_questions:
+        raise ValueError(f'"{preset_name}" cannot hear a spoken question; transcribe it first')
+    return preset
+
+
 class GenerationTimeout(TimeoutError):
     """Generation ran past the engine's time limit and was stopped. The message is for users."""
 
@@ -147,18 +162,7 @@ class Engine:
 
     def check(self, preset_name: str, request) -> Preset:
         """The preset, if it can serve `request`; else ValueError naming what it takes."""
-        preset = self.preset(preset_name)
-        task = TASK_OF_REQUEST.get(type(request))
-        if task not in preset.tasks:
-            raise ValueError(f'"{preset_name}" does not take {task or type(request).__name__} input; '
-                             f'it takes: {", ".join(preset.tasks)}')
-        if isinstance(request, TextRequest) and request.task not in preset.text_tasks:
-            raise ValueError(f'"{preset_name}" cannot {request.task}; it can: {", ".join(preset.text_tasks)}')
-        if isinstance(request, AskRequest) and not preset.answers_questions:
-            raise ValueError(f'"{preset_name}" does not answer questions about a picture; it only describes them')
-        if isinstance(request, AskRequest) and request.audio is not None and not preset.hears_questions:
-            raise ValueError(f'"{preset_name}" cannot hear a spoken question; transcribe it first')
-        return preset
+        return check_request(self.preset(preset_name), preset_name, request)
 
     def _stream(self, preset_name, request, params, cancel) -> Iterator[StreamUpdate]:
         adapter = self.load(preset_name)

@@ -1,0 +1,189 @@
+"""`EngineProcess`: the engine in a worker process keeps `Engine`'s contract, and the app runs it by default.
+
+One worker for the module (spawning one imports torch and loads a model: seconds); the tests that kill or time out
+a worker make their own.
+"""
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from benchmarks import stress
+from mmgpt.engine import (
+    AudioRequest,
+    Engine,
+    EngineProcess,
+    GenerationParams,
+    GenerationTimeout,
+    ImageRequest,
+    LoadedModel,
+    PresetUnavailableError,
+    TextRequest,
+    UnknownPresetError,
+    WorkerDiedError,
+)
+from mmgpt.inputs import load_audio
+from mmgpt.presets import PRESETS
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "assets" / "examples"
+TRAINED = "mmgpt-tiny"
+ENDLESS = "mmgpt-endless"  # a random mmgpt that never says end-of-text: Stop and closing always land mid-answer
+GREEDY = GenerationParams(max_new_tokens=24)
+LONG = GenerationParams(max_new_tokens=1500)
+IDLE_CORES = 0.05
+
+
+@pytest.fixture(scope="module")
+def presets(tmp_path_factory):
+    endless = stress.never_ending_mmgpt_preset(ENDLESS, tmp_path_factory.mktemp("endless"),
+                                               {"max_new_tokens": 64}, n_embd=256, n_layer=6)
+    return {**PRESETS, ENDLESS: endless}
+
+
+@pytest.fixture(scope="module")
+def worker(presets):
+    engine = EngineProcess(presets=presets, timeout_s=60, threads=1)
+    yield engine
+    engine.close()
+
+
+@pytest.fixture(scope="module")
+def in_process(presets):
+    return Engine(presets=presets, timeout_s=60)
+
+
+def requests():
+    return {
+        "text": TextRequest("ROMEO:"),
+        "caption": ImageRequest(Image.open(EXAMPLES / "scene_1.png").convert("RGB")),
+        "transcription": AudioRequest(load_audio(EXAMPLES / "speech_2.wav").waveform),
+    }
+
+
+def worker_cores(engine: EngineProcess, seconds: float) -> float:
+    with open(f"/proc/{engine._process.pid}/stat") as stat:
+        before = sum(int(field) for field in stat.read().rsplit(")", 1)[1].split()[11:13])
+    time.sleep(seconds)
+    with open(f"/proc/{engine._process.pid}/stat") as stat:
+        after = sum(int(field) for field in stat.read().rsplit(")", 1)[1].split()[11:13])
+    return (after - before) / os.sysconf("SC_CLK_TCK") / seconds
+
+
+@pytest.mark.parametrize("kind", ["text", "caption", "transcription"])
+def test_greedy_answers_and_their_maps_are_the_same_as_in_process(worker, in_process, kind):
+    request = requests()[kind]
+    there = list(worker.stream(TRAINED, request, GREEDY))
+    here = list(in_process.stream(TRAINED, request, GREEDY))
+    assert there[-1].done and len(there) >= 2, "the answer should stream in several updates"
+    assert (there[-1].text, there[-1].token_ids) == (here[-1].text, here[-1].token_ids)
+    maps_there = worker.explain(TRAINED, request, there[-1].token_ids, GREEDY)
+    maps_here = in_process.explain(TRAINED, request, here[-1].token_ids, GREEDY)
+    assert [token.text for token in maps_there.tokens] == [token.text for token in maps_here.tokens]
+    for side in ("image_maps", "audio_curves"):
+        assert (getattr(maps_there, side) is None) == (getattr(maps_here, side) is None)
+
+
+def test_load_gives_what_the_app_reads_of_a_model(worker, in_process):
+    loaded = worker.load(TRAINED)
+    assert isinstance(loaded, LoadedModel)
+    assert loaded.max_audio_seconds == in_process.load(TRAINED).max_audio_seconds > 0
+
+
+def test_a_wrong_request_is_refused_here_before_the_worker_hears_of_it(presets):
+    engine = EngineProcess(presets=presets)
+    with pytest.raises(UnknownPresetError, match="nope"):
+        engine.stream("nope", TextRequest("x"))
+    with pytest.raises(ValueError, match="does not take audio"):
+        engine.stream("gpt2", AudioRequest(np.zeros(16_000, np.float32), 16_000))
+    assert engine._process is None, "nothing should have started a worker"
+
+
+def test_a_model_that_cannot_load_says_why_through_the_worker(worker):
+    with pytest.raises(PresetUnavailableError, match="gpt2"):
+        list(worker.stream("gpt2", TextRequest("ROMEO:"), GREEDY))  # the Hub cannot be reached here
+    assert list(worker.stream(TRAINED, TextRequest("ROMEO:"), GREEDY))[-1].done, "the worker keeps serving"
+
+
+@pytest.mark.parametrize("how", ["Stop", "closed tab"])
+def test_stop_and_a_closed_tab_end_the_answer_in_the_worker(worker, how):
+    cancel = threading.Event()
+    updates = worker.stream(ENDLESS, TextRequest("ROMEO:"), LONG, cancel)
+    for _, update in zip(range(3), updates):
+        pass
+    updated_at = time.perf_counter()
+    if how == "Stop":
+        cancel.set()
+        rest = list(updates)
+        assert rest[-1].done and rest[-1].tokens < LONG.max_new_tokens
+    else:
+        updates.close()
+    time.sleep(0.3)
+    idle = worker_cores(worker, 1.0)
+    # Not vacuous: at its pace the answer had more work left than all this took, so a worker that went on
+    # generating would still be busy.
+    work_left_s = (LONG.max_new_tokens - update.tokens) / update.tokens_per_s
+    assert work_left_s > time.perf_counter() - updated_at, "the model is too fast for this test: make it bigger"
+    assert idle < IDLE_CORES, f"the worker used {idle:.2f} cores after {how}: it should have stopped generating"
+
+
+def test_concurrent_streams_each_get_their_own_answer(worker, in_process):
+    texts = [f"{name}:" for name in ("ROMEO", "JULIET", "KING HENRY", "FIRST CITIZEN")]
+    answers = {}
+
+    def ask(text):
+        answers[text] = list(worker.stream(TRAINED, TextRequest(text), GREEDY))[-1].text
+
+    threads = [threading.Thread(target=ask, args=(text,)) for text in texts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert answers == {text: list(in_process.stream(TRAINED, TextRequest(text), GREEDY))[-1].text for text in texts}
+
+
+def test_the_time_limit_holds_in_the_worker(presets):
+    engine = EngineProcess(presets=presets, timeout_s=1.0, threads=1)
+    try:
+        with pytest.raises(GenerationTimeout, match="1 s"):
+            list(engine.stream(ENDLESS, TextRequest("ROMEO:"), LONG))
+    finally:
+        engine.close()
+
+
+def test_a_worker_that_dies_fails_its_requests_and_the_next_one_starts_a_new_worker(presets):
+    engine = EngineProcess(presets=presets, timeout_s=60, threads=1)
+    try:
+        updates = engine.stream(ENDLESS, TextRequest("ROMEO:"), LONG)
+        next(updates)
+        first = engine._process.pid
+        engine._process.kill()
+        with pytest.raises(WorkerDiedError, match="try again"):
+            list(updates)
+        assert list(engine.stream(TRAINED, TextRequest("ROMEO:"), GREEDY))[-1].done
+        assert engine._process.pid != first
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize("setting, kind", [("", "EngineProcess"), ("0", "Engine")])
+def test_the_app_runs_its_models_in_a_worker_process_unless_told_not_to(setting, kind):
+    env = {**os.environ, "MMGPT_ENGINE_PROCESS": setting}
+    env.pop("SPACES_ZERO_GPU", None)
+    made = subprocess.run([sys.executable, "-c", "import app; print(type(app.make_engine()).__name__)"], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=120)
+    assert made.stdout.strip().splitlines()[-1] == kind, made.stderr[-2000:]
+
+
+def test_on_zerogpu_the_models_stay_in_the_servers_process():
+    env = {**os.environ, "MMGPT_ENGINE_PROCESS": "1", "SPACES_ZERO_GPU": "1"}
+    made = subprocess.run([sys.executable, "-c", "import app; print(app.ENGINE_PROCESS)"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert made.stdout.strip().splitlines()[-1] == "False", made.stderr[-2000:]
