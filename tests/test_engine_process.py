@@ -32,6 +32,7 @@ from mmgpt.engine import (
 from mmgpt.inputs import load_audio
 from mmgpt.presets import PRESETS
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated")
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "assets" / "examples"
 TRAINED = "mmgpt-tiny"
@@ -187,3 +188,20 @@ def test_on_zerogpu_the_models_stay_in_the_servers_process():
     made = subprocess.run([sys.executable, "-c", "import app; print(app.ENGINE_PROCESS)"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)
     assert made.stdout.strip().splitlines()[-1] == "False", made.stderr[-2000:]
+
+
+def test_the_app_serves_every_kind_of_request_from_the_worker(worker, presets):
+    from gradio_client import handle_file
+
+    scene, question = handle_file(str(EXAMPLES / "scene_1.png")), handle_file(str(EXAMPLES / "question_0.wav"))
+    with stress.serve(presets, worker) as served:
+        client = served.client()
+        job = client.submit(scene, "", TRAINED, api_name="/caption")
+        caption, _, heatmap, _ = job.result(timeout=120)
+        assert caption and heatmap, "the caption and the map of the word shown"
+        assert len({output[0] for output in job.outputs() if output[0]}) >= 2, "the caption should stream"
+        # a spoken question to a model that hears it: the app asks the worker how long a question it can hear
+        conversation = client.predict(scene, "", question, None, TRAINED, False, "en", api_name="/ask")[0]
+        assert [turn["role"] for turn in conversation] == ["user", "assistant"] and conversation[1]["content"]
+        transcript = client.predict(handle_file(str(EXAMPLES / "speech_2.wav")), TRAINED, api_name="/transcribe")[0]
+        assert transcript
