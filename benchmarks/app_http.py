@@ -9,7 +9,9 @@ server-sent events and the client.
 Two clients, interleaved with the in-process runs: `common.Session`, which speaks the web page's protocol (upload,
 queue join, event stream: what a browser does, from another machine), carries the targets; `gradio_client`, which
 spends about as much CPU per request as the server (a thread per job, polling every millisecond) on the same two
-cores, is measured beside it without targets (`*_gradio_client_*`).
+cores, is measured beside it without targets (`*_gradio_client_*`). A second app server with its engine in the
+server's own process (`MMGPT_ENGINE_PROCESS=0`, as before issue 16) is measured beside them through `Session`
+(`*_engine_in_server_*`, no targets): what the engine's worker process changes, in the same run.
 
 - TTFT: from the upload or queue join (or `submit`, or the `stream()` call) to the first update with text.
 - tokens/s (the target): the decoding speed the app reports in its stats line (the engine's own measure, read
@@ -25,6 +27,7 @@ import time
 
 from .common import (
     PRESET,
+    AppServer,
     Context,
     Figure,
     Result,
@@ -42,6 +45,7 @@ TITLE = "The app over HTTP vs the engine in-process"
 TABS = ("caption", "transcribe", "generate")
 PROMPT = "ROMEO:"
 TEXT_TOKENS = 64  # the Text tab's default max_new_tokens
+ENGINE_IN_SERVER_ENV = {"MMGPT_ENGINE_PROCESS": "0"}  # the app as it was before issue 16's worker process
 STATS_RATE = re.compile(r"([0-9.]+) tokens/s")  # in the stats line the app shows under each answer (English)
 
 
@@ -79,14 +83,24 @@ def example_speech(ctx: Context):
 
 
 def run(ctx: Context) -> Result:
+    engine = ctx.engine()
+    server = shared_server(ctx)
+    in_server = AppServer(ctx.model_dir, ctx.tmp / "server-engine-in-server.log", env=ENGINE_IN_SERVER_ENV).start()
+    try:
+        return measure_all(ctx, engine, server, in_server)
+    finally:
+        in_server.stop()
+
+
+def measure_all(ctx: Context, engine, server: AppServer, in_server: AppServer) -> Result:
     from gradio_client import handle_file
 
     from mmgpt import inputs
     from mmgpt.engine import AudioRequest, GenerationParams, ImageRequest, TextRequest
 
-    engine = ctx.engine()
-    server = shared_server(ctx)
-    client, session = server.client(), Session(server.url, Session.endpoints_of(server.url))
+    client = server.client()
+    session = Session(server.url, Session.endpoints_of(server.url))
+    in_server_session = Session(in_server.url, Session.endpoints_of(in_server.url))
     image, speech = example_image(ctx), example_speech(ctx)
     preset_params = engine.preset(PRESET).params()
     local = {
@@ -95,14 +109,18 @@ def run(ctx: Context) -> Result:
         "generate": (TextRequest(PROMPT), GenerationParams(max_new_tokens=TEXT_TOKENS)),
     }
     uploads = ctx.tmp / "uploads"
-    page = {  # what the page sends: the maps on (its default) and the language last; a file of its own each time
-        "caption": lambda n: lambda: session.run("caption", [session.upload(distinct_copy(image, n, uploads)), "",
-                                                             PRESET, True, "en"]),
-        "transcribe": lambda n: lambda: session.run("transcribe", [session.upload(distinct_copy(speech, n, uploads)),
-                                                                   PRESET, True, "en"]),
-        "generate": lambda n: lambda: session.run("generate", [*generate_args(PROMPT, TEXT_TOKENS).values(), True,
-                                                               "en"]),
-    }
+
+    def page(session):  # what the page sends: the maps on (its default) and the language last; a file of its own
+        return {
+            "caption": lambda n: lambda: session.run("caption", [session.upload(distinct_copy(image, n, uploads)),
+                                                                 "", PRESET, True, "en"]),
+            "transcribe": lambda n: lambda: session.run("transcribe", [
+                session.upload(distinct_copy(speech, n, uploads)), PRESET, True, "en"]),
+            "generate": lambda n: lambda: session.run("generate", [*generate_args(PROMPT, TEXT_TOKENS).values(),
+                                                                   True, "en"]),
+        }
+
+    pages = {"http": page(session), "engine_in_server": page(in_server_session)}
     gradio_client = {
         "caption": lambda: client.submit(handle_file(str(image)), "", PRESET, api_name="/caption"),
         "transcribe": lambda: client.submit(handle_file(str(speech)), PRESET, api_name="/transcribe"),
@@ -132,16 +150,17 @@ def run(ctx: Context) -> Result:
             return measure(started, [(t, out[0] or "") for t, out in outputs], tokens_at, rate)
 
         paths = {"in_process": in_process,
-                 "http": lambda tab=tab: over_http(page[tab](next(count))),  # the copy is made before the clock
-                 "gradio_client": lambda tab=tab: over_http(gradio_client[tab])}
+                 "http": lambda tab=tab: over_http(pages["http"][tab](next(count))),  # copied before the clock
+                 "gradio_client": lambda tab=tab: over_http(gradio_client[tab]),
+                 "engine_in_server": lambda tab=tab: over_http(pages["engine_in_server"][tab](next(count)))}
         for measure_once in paths.values():  # warm-up: first-call costs of every path
             measure_once()
         runs = interleaved(paths, repeats)
         stats = {path: summarize(samples) for path, samples in runs.items()}
-        same = all(h["text"] == runs["in_process"][0]["text"] for path in ("http", "gradio_client")
+        same = all(h["text"] == runs["in_process"][0]["text"] for path in ("http", "gradio_client", "engine_in_server")
                    for h in runs[path])
         added = {path: stats[path]["ttft_p50_ms"] - stats["in_process"]["ttft_p50_ms"]
-                 for path in ("http", "gradio_client")}
+                 for path in ("http", "gradio_client", "engine_in_server")}
         figures += [
             Figure(f"{tab}_http_added_ttft_p50_ms", added["http"], "ms", "<= 50",
                    "p50 TTFT over HTTP - p50 in-process"),
@@ -157,6 +176,11 @@ def run(ctx: Context) -> Result:
                    "the same through gradio_client"),
             Figure(f"{tab}_gradio_client_tokens_per_s_ratio", ratio(stats, "gradio_client", "decode_tokens_per_s"),
                    "x", None, "the same through gradio_client"),
+            Figure(f"{tab}_engine_in_server_http_added_ttft_p50_ms", added["engine_in_server"], "ms", None,
+                   "the same with the engine in the server's process (MMGPT_ENGINE_PROCESS=0)"),
+            Figure(f"{tab}_engine_in_server_tokens_per_s_ratio",
+                   ratio(stats, "engine_in_server", "decode_tokens_per_s"), "x", None,
+                   "the same with the engine in the server's process (MMGPT_ENGINE_PROCESS=0)"),
         ]
         details[tab] = {**stats, "same_text_every_path": same, "text": runs["in_process"][0]["text"][:200]}
     return Result(figures, details)

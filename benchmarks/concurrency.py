@@ -12,7 +12,7 @@ Four paths, each measured at every client count:
   thread of its own (sampled ones one at a time);
 - `http`: sessions that speak the web page's protocol (`common.Session`: upload, join the queue, read the event
   stream) against the app (`python app.py`), as it ships;
-- `http_alone`: the app with `MMGPT_BATCHING=0 MMGPT_CONCURRENCY=2`, as it was before batching.
+- `http_alone`: the app with `MMGPT_BATCHING=0 MMGPT_CONCURRENCY=2 MMGPT_ENGINE_PROCESS=0`, as it was before batching.
 
 How the engine shares the CPU when it batches: each request prefills alone in its own thread (the encoders read
 its picture or recording there), then joins the model's batch thread, where one forward pass per step decodes
@@ -48,7 +48,7 @@ KINDS = ("caption", "transcribe", "generate")
 TEXT_TOKENS = 64  # the Text tab's default max_new_tokens
 PROMPTS = ("ROMEO:", "JULIET:", "First Citizen:", "KING RICHARD III:", "But soft, what light", "O Romeo, Romeo!")
 PATHS = ("engine", "engine_alone", "http", "http_alone")
-ALONE_SERVER_ENV = {"MMGPT_BATCHING": "0", "MMGPT_CONCURRENCY": "2"}  # the app before batching
+ALONE_SERVER_ENV = {"MMGPT_BATCHING": "0", "MMGPT_CONCURRENCY": "2", "MMGPT_ENGINE_PROCESS": "0"}  # the app before
 STATS_TOKENS = re.compile(r"· (\d+) tokens")
 
 
