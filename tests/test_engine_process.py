@@ -99,7 +99,7 @@ def test_load_gives_what_the_app_reads_of_a_model(worker, in_process):
 
 
 def test_a_wrong_request_is_refused_here_before_the_worker_hears_of_it(presets):
-    engine = EngineProcess(presets=presets)
+    engine = EngineProcess(presets=presets, start_now=False)
     with pytest.raises(UnknownPresetError, match="nope"):
         engine.stream("nope", TextRequest("x"))
     with pytest.raises(ValueError, match="does not take audio"):

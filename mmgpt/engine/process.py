@@ -50,10 +50,11 @@ class WorkerDiedError(RuntimeError):
 
 class EngineProcess:
     """`Engine(**engine_kwargs)` run in a spawned worker process; `stream`, `explain`, `load`, `preset` and
-    `check` as `Engine`'s, with requests checked here before anything is sent."""
+    `check` as `Engine`'s, with requests checked here before anything is sent. The worker starts at once in the
+    background unless not `start_now`, and otherwise on first use."""
 
     def __init__(self, presets: Mapping[str, Preset] | None = None, timeout_s: float = 120.0, batching: bool = True,
-                 **engine_kwargs):
+                 start_now: bool = True, **engine_kwargs):
         self.presets = dict(PRESETS if presets is None else presets)
         self.timeout_s = timeout_s
         self.batching = batching
@@ -65,6 +66,8 @@ class EngineProcess:
         self._inboxes: dict[int, tuple[int, queue.Queue]] = {}  # request number -> (its worker's generation, inbox)
         self._process = self._connection = None
         self._generation = 0  # how many workers have been started: a dead one's receiver must not touch the next
+        if start_now:  # in the background, so that the first request does not wait for torch to import
+            threading.Thread(target=self._start_quietly, name="mmgpt-engine-start", daemon=True).start()
 
     # --- the Engine methods the app calls -----------------------------------------------------------------------
 
@@ -180,6 +183,12 @@ class EngineProcess:
             threading.Thread(target=self._receive, args=(ours, process, self._generation), daemon=True,
                              name="mmgpt-engine-receiver").start()
             logger.info("engine worker started (pid %d)", process.pid)
+
+    def _start_quietly(self):
+        try:
+            self._ensure_worker()
+        except WorkerDiedError as exc:  # the first request tries again, and reports it
+            logger.error("%s", exc)
 
     def _receive(self, connection, process, generation: int):
         """Deliver the worker's messages to their requests' inboxes; when it dies, tell every request in flight."""
