@@ -4,6 +4,7 @@ One worker for the module (spawning one imports torch and loads a model: seconds
 a worker make their own.
 """
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ import pytest
 from PIL import Image
 
 from benchmarks import stress
+from benchmarks.remote import remote_preset
 from mmgpt.engine import (
     AudioRequest,
     Engine,
@@ -25,6 +27,7 @@ from mmgpt.engine import (
     ImageRequest,
     LoadedModel,
     PresetUnavailableError,
+    RemoteError,
     TextRequest,
     UnknownPresetError,
     WorkerDiedError,
@@ -39,6 +42,9 @@ TRAINED = "mmgpt-tiny"
 ENDLESS = "mmgpt-endless"  # a random mmgpt that never says end-of-text: Stop and closing always land mid-answer
 GREEDY = GenerationParams(max_new_tokens=24)
 LONG = GenerationParams(max_new_tokens=1500)
+MISSING = "missing-model"  # a checkpoint directory that does not exist
+KEYLESS = "keyless-remote"  # a remote preset whose API key variable is not set
+KEY_ENV = "MMGPT_TEST_UNSET_KEY"
 IDLE_CORES = 0.05
 
 
@@ -46,7 +52,10 @@ IDLE_CORES = 0.05
 def presets(tmp_path_factory):
     endless = stress.never_ending_mmgpt_preset(ENDLESS, tmp_path_factory.mktemp("endless"),
                                                {"max_new_tokens": 64}, n_embd=256, n_layer=6)
-    return {**PRESETS, ENDLESS: endless}
+    missing = dataclasses.replace(PRESETS[TRAINED], name=MISSING, source=str(tmp_path_factory.mktemp("empty") /
+                                                                              "missing-model"))
+    keyless = remote_preset(KEYLESS, "http://127.0.0.1:9/v1", "any-model", api_key_env=KEY_ENV)
+    return {**PRESETS, ENDLESS: endless, MISSING: missing, KEYLESS: keyless}
 
 
 @pytest.fixture(scope="module")
@@ -70,10 +79,10 @@ def requests():
 
 
 def worker_cores(engine: EngineProcess, seconds: float) -> float:
-    with open(f"/proc/{engine._process.pid}/stat") as stat:
+    with open(f"/proc/{engine._worker.process.pid}/stat") as stat:
         before = sum(int(field) for field in stat.read().rsplit(")", 1)[1].split()[11:13])
     time.sleep(seconds)
-    with open(f"/proc/{engine._process.pid}/stat") as stat:
+    with open(f"/proc/{engine._worker.process.pid}/stat") as stat:
         after = sum(int(field) for field in stat.read().rsplit(")", 1)[1].split()[11:13])
     return (after - before) / os.sysconf("SC_CLK_TCK") / seconds
 
@@ -104,12 +113,15 @@ def test_a_wrong_request_is_refused_here_before_the_worker_hears_of_it(presets):
         engine.stream("nope", TextRequest("x"))
     with pytest.raises(ValueError, match="does not take audio"):
         engine.stream("gpt2", AudioRequest(np.zeros(16_000, np.float32), 16_000))
-    assert engine._process is None, "nothing should have started a worker"
+    assert engine._worker is None, "nothing should have started a worker"
 
 
-def test_a_model_that_cannot_load_says_why_through_the_worker(worker):
-    with pytest.raises(PresetUnavailableError, match="gpt2"):
-        list(worker.stream("gpt2", TextRequest("ROMEO:"), GREEDY))  # the Hub cannot be reached here
+def test_errors_cross_to_the_server_with_their_type_and_message(worker):
+    with pytest.raises(PresetUnavailableError, match="missing-model"):
+        list(worker.stream(MISSING, TextRequest("ROMEO:"), GREEDY))
+    with pytest.raises(RemoteError) as caught:  # rebuilt from its key, so that the page can translate it
+        list(worker.stream(KEYLESS, TextRequest("ROMEO:"), GREEDY))
+    assert caught.value.message.key == "remote_key_missing" and KEY_ENV in str(caught.value)
     assert list(worker.stream(TRAINED, TextRequest("ROMEO:"), GREEDY))[-1].done, "the worker keeps serving"
 
 
@@ -164,14 +176,27 @@ def test_a_worker_that_dies_fails_its_requests_and_the_next_one_starts_a_new_wor
     try:
         updates = engine.stream(ENDLESS, TextRequest("ROMEO:"), LONG)
         next(updates)
-        first = engine._process.pid
-        engine._process.kill()
+        first = engine._worker.process.pid
+        engine._worker.process.kill()
         with pytest.raises(WorkerDiedError, match="try again"):
             list(updates)
         assert list(engine.stream(TRAINED, TextRequest("ROMEO:"), GREEDY))[-1].done
-        assert engine._process.pid != first
+        assert engine._worker.process.pid != first
     finally:
         engine.close()
+
+
+def test_closing_the_engine_ends_the_answers_in_flight_as_stop_does(presets):
+    engine = EngineProcess(presets=presets, timeout_s=60, threads=1)
+    updates = engine.stream(ENDLESS, TextRequest("ROMEO:"), LONG)
+    next(updates)
+    process = engine._worker.process
+    engine.close()
+    last = list(updates)[-1]
+    assert last.done and last.tokens < LONG.max_new_tokens
+    assert not process.is_alive() and process.exitcode == 0, "told to stop, it should stop on its own"
+    with pytest.raises(WorkerDiedError, match="shut down"):
+        engine.stream(TRAINED, TextRequest("ROMEO:"), GREEDY).__next__()
 
 
 @pytest.mark.parametrize("setting, kind", [("", "EngineProcess"), ("0", "Engine")])

@@ -27,12 +27,14 @@ from dataclasses import dataclass
 
 from ..presets import PRESETS, Preset, get_preset
 from ..requests import GenerationParams, StreamUpdate
-from .engine import Engine, check_request
+from ..loaders import PresetUnavailableError
+from .engine import Engine, GenerationTimeout, check_request
 
 logger = logging.getLogger(__name__)
 
 CANCEL_POLL_S = 0.01  # how often a waiting stream looks at its `cancel` event: Stop reaches the worker this soon
 START_TIMEOUT_S = 120.0  # for the worker to import torch and build its engine
+STOP_WAIT_S = 5.0  # for a stopping worker's answers to end (one decoding step each) and say so
 
 
 @dataclass(frozen=True)
@@ -61,11 +63,9 @@ class EngineProcess:
         self._engine_kwargs = dict(presets=self.presets, timeout_s=timeout_s, batching=batching, **engine_kwargs)
         Engine(**{**self._engine_kwargs, "threads": None})  # the same argument checks, here, before any spawn
         self._lock = threading.Lock()  # the worker's life: start, restart, stop
-        self._send_lock = threading.Lock()
         self._numbers = itertools.count()
-        self._inboxes: dict[int, tuple[int, queue.Queue]] = {}  # request number -> (its worker's generation, inbox)
-        self._process = self._connection = None
-        self._generation = 0  # how many workers have been started: a dead one's receiver must not touch the next
+        self._worker: _Worker | None = None
+        self._closed = False
         if start_now:  # in the background, so that the first request does not wait for torch to import
             threading.Thread(target=self._start_quietly, name="mmgpt-engine-start", daemon=True).start()
 
@@ -93,27 +93,27 @@ class EngineProcess:
         return self._call("load", preset_name)
 
     def close(self):
-        """Stop the worker (it also ends with this process)."""
+        """Stop the worker, and start no other (it also ends with this process). Answers in flight end as Stop
+        ends them; any request after this gets WorkerDiedError."""
         with self._lock:
-            if self._process is not None and self._process.is_alive():
-                self._send(None)
-                self._process.join(timeout=5)
-                if self._process.is_alive():
-                    self._process.kill()
-            self._process = None
+            self._closed = True
+            worker, self._worker = self._worker, None
+        if worker is not None:
+            worker.stop()
 
     # --- requests to the worker ----------------------------------------------------------------------------------
 
     def _stream(self, preset_name, request, params, cancel) -> Iterator[StreamUpdate]:
-        number, inbox = self._open("stream", preset_name, request, params)
+        worker, number, inbox = self._open("stream", preset_name, request, params)
         finished = cancel_sent = False
         try:
             while True:
-                kind, payload = self._next(inbox, poll=True)
-                if kind is None:  # nothing yet: forward Stop once
-                    if cancel is not None and cancel.is_set() and not cancel_sent:
-                        self._send(("cancel", number))
-                        cancel_sent = True
+                if cancel is not None and cancel.is_set() and not cancel_sent:  # Stop: forwarded once, at once
+                    worker.send(("cancel", number), quiet=True)
+                    cancel_sent = True
+                try:  # with a `cancel` to watch, wake up now and then to look at it
+                    kind, payload = inbox.get(timeout=CANCEL_POLL_S if cancel is not None else None)
+                except queue.Empty:
                     continue
                 if kind == "update":
                     yield payload
@@ -124,88 +124,120 @@ class EngineProcess:
                     finished = True
                     raise payload
         finally:
-            self._inboxes.pop(number, None)
+            worker.inboxes.pop(number, None)
             if not finished:  # left early (a closed tab): the worker's stream stops within one decoding step
-                self._send(("cancel", number), quiet=True)
+                worker.send(("cancel", number), quiet=True)
 
     def _call(self, kind: str, *args):
-        number, inbox = self._open(kind, *args)
+        worker, number, inbox = self._open(kind, *args)
         try:
-            while True:
-                answer, payload = self._next(inbox, poll=False)
-                if answer == "result":
-                    return payload
-                if answer == "error":
-                    raise payload
+            answer, payload = inbox.get()
+            if answer == "error":
+                raise payload
+            return payload
         finally:
-            self._inboxes.pop(number, None)
+            worker.inboxes.pop(number, None)
 
-    def _open(self, kind: str, *args) -> tuple[int, queue.Queue]:
-        self._ensure_worker()
+    def _open(self, kind: str, *args) -> tuple[_Worker, int, queue.Queue]:
+        """Send a request to the worker (started if need be); the worker, the request's number and its inbox."""
+        worker = self._running_worker()
         number, inbox = next(self._numbers), queue.Queue()
-        self._inboxes[number] = (self._generation, inbox)
-        self._send((kind, number, *args))
-        return number, inbox
-
-    @staticmethod
-    def _next(inbox: queue.Queue, poll: bool):
-        """The next (kind, payload) from the worker for this request; (None, None) after CANCEL_POLL_S if `poll`."""
+        worker.inboxes[number] = inbox
         try:
-            return inbox.get(timeout=CANCEL_POLL_S if poll else None)
-        except queue.Empty:
-            return None, None
-
-    def _send(self, message, quiet: bool = False):
-        try:
-            with self._send_lock:
-                self._connection.send(message)
-        except (OSError, AttributeError, ValueError):  # the worker is gone; its receiver tells the requests
-            if not quiet:
-                raise WorkerDiedError("The model worker stopped; please try again.") from None
+            worker.send((kind, number, *args))
+        except BaseException:
+            worker.inboxes.pop(number, None)
+            raise
+        return worker, number, inbox
 
     # --- the worker's life ---------------------------------------------------------------------------------------
 
-    def _ensure_worker(self):
+    def _running_worker(self) -> _Worker:
         with self._lock:
-            if self._process is not None and self._process.is_alive():
-                return
-            context = multiprocessing.get_context("spawn")
-            ours, theirs = context.Pipe()
-            process = context.Process(target=serve, args=(theirs, self._engine_kwargs, logging.getLogger().level),
-                                      name="mmgpt-engine", daemon=True)
-            process.start()
-            theirs.close()
-            if not ours.poll(START_TIMEOUT_S) or ours.recv() != "ready":
-                process.kill()
-                raise WorkerDiedError("The model worker did not start; see the server's log.")
-            self._generation += 1
-            self._process, self._connection = process, ours
-            threading.Thread(target=self._receive, args=(ours, process, self._generation), daemon=True,
-                             name="mmgpt-engine-receiver").start()
-            logger.info("engine worker started (pid %d)", process.pid)
+            if self._closed:
+                raise WorkerDiedError("The model worker was shut down.")
+            if self._worker is None or self._worker.dead.is_set():
+                if self._worker is not None:
+                    self._worker.stop()  # a worker whose pipe closed but whose process lingers
+                self._worker = _Worker.start(self._engine_kwargs)
+            return self._worker
 
     def _start_quietly(self):
         try:
-            self._ensure_worker()
+            self._running_worker()
         except WorkerDiedError as exc:  # the first request tries again, and reports it
             logger.error("%s", exc)
 
-    def _receive(self, connection, process, generation: int):
+
+class _Worker:
+    """One worker process: its pipe, the inboxes of the requests sent to it, and the thread that fills them."""
+
+    def __init__(self, process, connection):
+        self.process, self.connection = process, connection
+        self.inboxes: dict[int, queue.Queue] = {}  # request number -> its inbox
+        self.dead = threading.Event()  # its pipe closed: no more answers will come
+        self.send_lock = threading.Lock()
+        threading.Thread(target=self._receive, daemon=True, name="mmgpt-engine-receiver").start()
+
+    @classmethod
+    def start(cls, engine_kwargs: dict) -> _Worker:
+        context = multiprocessing.get_context("spawn")
+        ours, theirs = context.Pipe()
+        process = context.Process(target=serve, args=(theirs, engine_kwargs, logging.getLogger().level),
+                                  name="mmgpt-engine", daemon=True)
+        process.start()
+        theirs.close()
+        try:
+            ready = ours.poll(START_TIMEOUT_S) and ours.recv() == "ready"
+        except (EOFError, OSError):  # it died while starting
+            ready = False
+        if not ready:
+            process.kill()
+            process.join(timeout=5)
+            ours.close()
+            raise WorkerDiedError("The model worker did not start; see the server's log.")
+        logger.info("engine worker started (pid %d)", process.pid)
+        return cls(process, ours)
+
+    def send(self, message, quiet: bool = False):
+        """Send `message`; WorkerDiedError if the worker is gone (nothing, if `quiet`: its receiver tells the
+        requests)."""
+        try:
+            with self.send_lock:
+                self.connection.send(message)
+        except OSError:
+            if not quiet:
+                raise WorkerDiedError("The model worker stopped; please try again.") from None
+
+    def stop(self):
+        self.send(None, quiet=True)
+        self.process.join(timeout=STOP_WAIT_S + 5)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(timeout=5)
+        self.connection.close()
+
+    def _receive(self):
         """Deliver the worker's messages to their requests' inboxes; when it dies, tell every request in flight."""
         while True:
             try:
-                number, kind, payload = connection.recv()
+                number, kind, payload = self.connection.recv()
             except (EOFError, OSError):
                 break
-            _, inbox = self._inboxes.get(number, (None, None))
+            except Exception:  # a message that cannot be read: the pipe can no longer be trusted
+                logger.exception("unreadable message from the engine worker; stopping it")
+                self.process.kill()
+                break
+            inbox = self.inboxes.get(number)
             if inbox is not None:  # else the request was left early: the worker's last words for it go nowhere
                 inbox.put((kind, payload))
-        process.join(timeout=5)
-        if process.exitcode:  # 0: told to stop
-            logger.error("the engine worker (pid %d) ended with exit code %s", process.pid, process.exitcode)
-        for started_by, inbox in list(self._inboxes.values()):
-            if started_by == generation:
-                inbox.put(("error", WorkerDiedError("The model worker stopped; please try again.")))
+        self.dead.set()
+        self.process.join(timeout=5)
+        if self.process.exitcode:  # 0: told to stop
+            logger.error("the engine worker (pid %d) ended with exit code %s", self.process.pid,
+                         self.process.exitcode)
+        for inbox in list(self.inboxes.values()):
+            inbox.put(("error", WorkerDiedError("The model worker stopped; please try again.")))
 
 
 # --- in the worker ---------------------------------------------------------------------------------------------------
@@ -221,8 +253,12 @@ def serve(connection, engine_kwargs: dict, log_level: int):
     cancels: dict[int, threading.Event] = {}
 
     def send(number: int, kind: str, payload=None):
-        with send_lock:
-            connection.send((number, kind, payload))
+        try:
+            with send_lock:
+                connection.send((number, kind, payload))
+        except OSError:  # the server's end is closed: nobody is listening any more
+            if (cancel := cancels.get(number)) is not None:
+                cancel.set()
 
     def run(number: int, kind: str, args: tuple):
         try:
@@ -241,6 +277,18 @@ def serve(connection, engine_kwargs: dict, log_level: int):
             cancels.pop(number, None)
 
     connection.send("ready")
+    threads: list[threading.Thread] = []
+    try:
+        listen(connection, cancels, run, threads)
+    finally:  # told to stop, or the server is gone: end every answer as Stop does, and send its end
+        for cancel in list(cancels.values()):
+            cancel.set()
+        for thread in threads:
+            thread.join(timeout=STOP_WAIT_S)
+
+
+def listen(connection, cancels: dict[int, threading.Event], run, threads: list[threading.Thread]):
+    """Start a thread running each request the server sends; set its event on ("cancel", number)."""
     while True:
         try:
             message = connection.recv()
@@ -254,16 +302,22 @@ def serve(connection, engine_kwargs: dict, log_level: int):
                 cancels[number].set()
             continue
         cancels[number] = threading.Event()
-        threading.Thread(target=run, args=(number, kind, tuple(args)), daemon=True,
-                         name=f"mmgpt-engine-request-{number}").start()
+        threads[:] = [thread for thread in threads if thread.is_alive()]
+        threads.append(threading.Thread(target=run, args=(number, kind, tuple(args)), daemon=True,
+                                        name=f"mmgpt-engine-request-{number}"))
+        threads[-1].start()
 
 
 def portable(exc: BaseException) -> BaseException:
-    """`exc` if it survives pickling as itself (type and message), else a RuntimeError with its type and message."""
+    """`exc` if it survives pickling as itself (type and message); else the nearest type the app words for users
+    (`user_facing_errors`), with the same message."""
     try:
         copy = pickle.loads(pickle.dumps(exc))
         if type(copy) is type(exc) and str(copy) == str(exc):
             return exc
     except Exception:  # noqa: BLE001 - whatever made it unpicklable
         pass
+    for kind in (GenerationTimeout, PresetUnavailableError, ValueError):
+        if isinstance(exc, kind):
+            return kind(str(exc))
     return RuntimeError(f"{type(exc).__name__}: {exc}")

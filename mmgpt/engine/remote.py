@@ -66,6 +66,13 @@ class RemoteError(PresetUnavailableError):
         self.message = Message(key, **params)
         super().__init__(str(self.message))
 
+    def __reduce__(self):  # rebuilt from its key and parameters, not its English text (the engine's worker process)
+        return _remote_error, (self.message.key, self.message.params)
+
+
+def _remote_error(key: str, params: dict) -> RemoteError:
+    return RemoteError(key, **params)
+
 
 # --- requests -> API calls --------------------------------------------------------------------------------------
 
