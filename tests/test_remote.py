@@ -38,9 +38,6 @@ KEY_ENV = "MMGPT_TEST_REMOTE_KEY"
 LONG = GenerationParams(max_new_tokens=2048)  # seconds of work for the server: still going when a test stops it
 SHORT = GenerationParams(max_new_tokens=12)
 CHAT = TextRequest("romeo what light through yonder window breaks", task="chat")
-IDLE_CORES = 0.05  # CPU the server may use while it does nothing (uvicorn's idle loop uses none measurable)
-QUIET_S = 0.3  # after a stream closes, before the server counts as idle
-IDLE_WITHIN_S = 4.0  # how long a closed request may take to be idle: far less than a LONG answer's work left
 SERVER_STARTUP = {}  # how long transformers serve took to answer /health, printed at the end of the module
 
 
@@ -115,24 +112,6 @@ def presets(server, checkpoints) -> dict:
 @pytest.fixture
 def engine(presets) -> Engine:
     return Engine(device="cpu", timeout_s=60, presets=presets, update_interval_s=0.0)  # an update per event
-
-
-def cpu_cores(server: ModelServer, seconds: float) -> float:
-    """Cores the server process used on average over the next `seconds`."""
-    before = server.cpu_seconds()
-    time.sleep(seconds)
-    return (server.cpu_seconds() - before) / seconds
-
-
-def cores_once_idle(server: ModelServer, within_s: float = IDLE_WITHIN_S) -> float:
-    """Cores the server used in its first half-second window under IDLE_CORES after QUIET_S, or in its last
-    window if `within_s` passed first: a stray moment of work (a log line, the end of a decoding step) is not
-    generation, and a server still generating stays busy for all of `within_s`."""
-    time.sleep(QUIET_S)
-    deadline = time.perf_counter() + within_s
-    while (cores := cpu_cores(server, 0.5)) >= IDLE_CORES and time.perf_counter() < deadline:
-        pass
-    return cores
 
 
 def noise(seconds: float) -> np.ndarray:
@@ -360,37 +339,48 @@ def started_stream(engine, preset="slow-remote", cancel=None):
     return updates, update, time.perf_counter()
 
 
+def connections_to(port: int) -> int:
+    """Established TCP connections of this machine to 127.0.0.1:`port` (the client ends, seen in /proc/net/tcp)."""
+    with open("/proc/net/tcp") as table:
+        rows = [line.split() for line in table.read().splitlines()[1:]]
+    return sum(1 for row in rows if int(row[2].split(":")[1], 16) == port and row[3] == "01")
+
+
+def closed_within(port: int, expected: int, seconds: float = 2.0) -> int:
+    deadline = time.perf_counter() + seconds
+    while (count := connections_to(port)) != expected and time.perf_counter() < deadline:
+        time.sleep(0.02)
+    return count
+
+
+# What these tests hold the app to is its own side of Stop: the HTTP stream is closed. That the server then stops
+# generating is the server's side; transformers serve does (its log says so), but a fast server whose stream is
+# blocked writing to a full socket when the client leaves may finish the answer first, which once kept a CI
+# machine's server busy after the connection was gone.
 @pytest.mark.parametrize("how", ["Stop", "closed tab"])
-def test_stop_closes_the_http_stream_and_the_server_stops_generating(engine, server, how):
+def test_stop_and_a_closed_tab_close_the_http_stream(engine, server, how):
+    before = connections_to(server.port)
     cancel = threading.Event()
-    updates, update, updated_at = started_stream(engine, cancel=cancel)
-    busy = cpu_cores(server, 1.0)
+    updates, update, _ = started_stream(engine, cancel=cancel)
+    assert connections_to(server.port) == before + 1, "the answer should be streaming over its own connection"
     if how == "Stop":
         cancel.set()
         rest = list(updates)
         assert rest[-1].done and rest[-1].tokens < LONG.max_new_tokens
     else:
         updates.close()
-    idle = cores_once_idle(server)
-    # Not vacuous: at its pace the answer had more work left than all this took, so a server that went on
-    # generating would still be busy.
-    work_left_s = (LONG.max_new_tokens - update.tokens) / update.tokens_per_s
-    assert work_left_s > time.perf_counter() - updated_at, "the model is too fast for this test: make it bigger"
-    assert busy > 0, "the server should be generating"
-    # idle, and not merely slower: on a loaded machine the generating server may get little of the CPU
-    assert idle < min(IDLE_CORES, busy / 4), (f"the server used {idle:.2f} cores {IDLE_WITHIN_S:g} s after "
-                                              f"{how}, {busy:.2f} before; its log ends:\n{server.log_tail(1500)}")
+    assert closed_within(server.port, before) == before, f"the connection is still open after {how}"
 
 
 def test_a_request_past_the_time_limit_is_closed(presets, server):
     engine = Engine(device="cpu", timeout_s=1.5, presets=presets)
+    before = connections_to(server.port)
     started = time.perf_counter()
     with pytest.raises(GenerationTimeout, match="1.5 s"):
         for _ in engine.stream("slow-remote", CHAT, LONG):
             pass
     assert time.perf_counter() - started < 1.5 + 1.0
-    idle = cores_once_idle(server)
-    assert idle < IDLE_CORES, f"the server still uses {idle:.2f} cores; its log ends:\n{server.log_tail(1500)}"
+    assert closed_within(server.port, before) == before, "the connection is still open after the time limit"
 
 
 @contextmanager

@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 import logging
 import multiprocessing
+import os
 import pickle
 import queue
 import threading
@@ -285,6 +286,11 @@ def serve(connection, engine_kwargs: dict, log_level: int):
             cancel.set()
         for thread in threads:
             thread.join(timeout=STOP_WAIT_S)
+        # Every answer has ended and said so (or had STOP_WAIT_S): exit now, without waiting for the threads of
+        # loaded models, which a normal interpreter exit would join
+        connection.close()
+        logging.shutdown()
+        os._exit(0)
 
 
 def listen(connection, cancels: dict[int, threading.Event], run, threads: list[threading.Thread]):
