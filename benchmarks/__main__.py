@@ -2,6 +2,7 @@
 
     python -m benchmarks                    # everything, full size (minutes); writes benchmarks/results.json
     python -m benchmarks --smoke            # everything at its smallest size (seconds); figures are meaningless
+    python -m benchmarks --only streaming --only audio    # updates those two entries of results.json
     python -m benchmarks --only streaming --only audio --out /tmp/r.json
     python -m benchmarks --model runs/mmgpt-tiny/checkpoint   # any saved mmgpt checkpoint
 
@@ -97,6 +98,17 @@ def print_table(results: dict):
             print("  ".join("-" * width for width in widths))
 
 
+def merged(earlier: dict, partial: dict, command: str) -> dict:
+    """`earlier` results with the benchmarks of a partial (`--only`) run replaced by that run's, each carrying its
+    run's `meta` in `run`: the other benchmarks' figures are kept, and every entry says when it was measured."""
+    fresh = {name: {**result, "run": {"command": command, **partial["meta"]}}
+             for name, result in partial["benchmarks"].items()}
+    benchmarks = {**earlier.get("benchmarks", {}), **fresh}
+    order = [b.NAME for b in BENCHMARKS]
+    return {**earlier, "benchmarks": dict(sorted(benchmarks.items(), key=lambda item: (
+        order.index(item[0]) if item[0] in order else len(order))))}
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     selected = [b for b in RUN_ORDER if args.only is None or b.NAME in args.only]
@@ -144,6 +156,8 @@ def main(argv=None) -> int:
         },
         "benchmarks": ordered,
     }
+    if args.only and args.out.exists():
+        report = merged(json.loads(args.out.read_text()), report, " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
     print()

@@ -104,3 +104,25 @@ def test_the_report_says_what_was_measured(smoke_report):
     for name, figures in FIGURES.items():
         for figure in smoke_report["benchmarks"][name]["figures"].values():
             assert set(figure) == {"value", "unit", "target", "met", "note"}
+
+
+def test_a_partial_run_replaces_its_own_entries_and_keeps_the_others():
+    from benchmarks.__main__ import merged
+
+    earlier = {"meta": {"started_utc": "full run"},
+               "benchmarks": {"streaming": {"figures": {"x": 1}}, "audio": {"figures": {"y": 2}}}}
+    partial = {"meta": {"started_utc": "partial run"},
+               "benchmarks": {"streaming": {"figures": {"x": 3}}, "remote": {"figures": {"z": 4}}}}
+    report = merged(earlier, partial, "python -m benchmarks --only streaming --only remote")
+    assert report["meta"] == earlier["meta"]
+    assert list(report["benchmarks"]) == ["streaming", "audio", "remote"]  # the issues' order
+    assert report["benchmarks"]["audio"] == {"figures": {"y": 2}}
+    assert report["benchmarks"]["streaming"]["figures"] == {"x": 3}
+    assert report["benchmarks"]["streaming"]["run"] == {"command": "python -m benchmarks --only streaming --only remote",
+                                                         "started_utc": "partial run"}
+
+
+def test_the_recorded_results_hold_every_benchmark():
+    recorded = json.loads((ROOT / "benchmarks" / "results.json").read_text())["benchmarks"]
+    assert set(recorded) == set(FIGURES)
+    assert not [name for name, result in recorded.items() if "error" in result or not result["figures"]]
