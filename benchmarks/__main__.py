@@ -104,9 +104,7 @@ def merged(earlier: dict, partial: dict, command: str) -> dict:
     fresh = {name: {**result, "run": {"command": command, **partial["meta"]}}
              for name, result in partial["benchmarks"].items()}
     benchmarks = {**earlier.get("benchmarks", {}), **fresh}
-    order = [b.NAME for b in BENCHMARKS]
-    return {**earlier, "benchmarks": dict(sorted(benchmarks.items(), key=lambda item: (
-        order.index(item[0]) if item[0] in order else len(order))))}
+    return {**earlier, "benchmarks": {b.NAME: benchmarks[b.NAME] for b in BENCHMARKS if b.NAME in benchmarks}}
 
 
 def main(argv=None) -> int:
@@ -156,10 +154,12 @@ def main(argv=None) -> int:
         },
         "benchmarks": ordered,
     }
+    written = report
     if args.only and args.out.exists():
-        report = merged(json.loads(args.out.read_text()), report, " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)]))
+        command = " ".join(["python -m benchmarks", *(sys.argv[1:] if argv is None else argv)])
+        written = merged(json.loads(args.out.read_text()), report, command)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n")
+    args.out.write_text(json.dumps(written, indent=1, ensure_ascii=False) + "\n")
     print()
     print_table(ordered)
     print(f"\nwrote {args.out} in {report['meta']['seconds']} s")

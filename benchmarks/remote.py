@@ -170,12 +170,6 @@ class ModelServer:
         self.stop()
         raise RuntimeError(f"transformers serve did not answer /health within {SERVE_START_TIMEOUT_S:.0f} s")
 
-    def cpu_seconds(self) -> float:
-        """CPU time the server process has used so far (user + system, all its threads)."""
-        with open(f"/proc/{self.process.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
     def log_tail(self, chars: int = 3000) -> str:
         return self.log_path.read_text(errors="replace")[-chars:] if self.log_path.exists() else ""
 

@@ -331,12 +331,11 @@ def test_the_maps_say_a_remote_model_gives_none_and_nothing_is_loaded(engine):
 
 
 def started_stream(engine, preset="slow-remote", cancel=None):
-    """A long answer's stream after its first few updates (the server is generating), that last update, and
-    when it came."""
+    """A long answer's stream after its first few updates (the server is generating), and that last update."""
     updates = engine.stream(preset, CHAT, LONG, cancel)
     for _, update in zip(range(3), updates):
         pass
-    return updates, update, time.perf_counter()
+    return updates, update
 
 
 def connections_to(port: int) -> set[int]:
@@ -364,7 +363,7 @@ def closed_within(port: int, connections: set[int], seconds: float = 2.0) -> set
 def test_stop_and_a_closed_tab_close_the_http_stream(engine, server, how):
     before = connections_to(server.port)
     cancel = threading.Event()
-    updates, update, _ = started_stream(engine, cancel=cancel)
+    updates, _ = started_stream(engine, cancel=cancel)
     streaming = connections_to(server.port) - before
     assert len(streaming) == 1, "the answer should be streaming over its own connection"
     if how == "Stop":
@@ -608,7 +607,7 @@ def test_the_app_streams_a_remote_answer_and_words_its_errors(presets, proxy, ch
 
 
 def test_a_server_killed_mid_answer_is_reported_and_the_text_so_far_was_shown(engine, server):
-    updates, update, _ = started_stream(engine)
+    updates, update = started_stream(engine)
     assert update.text
     server.kill()
     error = error_of(updates)
