@@ -178,7 +178,10 @@ class _Worker:
         self.inboxes: dict[int, queue.Queue] = {}  # request number -> its inbox
         self.dead = threading.Event()  # its pipe closed: no more answers will come
         self.send_lock = threading.Lock()
-        threading.Thread(target=self._receive, daemon=True, name="mmgpt-engine-receiver").start()
+        # The receiver is the only thread that joins the process: two threads joining one child race to reap it,
+        # and the loser sees it alive for a moment after it has exited.
+        self.receiver = threading.Thread(target=self._receive, daemon=True, name="mmgpt-engine-receiver")
+        self.receiver.start()
 
     @classmethod
     def start(cls, engine_kwargs: dict) -> _Worker:
@@ -211,9 +214,13 @@ class _Worker:
                 raise WorkerDiedError("The model worker stopped; please try again.") from None
 
     def stop(self):
+        """Tell the worker to stop and wait until its receiver has seen it exit; kill it if it does not."""
         self.send(None, quiet=True)
-        self.process.join(timeout=STOP_WAIT_S + 5)
-        if self.process.is_alive():
+        self.receiver.join(timeout=STOP_WAIT_S + 5)
+        if self.receiver.is_alive():  # the pipe is still open: the worker is stuck
+            self.process.kill()
+            self.receiver.join(timeout=10)
+        elif self.process.exitcode is None:  # its pipe closed, its process lingers (the receiver gave up joining)
             self.process.kill()
             self.process.join(timeout=5)
         self.connection.close()
