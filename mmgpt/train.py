@@ -45,6 +45,9 @@ class TrainConfig:
     dropout: float = 0.1
     image_layers: int = 2
     image_stem_layers: int = 2  # stride-2 convolutions before the patch embedding; 0 is a plain ViT
+    # Residual 3x3 convolution pairs after each stem layer. A warm start from a checkpoint with fewer grows them,
+    # starting as the identity, so the model's answers are unchanged until the new blocks learn.
+    image_stem_blocks: int = 0
     image_position_std: float = 0.3  # init std of the image row/column tables: the scale of patch content
     audio_layers: int = 2
     n_positions: int = 512  # decoder context, in tokens (audio prefix + transcript must fit)
@@ -435,11 +438,16 @@ def typed_question_accuracy(model, processor, n: int, seed: int = 7) -> float:
     return 100.0 * float(np.mean([answer_is_right(a, qa.answer) for a, qa in zip(answers, talk)]))
 
 
-def warm_start(location: str):
-    """Model and processor from an earlier checkpoint, given the question tokens if it predates them (v3)."""
+def warm_start(location: str, image_stem_blocks: int = 0):
+    """Model and processor from an earlier checkpoint, given the question tokens if it predates them (v3), and
+    `image_stem_blocks` stem blocks if it has fewer (the new ones start as the identity)."""
     from .model.processing_mmgpt import SPECIAL_TOKENS
 
-    model = MMGPTForCausalLM.from_pretrained(location)
+    had = MMGPTConfig.from_pretrained(location).image_stem_blocks
+    if image_stem_blocks < had:
+        raise ValueError(f"{location} has {had} image stem blocks; a warm start can add blocks, not drop them "
+                         f"(image_stem_blocks={image_stem_blocks})")
+    model = MMGPTForCausalLM.from_pretrained(location, image_stem_blocks=image_stem_blocks)
     processor = MMGPTProcessor.from_pretrained(location)
     missing = [t for t in SPECIAL_TOKENS if t not in processor.tokenizer.get_vocab()]
     if missing:
@@ -506,7 +514,7 @@ def train(cfg: TrainConfig) -> Path:
         # A resume may change batch sizes or the schedule; keep every setting that was ever in force.
         state.setdefault("resumes", []).append({"step": state["step"], "config": dataclasses.asdict(cfg)})
     elif cfg.init_from:
-        model, processor = warm_start(cfg.init_from)
+        model, processor = warm_start(cfg.init_from, cfg.image_stem_blocks)
         log(f"starting from the weights of {cfg.init_from}")
         state = {"step": 0, "train_seconds": 0.0, "history": [], "evals": [], "config": dataclasses.asdict(cfg)}
     else:
@@ -514,7 +522,8 @@ def train(cfg: TrainConfig) -> Path:
         config = MMGPTConfig(
             vocab_size=len(tokenizer), n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head,
             dropout=cfg.dropout, image_layers=cfg.image_layers, image_stem_layers=cfg.image_stem_layers,
-            image_position_std=cfg.image_position_std, audio_layers=cfg.audio_layers,
+            image_stem_blocks=cfg.image_stem_blocks, image_position_std=cfg.image_position_std,
+            audio_layers=cfg.audio_layers,
             n_positions=cfg.n_positions, image_size=cfg.image_size, patch_size=cfg.patch_size,
             max_audio_frames=cfg.max_audio_frames,
         )

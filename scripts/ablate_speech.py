@@ -43,6 +43,24 @@ def settings(pairs: list[str]) -> training.TrainConfig:
     return dataclasses.replace(defaults, **changes)
 
 
+def train_one_task(model, cfg: training.TrainConfig, next_batch) -> tuple[list[float], float]:
+    """`cfg.steps` optimizer steps on `next_batch()` alone, on `train`'s schedule: (losses, seconds)."""
+    optimizer = training.make_optimizer(model, cfg)
+    started, losses = time.time(), []
+    model.train()
+    for step in range(cfg.steps):
+        for group in optimizer.param_groups:
+            group["lr"] = training.learning_rate(step, cfg)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+            loss = model(**next_batch()).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+    return losses, time.time() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=400)
@@ -60,22 +78,9 @@ def main() -> None:
         image_size=cfg.image_size, patch_size=cfg.patch_size, max_audio_frames=cfg.max_audio_frames,
     )
     model, processor = MMGPTForCausalLM(config), MMGPTProcessor.from_config(config, tokenizer)
-    optimizer = training.make_optimizer(model, cfg)
     batches = training.TaskBatches(cfg, processor, train_text, seed=1, pool_seed=cfg.seed * 1000)
 
-    started, losses = time.time(), []
-    model.train()
-    for step in range(cfg.steps):
-        for group in optimizer.param_groups:
-            group["lr"] = training.learning_rate(step, cfg)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-            loss = model(**batches.transcribe()).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-    train_seconds = time.time() - started
+    losses, train_seconds = train_one_task(model, cfg, batches.transcribe)
 
     model.eval()
     validation = speech_dataset("validation", EVAL_UTTERANCES, 7, cfg.speech_cache_dir)

@@ -465,13 +465,32 @@ def test_a_convolutional_stem_keeps_one_prefix_token_per_patch(stem_layers):
         [(2, 2)] * stem_layers
 
 
-def test_a_model_with_a_stem_saves_and_loads_to_the_same_logits(tmp_path):
+@pytest.mark.parametrize("stem_blocks", [0, 1])
+def test_a_model_with_a_stem_saves_and_loads_to_the_same_logits(tmp_path, stem_blocks):
     """Loading must keep the trained stem and position tables, not re-initialize them."""
-    model, processor = tiny_model_and_processor(seed=4, image_stem_layers=2, image_position_std=0.5)
+    model, processor = tiny_model_and_processor(seed=4, image_stem_layers=2, image_stem_blocks=stem_blocks,
+                                                image_position_std=0.5)
+    if stem_blocks:  # trained blocks, not the zeros they start from
+        for block in model.transformer.image_encoder.stem_blocks.modules():
+            if isinstance(block, torch.nn.Conv2d):
+                torch.nn.init.normal_(block.weight, std=0.05)
     model.save_pretrained(tmp_path)
     loaded = MMGPTForCausalLM.from_pretrained(tmp_path).eval()
     batch = processor(images=random_image(0), text="a small")
     torch.testing.assert_close(logits_of(loaded, **batch), logits_of(model, **batch))
+
+
+def test_stem_blocks_grown_on_a_saved_model_leave_its_answers_unchanged_until_they_learn(tmp_path):
+    model, processor = tiny_model_and_processor(seed=4, image_stem_layers=2, **LIVELY)
+    model.save_pretrained(tmp_path)
+    grown = MMGPTForCausalLM.from_pretrained(tmp_path, image_stem_blocks=2).eval()
+    batch = processor(images=random_image(0), text="a small")
+
+    assert [len(blocks) for blocks in grown.transformer.image_encoder.stem_blocks] == [2, 2]
+    torch.testing.assert_close(logits_of(grown, **batch), logits_of(model, **batch))
+    with torch.no_grad():  # the blocks are on the image's path: once they hold weights, the answer moves
+        grown.transformer.image_encoder.stem_blocks[1][0].conv2.weight.normal_(std=0.05)
+    assert not torch.allclose(logits_of(grown, **batch), logits_of(model, **batch))
 
 
 def test_image_position_tables_start_at_the_configured_scale():

@@ -37,6 +37,7 @@ class MMGPTConfig(PretrainedConfig):
         num_channels: int = 3,
         image_layers: int = 2,
         image_stem_layers: int = 0,
+        image_stem_blocks: int = 0,
         image_position_std: float | None = None,
         # audio encoder
         num_mel_bins: int = 80,
@@ -78,6 +79,8 @@ class MMGPTConfig(PretrainedConfig):
         # Stride-2 3x3 convolutions before the patch embedding ("early convolutions help transformers see
         # better", Xiao et al. 2021): 0 is a plain ViT patch embedding.
         self.image_stem_layers = image_stem_layers
+        # Residual pairs of 3x3 convolutions after each stem layer (`StemBlock`); 0 keeps the stem plain.
+        self.image_stem_blocks = image_stem_blocks
         # Init std of the row and column position tables; None means initializer_range. Patch content starts
         # near 0.3, and tables far smaller than that are slow to learn where things are.
         self.image_position_std = image_position_std

@@ -104,6 +104,31 @@ class StemConv(nn.Conv2d):
         super().__init__(in_channels, out_channels, kernel_size=3, stride=2, padding=1)
 
 
+class StemBlockConv(nn.Conv2d):
+    """A 3x3 stride-1 convolution inside a `StemBlock`; He init, like `StemConv`."""
+
+    def __init__(self, channels: int):
+        super().__init__(channels, channels, kernel_size=3, padding=1)
+
+
+class StemBlockOutput(StemBlockConv):
+    """The last convolution of a `StemBlock`: it starts at zero, so that blocks added to a trained model leave its
+    outputs unchanged until they learn something."""
+
+
+class StemBlock(nn.Module):
+    """`x + conv(gelu(conv(x)))` at the stem's resolution: corners, edges and curvature seen over a wider field
+    than one stride-2 convolution gives."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = StemBlockConv(channels)
+        self.conv2 = StemBlockOutput(channels)
+
+    def forward(self, x):
+        return x + self.conv2(F.gelu(self.conv1(x)))
+
+
 class PositionTable(nn.Embedding):
     """A learned table of image rows or columns; its own type so that `_init_weights` can pick its scale."""
 
@@ -116,12 +141,15 @@ class ImageEncoder(nn.Module):
         self.grid = config.image_size // config.patch_size
         # Each stem layer halves the resolution and doubles the channels, ending at n_embd / 2; the patch
         # embedding then covers what is left of a patch (patch_size / 2**stem_layers pixels of its input).
-        stem, channels = [], config.num_channels
+        stem, blocks, channels = [], [], config.num_channels
         for i in reversed(range(config.image_stem_layers)):
             out = config.n_embd // 2 ** (i + 1)
             stem += [StemConv(channels, out), nn.GELU()]
+            blocks.append(nn.Sequential(*(StemBlock(out) for _ in range(config.image_stem_blocks))))
             channels = out
         self.stem = nn.Sequential(*stem)
+        # Kept apart from `stem` so that a checkpoint without blocks keeps its weights' names.
+        self.stem_blocks = nn.ModuleList(blocks)
         patch = config.patch_size // 2**config.image_stem_layers
         self.patch_embed = nn.Conv2d(channels, config.n_embd, patch, stride=patch)
         self.row_embed = PositionTable(self.grid, config.n_embd)  # 2-D positions: a row vector plus a column vector
@@ -132,7 +160,10 @@ class ImageEncoder(nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """`(B, C, image_size, image_size)` -> `(B, P, D)`, patches in row-major order."""
-        x = self.patch_embed(self.stem(pixel_values)).flatten(2).transpose(1, 2)  # (B, P, D)
+        x = pixel_values
+        for i, blocks in enumerate(self.stem_blocks):
+            x = blocks(self.stem[2 * i + 1](self.stem[2 * i](x)))  # stride-2 convolution, GELU, blocks
+        x = self.patch_embed(x).flatten(2).transpose(1, 2)  # (B, P, D)
         idx = torch.arange(self.grid, device=x.device)
         pos = (self.row_embed(idx)[:, None, :] + self.col_embed(idx)[None, :, :]).reshape(-1, x.shape[-1])
         x = x + pos
@@ -184,7 +215,10 @@ class MMGPTPreTrainedModel(PreTrainedModel):
         super()._init_weights(module)
         if isinstance(module, PositionTable):
             init.normal_(module.weight, std=self.config.image_position_std or self.config.initializer_range)
-        elif isinstance(module, StemConv):  # at std 0.02, a stack of convolutions fades the image out
+        elif isinstance(module, StemBlockOutput):
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, (StemConv, StemBlockConv)):  # at std 0.02, stacked convolutions fade the image out
             init.kaiming_normal_(module.weight, nonlinearity="relu")
             init.zeros_(module.bias)
 
