@@ -25,7 +25,7 @@ from .audio import N_MELS, SAMPLE_RATE
 from .model import MMGPTConfig, MMGPTForCausalLM, MMGPTProcessor, train_tokenizer
 
 
-PRECISIONS = ("bf16", "fp32")
+PRECISIONS = ("auto", "bf16", "fp32")
 TASKS = ("text", "caption", "transcribe", "ask", "spoken_ask")  # one sub-batch each per step (TaskBatches methods)
 
 
@@ -78,7 +78,9 @@ class TrainConfig:
     warmup_steps: int = 100
     weight_decay: float = 0.1
     grad_clip: float = 1.0
-    precision: str = "bf16"  # "bf16" autocasts forward passes (2x faster on CPUs with AVX512-BF16); or "fp32"
+    # "bf16" autocasts forward passes (2x faster on CPUs with AVX512-BF16), "fp32" does not, and "auto" picks bf16
+    # only where the CPU computes it natively (`resolved_precision`).
+    precision: str = "auto"
     # evaluation and checkpoints
     eval_every: int = 250
     eval_scenes: int = 64
@@ -86,6 +88,18 @@ class TrainConfig:
     eval_questions: int = 64
     eval_text_windows: int = 40
     eval_text_block: int = 256  # tokens per validation text window; must be below n_positions
+
+
+def resolved_precision(precision: str) -> str:
+    """"bf16" or "fp32" for a TrainConfig's `precision`; "auto" is bf16 on CUDA or where oneDNN has native bf16
+    kernels (AVX512 and newer). Elsewhere bf16 is emulated: on an AVX2-only EPYC a step took 20 s in bf16 against
+    1.8 s in fp32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
+    if precision != "auto":
+        return precision
+    native = torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    return "bf16" if native else "fp32"
 
 
 # --- distributed ----------------------------------------------------------------------------------------------
@@ -494,8 +508,7 @@ def train(cfg: TrainConfig) -> Path:
 
     from .data import load_shakespeare, split_text
 
-    if cfg.precision not in PRECISIONS:
-        raise ValueError(f"precision {cfg.precision!r} is not one of {PRECISIONS}")
+    cfg = dataclasses.replace(cfg, precision=resolved_precision(cfg.precision))  # the card records what ran
     rank, world = init_distributed()
     is_main = rank == 0
     log = print if is_main else (lambda *a, **k: None)

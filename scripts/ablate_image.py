@@ -7,8 +7,8 @@ the validation split and nothing else: choosing a recipe on the held-out rendere
 tune it to the evaluation. Example, as run for mmgpt-tiny v4.2 (one thread each, two runs at a time, 200 steps of
 32 pictures from v4.1):
 
-    OMP_NUM_THREADS=1 python scripts/ablate_image.py --steps 200 precision=fp32 image_batch=32 seed=6
-    OMP_NUM_THREADS=1 python scripts/ablate_image.py --steps 200 precision=fp32 image_batch=32 seed=6 \
+    OMP_NUM_THREADS=1 python scripts/ablate_image.py --steps 200 image_batch=32 seed=6
+    OMP_NUM_THREADS=1 python scripts/ablate_image.py --steps 200 image_batch=32 seed=6 \
         image_stem_blocks=1
 
 That first run scored 200 held-out-renderer scenes of the evaluation's own seed and 200 compositional scenes (the

@@ -40,7 +40,8 @@ def settings(pairs: list[str]) -> training.TrainConfig:
         if name not in {field.name for field in dataclasses.fields(defaults)}:
             raise SystemExit(f"unknown TrainConfig field {name!r}")
         changes[name] = type(getattr(defaults, name))(value)
-    return dataclasses.replace(defaults, **changes)
+    cfg = dataclasses.replace(defaults, **changes)
+    return dataclasses.replace(cfg, precision=training.resolved_precision(cfg.precision))
 
 
 def train_one_task(model, cfg: training.TrainConfig, next_batch) -> tuple[list[float], float]:

@@ -252,7 +252,9 @@ def test_train_checkpoints_and_resumes_from_the_last_checkpoint(tmp_path, capsys
     history = read_history(out)
     assert [h["step"] for h in history["history"]] == [1, 2, 3, 4]
     assert [e["step"] for e in history["evals"]] == [2, 4]
-    assert torch.load(checkpoint / "trainer_state.pt", weights_only=False)["step"] == 4
+    state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+    assert state["step"] == 4
+    assert state["config"]["precision"] in ("bf16", "fp32")  # what ran, for the model card; never "auto"
     capsys.readouterr()
 
     train(dataclasses.replace(cfg, steps=6))
@@ -273,6 +275,16 @@ def test_train_checkpoints_and_resumes_from_the_last_checkpoint(tmp_path, capsys
     processor = AutoProcessor.from_pretrained(checkpoint)
     assert (model.config.image_size, model.config.n_positions, model.config.n_embd) == (32, 320, 32)
     assert processor.image_size == 32
+
+
+def test_auto_precision_resolves_to_what_the_machine_computes_natively_and_a_typo_is_named(monkeypatch):
+    assert training.resolved_precision("fp32") == "fp32" and training.resolved_precision("bf16") == "bf16"
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda native=native: native)
+        monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+        assert training.resolved_precision("auto") == expected
+    with pytest.raises(ValueError, match=r"'bf61'.*auto.*bf16.*fp32"):
+        training.resolved_precision("bf61")
 
 
 def free_port() -> int:
