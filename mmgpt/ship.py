@@ -203,7 +203,9 @@ def _misses(rows: list[Figure], why: dict[str, str]) -> str:
 def _image_stem(config) -> str:
     if not config.image_stem_layers:
         return ""
-    return f"a convolutional stem ({config.image_stem_layers} stride-2 3x3 convolutions, GELU), then "
+    blocks = config.image_stem_blocks
+    residual = f", each followed by {blocks} residual block{'s' * (blocks > 1)} of two 3x3 convolutions" if blocks else ""
+    return f"a convolutional stem ({config.image_stem_layers} stride-2 3x3 convolutions, GELU{residual}), then "
 
 
 def _mel_warp(train_cfg: dict) -> str:

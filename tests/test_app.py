@@ -292,7 +292,6 @@ def examples(suffix: str, generate) -> list[tuple[Path, str]]:
     return generate()
 
 
-@pytest.mark.xfail(strict=True, reason="mmgpt-tiny v4.1 misnames 2 of the 5 example pictures: the red circle drawn on white as 'a large red circle above a large red circle', and scene_2's red diamond as a triangle (v4 got both right; v4.1 is better on every held-out figure); see assets/mmgpt-tiny/README.md")
 @needs_trained
 def test_image_tab_captions_example_scenes(served, tmp_path):
     def generate():
