@@ -204,7 +204,8 @@ def _image_stem(config) -> str:
     if not config.image_stem_layers:
         return ""
     blocks = config.image_stem_blocks
-    residual = f", each followed by {blocks} residual block{'s' * (blocks > 1)} of two 3x3 convolutions" if blocks else ""
+    residual = f", each followed by {blocks} residual block{'s' * (blocks > 1)} of two 3x3 convolutions" \
+        if blocks else ""
     return f"a convolutional stem ({config.image_stem_layers} stride-2 3x3 convolutions, GELU{residual}), then "
 
 

@@ -49,9 +49,10 @@ def main() -> None:
     parser.add_argument("--init-from", default="assets/mmgpt-tiny", help="checkpoint every run starts from")
     parser.add_argument("changes", nargs="*", help="TrainConfig fields, e.g. image_stem_blocks=1")
     args = parser.parse_args()
-    # No speech: a pool of one utterance and one spoken question keeps TaskBatches from synthesizing any.
-    cfg = dataclasses.replace(settings(args.changes), steps=args.steps, lr=3e-4, min_lr=3e-5, warmup_steps=20,
-                              speech_pool=1, spoken_question_pool=1)
+    # A warm start's learning rates, given below the command line's changes so that those still win. No speech:
+    # a pool of one utterance and one spoken question keeps TaskBatches from synthesizing any.
+    cfg = dataclasses.replace(settings(args.changes, lr=3e-4, min_lr=3e-5, warmup_steps=20, speech_pool=1,
+                                       spoken_question_pool=1), steps=args.steps)
 
     torch.manual_seed(cfg.seed)
     model, processor = training.warm_start(args.init_from, cfg.image_stem_blocks)

@@ -31,9 +31,10 @@ from mmgpt.model import MMGPTConfig, MMGPTForCausalLM, MMGPTProcessor, train_tok
 EVAL_UTTERANCES = 64
 
 
-def settings(pairs: list[str]) -> training.TrainConfig:
-    """`field=value` pairs over TrainConfig's defaults, each value parsed as its field's type."""
-    defaults = training.TrainConfig(warmup_steps=50)
+def settings(pairs: list[str], **base) -> training.TrainConfig:
+    """`field=value` pairs over TrainConfig's defaults and the script's own `base`, each value parsed as its field's
+    type: the command line has the last word."""
+    defaults = training.TrainConfig(**{"warmup_steps": 50, **base})
     changes = {}
     for pair in pairs:
         name, _, value = pair.partition("=")
