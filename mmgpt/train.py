@@ -46,7 +46,8 @@ class TrainConfig:
     image_layers: int = 2
     image_stem_layers: int = 2  # stride-2 convolutions before the patch embedding; 0 is a plain ViT
     # Residual 3x3 convolution pairs after each stem layer. A warm start from a checkpoint with fewer grows them,
-    # starting as the identity, so the model's answers are unchanged until the new blocks learn.
+    # starting as the identity, so the model's answers are unchanged until the new blocks learn; one with more
+    # keeps its own.
     image_stem_blocks: int = 0
     image_position_std: float = 0.3  # init std of the image row/column tables: the scale of patch content
     audio_layers: int = 2
@@ -454,14 +455,12 @@ def typed_question_accuracy(model, processor, n: int, seed: int = 7) -> float:
 
 def warm_start(location: str, image_stem_blocks: int = 0):
     """Model and processor from an earlier checkpoint, given the question tokens if it predates them (v3), and
-    `image_stem_blocks` stem blocks if it has fewer (the new ones start as the identity)."""
+    grown to `image_stem_blocks` stem blocks if it has fewer (the new ones start as the identity). A checkpoint
+    with more keeps all of its own: trained blocks are never dropped, so the default continues any checkpoint."""
     from .model.processing_mmgpt import SPECIAL_TOKENS
 
     had = MMGPTConfig.from_pretrained(location).image_stem_blocks
-    if image_stem_blocks < had:
-        raise ValueError(f"{location} has {had} image stem blocks; a warm start can add blocks, not drop them "
-                         f"(image_stem_blocks={image_stem_blocks})")
-    model = MMGPTForCausalLM.from_pretrained(location, image_stem_blocks=image_stem_blocks)
+    model = MMGPTForCausalLM.from_pretrained(location, image_stem_blocks=max(had, image_stem_blocks))
     processor = MMGPTProcessor.from_pretrained(location)
     missing = [t for t in SPECIAL_TOKENS if t not in processor.tokenizer.get_vocab()]
     if missing:

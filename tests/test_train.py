@@ -277,6 +277,27 @@ def test_train_checkpoints_and_resumes_from_the_last_checkpoint(tmp_path, capsys
     assert processor.image_size == 32
 
 
+@pytest.mark.parametrize("asked, grown_to", [(0, 1), (1, 1), (2, 2)])
+def test_a_warm_start_keeps_a_checkpoints_stem_blocks_and_grows_them_to_what_is_asked(tmp_path, asked, grown_to):
+    from mmgpt.model.testing import save_random_checkpoint
+
+    save_random_checkpoint(tmp_path, seed=2, image_stem_layers=2, image_stem_blocks=1)
+    saved = training.MMGPTForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():  # trained blocks, not the zeros they start from
+        for conv in saved.transformer.image_encoder.stem_blocks.modules():
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.weight.normal_(std=0.05)
+    saved.save_pretrained(tmp_path)
+
+    model, processor = training.warm_start(str(tmp_path), asked)
+
+    assert [len(blocks) for blocks in model.transformer.image_encoder.stem_blocks] == [grown_to, grown_to]
+    pixels = torch.from_numpy(processor.image_to_pixels(scene_dataset("train", 1, seed=3)[0].image))[None]
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval().transformer.image_encoder(pixels),
+                                   saved.transformer.image_encoder(pixels))
+
+
 def test_auto_precision_resolves_to_what_the_machine_computes_natively_and_a_typo_is_named(monkeypatch):
     assert training.resolved_precision("fp32") == "fp32" and training.resolved_precision("bf16") == "bf16"
     for native, expected in ((True, "bf16"), (False, "fp32")):
