@@ -300,7 +300,10 @@ def test_no_prompt_picture_or_recording_reaches_the_logs(stress_app, tmp_path, c
         picture = stress.scene_png(tmp_path / f"{marker}.png")
         recording = stress.tone_wav(tmp_path / f"{marker}.wav")
         prompt = f"{marker} ROMEO: my secret is {marker}"
-        assert client.predict(handle_file(str(picture)), marker, stress.MMGPT_PRESET, api_name="/caption")[0]
+        # The marker as a caption's start may leave mmgpt-tiny nothing to add (v4.2 often ends at once after a
+        # prompt unlike any caption), so the caption may be empty; predict raises if the request failed.
+        caption = client.predict(handle_file(str(picture)), marker, stress.MMGPT_PRESET, api_name="/caption")[0]
+        assert isinstance(caption, str)
         assert client.predict(handle_file(str(recording)), stress.MMGPT_PRESET, api_name="/transcribe")[0]
         assert client.predict(**stress.text_args(prompt), api_name="/generate")[0]
         assert client.predict(prompt, stress.GPT2_PRESET, api_name="/reply")[0]
