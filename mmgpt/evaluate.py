@@ -5,7 +5,8 @@ is measured on data training saw:
 - **text:** nats/char on the last 10% of Tiny Shakespeare;
 - **captions:** fresh "test" scenes (in-distribution), scenes of the independent renderer `mmgpt.data.heldout`
   (out-of-distribution: other shapes, hues, strokes, backgrounds, picture sizes and artefacts) and the
-  "compositional" split (colour+shape pairs training never shows): exact match, BLEU and keyword accuracy;
+  "compositional" split (colour+shape pairs training never shows): exact match, BLEU and keyword accuracy; and
+  the independent renderer's pictures of one shape drawn big (beyond its own and most of training's sizes);
 - **speech:** word error rate per held-out voice (`TEST_VOICES`) on spoken test captions, on the speech set's
   free-form phrases and on the held-out phrase set; plus the speech set's mixed test utterances, clean and at 10 dB;
 - **questions:** accuracy per question kind, typed and spoken in held-out voices, for the question set's wording on
@@ -423,7 +424,7 @@ def evaluate(model_dir: str, text_path: str | None, out_json: str | None, sizes:
     from transformers import AutoModelForCausalLM, AutoProcessor
 
     from .data import load_shakespeare, scene_dataset, speech_dataset, split_text
-    from .data.heldout import heldout_drawings
+    from .data.heldout import heldout_big_drawings, heldout_drawings
     from .data.scenes import example_captions
 
     started = time.perf_counter()
@@ -445,6 +446,8 @@ def evaluate(model_dir: str, text_path: str | None, out_json: str | None, sizes:
         }),
         "caption_compositional": caption_scores(
             model, processor, scene_dataset("compositional", sizes.scenes, seed), sizes.batch),
+        "caption_heldout_big": caption_scores(
+            model, processor, [d.scene for d in heldout_big_drawings(sizes.scenes, seed)], sizes.batch),
     }
     for key, snr in (("speech_clean", math.inf), ("speech_10db", 10.0)):
         utterances = speech_dataset("test", sizes.utterances, seed, cache_dir, snr_db=snr)
@@ -491,7 +494,8 @@ TARGETS = {
 }
 
 CAPTION_SETS = {"caption_test": "test scenes", "caption_heldout": "held-out renderer",
-                "caption_compositional": "compositional split"}
+                "caption_compositional": "compositional split",
+                "caption_heldout_big": "held-out renderer, one big shape"}  # not in evaluations before v4.3
 CAPTION_FIGURES = {"exact_match": "exact match, %", "keyword_accuracy": "keyword accuracy, %",
                    "colour_accuracy": "colour accuracy, %", "shape_accuracy": "shape accuracy, %",
                    "size_accuracy": "size accuracy, %", "bleu": "BLEU"}
@@ -536,6 +540,8 @@ def figures(results: dict) -> list[Figure]:
     rows = [Figure("text_nats_per_char", "Text: Tiny Shakespeare validation, nats/char",
                    results["text_nats_per_char"], TARGETS["text_nats_per_char"], decimals=3)]
     for key, name in CAPTION_SETS.items():
+        if key not in results:
+            continue
         for field, label in CAPTION_FIGURES.items():
             rows.append(Figure(f"{key}.{field}", f"Captions, {name}: {label}", results[key][field],
                                TARGETS.get(f"{key}.{field}")))

@@ -93,6 +93,8 @@ HEADLINE_ROWS = (
     ("Captions, compositional split (unseen colour+shape pairs): exact match, %",
      "caption_compositional.exact_match", None),
     ("Captions, compositional split: keyword accuracy, %", "caption_compositional.keyword_accuracy", None),
+    ("Captions, one shape drawn big: exact match, %", None, "caption_heldout_big.exact_match"),
+    ("Captions, one shape drawn big: keyword accuracy, %", None, "caption_heldout_big.keyword_accuracy"),
     ("Speech WER, held-out voices: spoken test captions, %", "speech_captions.wer", None),
     ("Speech WER, held-out voices: free-form phrases, %", "speech_phrases.wer", "speech_phrases_heldout.wer"),
     ("Speech WER, held-out voices: captions, numbers and commands, clean, %", "speech_clean.wer", None),

@@ -131,6 +131,21 @@ def test_single_objects_sit_well_inside_their_cell():
             assert min(x % cell, cell - x % cell, y % cell, cell - y % cell) >= scenes.POSITION_MARGIN_PIXELS
 
 
+def test_a_lone_large_shape_is_sometimes_drawn_as_big_as_people_draw_one_alone():
+    lone_extents, crowded_extents = [], []
+    for scene in scene_dataset("train", 600, seed=2):
+        for obj in scene.objects:
+            x0, y0, x1, y1 = obj.box
+            assert 0 <= x0 and x1 <= IMAGE_SIZE and 0 <= y0 and y1 <= IMAGE_SIZE, "big shapes stay in the picture"
+            if obj.size == "large":
+                (lone_extents if len(scene.objects) == 1 else crowded_extents).append(max(x1 - x0, y1 - y0))
+    usual_top = scenes.SIZE_RANGES["large"][1]
+    assert max(crowded_extents) <= usual_top + 1e-6, "scenes of two or three objects keep the usual sizes"
+    big = [e for e in lone_extents if e > usual_top]
+    assert 0.15 * len(lone_extents) <= len(big) <= 0.5 * len(lone_extents)
+    assert max(big) > 0.6 * IMAGE_SIZE
+
+
 def test_held_out_pairs_cover_every_colour_once_and_every_shape():
     assert len(HELD_OUT_PAIRS) == len(COLOURS) == 8
     assert {c for c, _ in HELD_OUT_PAIRS} == set(COLOURS)

@@ -139,6 +139,18 @@ def test_the_card_puts_in_and_out_of_distribution_side_by_side_and_asks_why_for_
     assert unexplained_misses(missed, {"caption_heldout.keyword_accuracy": "..."}) == ["speech_phrases_heldout.wer"]
 
 
+def test_big_shape_figures_show_when_measured_and_older_evaluations_still_make_a_table_and_card():
+    older = results()
+    assert "caption_heldout_big" not in older  # evaluations before v4.3 have no big-shape set
+    assert "one big shape" not in format_table(older)
+    assert "| Captions, one shape drawn big: keyword accuracy, % |  |  |  |  |" in _evaluation_section(older, {})
+    newer = results(caption_heldout_big=_caption(30.0, 71.5))
+    row = next(line for line in format_table(newer).splitlines() if "one big shape: keyword accuracy" in line)
+    assert "71.5" in row
+    card_row = "| Captions, one shape drawn big: keyword accuracy, % |  | 71.5 |  |  |"
+    assert card_row in _evaluation_section(newer, {}), "reported beside the rest, with no target of its own"
+
+
 def test_a_card_with_every_target_met_says_so():
     assert "Every target is met." in _evaluation_section(results(), {})
     assert unexplained_misses(results(), {}) == []

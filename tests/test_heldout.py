@@ -109,6 +109,22 @@ def test_small_and_large_never_meet_for_any_shape(drawings):
             assert max(extents[shape, "small"]) < min(extents[shape, "large"]), shape
 
 
+def test_big_drawings_hold_one_large_shape_bigger_than_any_held_out_scene_and_say_where_it_is():
+    sides = []  # the box's longer side over sqrt(W * H), the measure SIZE_FRACTIONS are in
+    for drawing in heldout.heldout_big_drawings(40, seed=3):
+        scene = drawing.scene
+        (obj,) = scene.objects
+        parsed = parse_caption(scene.caption)
+        assert parsed.objects == (("large", obj.colour, obj.shape),) and parsed.position == cell_of(*obj.centre)
+        width, height = scene.image.size
+        x0, y0, x1, y1 = pixel_box(scene, obj)
+        assert 0 <= x0 and x1 <= width and 0 <= y0 and y1 <= height
+        sides.append(max(x1 - x0, y1 - y0) / (width * height) ** 0.5)
+        assert drawing.paint_masks[0].any()
+    assert min(sides) > 0.8 * heldout.BIG_SIZE_FRACTION[0]
+    assert np.median(sides) > heldout.SIZE_FRACTIONS["large"][1], "typically bigger than any held-out scene's shape"
+
+
 def test_same_seed_same_scenes_other_seed_other_scenes():
     first, again, other = (heldout_scene_dataset(4, seed) for seed in (5, 5, 6))
     assert [s.image.tobytes() for s in first] == [s.image.tobytes() for s in again]

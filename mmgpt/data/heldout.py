@@ -69,6 +69,9 @@ MIN_CONTRAST = 120.0  # "redmean" RGB distance every object's paint keeps from t
 # Diameter of the shape's bounding circle as a fraction of sqrt(W * H), inside the training scenes' ranges for each
 # name; the gap between them keeps small and large apart even in a 16:9 picture squeezed square.
 SIZE_FRACTIONS = {"small": (0.15, 0.21), "large": (0.31, 0.38)}
+# One shape drawn big, as people draw a lone shape to fill the canvas: beyond every scene above, and beyond most of
+# what training draws (`scenes.LONE_LARGE_RANGE` ends near 0.78 of the frame; these reach 0.75 of sqrt(W * H)).
+BIG_SIZE_FRACTION = (0.45, 0.75)
 STYLES = ("filled", "outlined", "filled with a dark outline", "filled with a darker outline", "crayon")
 MAX_ROTATION_DEGREES = {"square": 12, "triangle": 12, "diamond": 8, "cross": 12, "circle": 0, "star": 36}
 # Corner rounding (Chaikin cut, up to 3 passes) per shape: a diamond or a triangle rounded much more reads as an oval
@@ -193,10 +196,12 @@ def _rotate(points: np.ndarray, degrees: float) -> np.ndarray:
     return points @ np.array([[c, s], [-s, c]])
 
 
-def _make_body(rng: random.Random, identity: tuple[str, str, str], width: int, height: int) -> _Body:
+def _make_body(rng: random.Random, identity: tuple[str, str, str], width: int, height: int,
+               fraction: tuple[float, float] | None = None) -> _Body:
+    """fraction: the range of the bounding circle's diameter over sqrt(W * H); None: SIZE_FRACTIONS of the size."""
     size, colour, shape = identity
     scale = math.sqrt(width * height)
-    radius = rng.uniform(*SIZE_FRACTIONS[size]) * scale / 2
+    radius = rng.uniform(*(fraction or SIZE_FRACTIONS[size])) * scale / 2
     unit = _wobble(rng, _densify(_outline(rng, shape), 0.08), rng.uniform(*WOBBLE))
     limit = MAX_ROTATION_DEGREES[shape]
     points = _rotate(unit, rng.uniform(-limit, limit)) * radius
@@ -283,11 +288,13 @@ def _place_three(rng: random.Random, bodies: list[_Body], width: int, height: in
     return None
 
 
-def _layout(rng: random.Random, width: int, height: int):
-    """[(body, centre in pixels)] in caption order."""
-    count = rng.randint(1, 3)
+def _layout(rng: random.Random, width: int, height: int, big: bool = False):
+    """[(body, centre in pixels)] in caption order; `big`: one large shape of BIG_SIZE_FRACTION."""
+    count = 1 if big else rng.randint(1, 3)
     while True:
-        bodies = [_make_body(rng, identity, width, height) for identity in _pick_identities(rng, count)]
+        identities = [("large", c, s) if big else (size, c, s) for size, c, s in _pick_identities(rng, count)]
+        bodies = [_make_body(rng, identity, width, height, BIG_SIZE_FRACTION if big else None)
+                  for identity in identities]
         if count == 1:
             placed = _place_one(rng, bodies[0], width, height)
         else:
@@ -440,13 +447,15 @@ def _picture_size(rng: random.Random) -> tuple[int, int]:
 # --- public API: scenes ------------------------------------------------------------------------------------------
 
 
-def draw_heldout_scene(rng: random.Random) -> HeldOutDrawing:
-    """One held-out scene drawn with `rng` only, with the masks and styles that show how it was drawn."""
+def draw_heldout_scene(rng: random.Random, big: bool = False) -> HeldOutDrawing:
+    """One held-out scene drawn with `rng` only, with the masks and styles that show how it was drawn.
+
+    big: a single large shape of BIG_SIZE_FRACTION instead of 1 to 3 objects of SIZE_FRACTIONS."""
     nprng = np.random.default_rng(rng.getrandbits(64))
     width, height = _picture_size(rng)
     while True:
         canvas, background = _background(rng, nprng, width, height)
-        placed = _layout(rng, width, height)
+        placed = _layout(rng, width, height, big)
         if all(_stands_out(body, centre, canvas) for body, centre in placed):
             break
     supersampling = rng.choice(SUPERSAMPLING)
@@ -460,6 +469,12 @@ def heldout_drawings(n: int, seed: int) -> list[HeldOutDrawing]:
     """`n` held-out scenes with how each was drawn, the same for the same (n, seed); a larger n extends them."""
     rng = random.Random(split_seed("heldout-renderer", seed))
     return [draw_heldout_scene(random.Random(rng.getrandbits(64))) for _ in range(n)]
+
+
+def heldout_big_drawings(n: int, seed: int) -> list[HeldOutDrawing]:
+    """`n` held-out pictures of one big shape each (`draw_heldout_scene(..., big=True)`), the same for the same seed."""
+    rng = random.Random(split_seed("heldout-renderer-big", seed))
+    return [draw_heldout_scene(random.Random(rng.getrandbits(64)), big=True) for _ in range(n)]
 
 
 def heldout_scene_dataset(n: int, seed: int) -> list[Scene]:

@@ -50,6 +50,10 @@ COLOUR_SHADES = {  # further shades a person would still call by the name, besid
 }
 SIZES = {"small": 12.0, "large": 22.0}  # name -> typical extent in pixels of the square (diameter of a circle)
 SIZE_RANGES = {"small": (9.0, 15.0), "large": (19.0, 27.0)}  # extents drawn uniformly; the gap keeps names decidable
+# A shape drawn alone is often drawn big: people fill the canvas. A share of lone large shapes get an extent from
+# LONE_LARGE_RANGE instead, up to most of the picture (v4.2 split such shapes into two or three objects).
+LONE_LARGE_RANGE = (27.0, 50.0)
+LONE_LARGE_SHARE = 0.4
 ROTATION_DEGREES = {"square": 20.0, "diamond": 20.0}  # beyond this a square becomes a diamond; others turn freely
 FREE_ROTATION_DEGREES = 180.0
 POSITION_MARGIN_PIXELS = 2.5  # a single object's centre stays this far inside its grid cell
@@ -203,9 +207,23 @@ def _canvas_size(rng: random.Random) -> tuple[int, int]:
     return (long, short) if rng.random() < 0.5 else (short, long)
 
 
-def _make_body(rng: random.Random, shape: str, colour: str, size: str, squash: tuple[float, float]) -> _Body:
+def _extent(rng: random.Random, size: str, alone: bool) -> float:
+    """The shape's extent in pixels of the square. It takes one draw whatever the range, so that the random stream,
+    and with it every caption, stays as it was before lone shapes could be big (the speech cache is keyed by text)."""
+    u = rng.random()
+    if not (alone and size == "large"):
+        low, high = SIZE_RANGES[size]
+    elif u < 1 - LONE_LARGE_SHARE:  # the usual range, u rescaled to [0, 1)
+        (low, high), u = SIZE_RANGES[size], u / (1 - LONE_LARGE_SHARE)
+    else:
+        (low, high), u = LONE_LARGE_RANGE, (u - (1 - LONE_LARGE_SHARE)) / LONE_LARGE_SHARE
+    return low + (high - low) * u
+
+
+def _make_body(rng: random.Random, shape: str, colour: str, size: str, squash: tuple[float, float],
+               alone: bool = False) -> _Body:
     """`squash` = (short side / width, short side / height): how the square shrinks the picture's axes."""
-    radius = rng.uniform(*SIZE_RANGES[size]) / 2
+    radius = _extent(rng, size, alone) / 2
     limit = ROTATION_DEGREES.get(shape, FREE_ROTATION_DEGREES)
     theta = math.radians(rng.uniform(-limit, limit))
     c, t = math.cos(theta), math.sin(theta)
@@ -245,16 +263,19 @@ def _random_point(rng: random.Random, body: _Body) -> tuple[float, float]:
 
 
 def _place_one(rng: random.Random, body: _Body) -> tuple[list[tuple[_Body, tuple[float, float]]], str]:
-    cell = rng.randrange(GRID_CELLS * GRID_CELLS)
-    row, column = divmod(cell, GRID_CELLS)
-
-    def coordinate(index: int, half: float) -> float:
+    def span(index: int, half: float) -> tuple[float, float]:
         # anywhere in the cell, away from its borders, and with the whole shape inside the picture
         low = max(index * CELL_PIXELS + POSITION_MARGIN_PIXELS, half + EDGE_MARGIN_PIXELS)
         high = min((index + 1) * CELL_PIXELS - POSITION_MARGIN_PIXELS, IMAGE_SIZE - half - EDGE_MARGIN_PIXELS)
-        return rng.uniform(low, high) if low < high else (index + 0.5) * CELL_PIXELS
+        return low, high
 
-    x, y = coordinate(column, body.half_width), coordinate(row, body.half_height)
+    # A big shape fits only the middle cells; every cell fits the usual sizes, so the draw is randrange(9) as before.
+    cells = [cell for cell in range(GRID_CELLS * GRID_CELLS)
+             if all(low < high for low, high in (span(cell % GRID_CELLS, body.half_width),
+                                                 span(cell // GRID_CELLS, body.half_height)))]
+    cell = rng.choice(cells)
+    row, column = divmod(cell, GRID_CELLS)
+    x, y = rng.uniform(*span(column, body.half_width)), rng.uniform(*span(row, body.half_height))
     return [(body, (x, y))], f"{body.placed(x, y).phrase} at the {POSITIONS[cell]}"
 
 
@@ -294,7 +315,7 @@ def _sample_layout(rng: random.Random, split: str):
     count = rng.randint(1, 3)
     while True:
         identities = _pick_identities(rng, split, count)
-        bodies = [_make_body(rng, shape, colour, size, squash) for size, colour, shape in identities]
+        bodies = [_make_body(rng, shape, colour, size, squash, alone=count == 1) for size, colour, shape in identities]
         if count == 1:
             return (*_place_one(rng, bodies[0]), canvas)
         layout = _place_two(rng, bodies) if count == 2 else _place_three(rng, bodies)
