@@ -2,8 +2,8 @@
 
 A scene holds 1 to 3 objects (shape, colour, size) on any background a person might draw on: white or black
 paper, light, dark or saturated colours, gradients, textures and noise. Objects are filled or outlined, with any
-stroke width, rotated, with smooth or aliased edges and sometimes a hand-drawn wobble; the picture has any size and
-aspect up to 2:1 and may be saved as a JPEG. The caption grammar:
+stroke width, rotated, with smooth or aliased edges and sometimes a hand-drawn wobble; a shape alone may fill most of
+the picture; the picture has any size and aspect up to 2:1 and may be saved as a JPEG. The caption grammar:
     1 object:  "a large red circle at the top left"              (position from a 3x3 grid of cells)
     2 objects: "a small blue square left of a large green star"  (or "... above ...", whichever axis dominates)
     3 objects: "a small red circle, a large blue square and a small green star"   (listed left to right)
