@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup.sh --dev
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_HUB_DISABLE_TELEMETRY=1 GRADIO_ANALYTICS_ENABLED=False
-exec .venv/bin/python -m pytest -q tests "$@"
+# --durations: the slowest tests, to keep the suite within its budget
+exec .venv/bin/python -m pytest -q --durations=15 tests "$@"

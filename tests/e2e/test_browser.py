@@ -42,11 +42,17 @@ from e2e_support import (
 from mmgpt.ui.common import HEARTBEAT_S
 from mmgpt.data.scenes import COLOURS, SHAPES
 from mmgpt.i18n import translate
+from mmgpt.presets import PRESETS
 
 pytestmark = [pytest.mark.skipif(not CHROMIUM.is_file(), reason=NO_CHROMIUM),
               pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated")]
 
 MODEL = "mmgpt-tiny" if trained() else RANDOM_PRESET  # the trained model when there is one
+# The Microphone tab's default where its pip package is installed (CI installs it): real weights, so what it hears
+# is checked whatever mmgpt-tiny's state. mmgpt-tiny heard the fake microphone's "wait" as "red" in 2 of 4 full
+# fresh-clone runs (one with v4.2, one with v4.3) and right when run alone; its transcription is tested in test_app
+# and test_shipped_model, on files, where nothing but the model varies.
+TRANSCRIBER = "whisper-tiny.en" if "whisper-tiny.en" in PRESETS else MODEL
 NOT_TRAINED = "assets/mmgpt-tiny is not trained yet: the answer streamed, but whether it is right was not checked"
 STOP_WITHIN_S = 1.0  # the server's generation thread has ended this long after Stop is pressed
 
@@ -142,7 +148,7 @@ def transcribe(panel) -> str:
 def test_microphone_tab_records_transcribes_and_replies(page, microphone_wav):
     wav, said = microphone_wav
     panel = open_tab(page, "Microphone")
-    choose_model(page, panel, "Model", MODEL)
+    choose_model(page, panel, "Model", TRANSCRIBER)
     choose_model(page, panel, "Reply model (text)", MODEL)
     record_from_fake_microphone(input_block(panel, "Recording"), wav)
     heard = transcribe(panel)
@@ -152,9 +158,9 @@ def test_microphone_tab_records_transcribes_and_replies(page, microphone_wav):
     button(panel, "Reply").click()
     answer = check_stats(reply.wait_for_answer(), textbox(panel, "Speed", index=1))
     assert answer == reply.states()[-1] and len(reply.states()) >= 2, f"the reply should stream: {reply.states()}"
-    if not trained():
+    if TRANSCRIBER == RANDOM_PRESET:
         pytest.skip(NOT_TRAINED)
-    assert words(heard) == words(said), f"it heard {heard!r} for {said!r}"
+    assert words(heard) == words(said), f"{TRANSCRIBER} heard {heard!r} for {said!r}"
 
 
 # --- errors -------------------------------------------------------------------------------------------------------
