@@ -424,7 +424,7 @@ def evaluate(model_dir: str, text_path: str | None, out_json: str | None, sizes:
     from transformers import AutoModelForCausalLM, AutoProcessor
 
     from .data import load_shakespeare, scene_dataset, speech_dataset, split_text
-    from .data.heldout import heldout_big_drawings, heldout_drawings
+    from .data.heldout import heldout_drawings
     from .data.scenes import example_captions
 
     started = time.perf_counter()
@@ -447,7 +447,7 @@ def evaluate(model_dir: str, text_path: str | None, out_json: str | None, sizes:
         "caption_compositional": caption_scores(
             model, processor, scene_dataset("compositional", sizes.scenes, seed), sizes.batch),
         "caption_heldout_big": caption_scores(
-            model, processor, [d.scene for d in heldout_big_drawings(sizes.scenes, seed)], sizes.batch),
+            model, processor, [d.scene for d in heldout_drawings(sizes.scenes, seed, big=True)], sizes.batch),
     }
     for key, snr in (("speech_clean", math.inf), ("speech_10db", 10.0)):
         utterances = speech_dataset("test", sizes.utterances, seed, cache_dir, snr_db=snr)

@@ -111,7 +111,7 @@ def test_small_and_large_never_meet_for_any_shape(drawings):
 
 def test_big_drawings_hold_one_large_shape_bigger_than_any_held_out_scene_and_say_where_it_is():
     sides = []  # the box's longer side over sqrt(W * H), the measure SIZE_FRACTIONS are in
-    for drawing in heldout.heldout_big_drawings(40, seed=3):
+    for drawing in heldout_drawings(40, seed=3, big=True):
         scene = drawing.scene
         (obj,) = scene.objects
         parsed = parse_caption(scene.caption)

@@ -465,16 +465,12 @@ def draw_heldout_scene(rng: random.Random, big: bool = False) -> HeldOutDrawing:
     return HeldOutDrawing(scene, masks, background, tuple(body.style for body, _ in placed))
 
 
-def heldout_drawings(n: int, seed: int) -> list[HeldOutDrawing]:
-    """`n` held-out scenes with how each was drawn, the same for the same (n, seed); a larger n extends them."""
-    rng = random.Random(split_seed("heldout-renderer", seed))
-    return [draw_heldout_scene(random.Random(rng.getrandbits(64))) for _ in range(n)]
+def heldout_drawings(n: int, seed: int, big: bool = False) -> list[HeldOutDrawing]:
+    """`n` held-out scenes with how each was drawn, the same for the same (n, seed); a larger n extends them.
 
-
-def heldout_big_drawings(n: int, seed: int) -> list[HeldOutDrawing]:
-    """`n` held-out pictures of one big shape each (`draw_heldout_scene(..., big=True)`), the same for the same seed."""
-    rng = random.Random(split_seed("heldout-renderer-big", seed))
-    return [draw_heldout_scene(random.Random(rng.getrandbits(64)), big=True) for _ in range(n)]
+    big: pictures of one big shape each (`draw_heldout_scene(..., big=True)`), from a seed stream of their own."""
+    rng = random.Random(split_seed("heldout-renderer-big" if big else "heldout-renderer", seed))
+    return [draw_heldout_scene(random.Random(rng.getrandbits(64)), big) for _ in range(n)]
 
 
 def heldout_scene_dataset(n: int, seed: int) -> list[Scene]:
