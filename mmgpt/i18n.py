@@ -60,6 +60,12 @@ _TABLE: dict[str, tuple[str, str]] = {
     "question_audio": ("…or ask by voice: record or upload, then press Ask", "……或者用语音提问：录音或上传，然后点“提问”"),
     "ask": ("Ask", "提问"),
     "ask_model": ("Model for questions", "回答问题的模型"),
+    "question_listener": ("Spoken questions heard by", "语音问题由谁来听"),
+    "question_listener_info": ("the model for questions itself hears the question with the picture, in one "
+                               "sequence; a speech model writes it down first. mmgpt-tiny learned from synthetic "
+                               "voices: for your own voice, try a Whisper model",
+                               "回答问题的模型自己把问题和图片放在同一个序列里听；语音模型则先把问题写成文字。"
+                               "mmgpt-tiny 只听过合成语音：用你自己的声音提问时，可以试试 Whisper 模型"),
     "ask_stats": ("Speed of the answer", "回答的速度"),
     "new_conversation": ("New conversation", "新对话"),
     "read_aloud": ("Read the last answer aloud", "朗读最后一个回答"),

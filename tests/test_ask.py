@@ -68,9 +68,11 @@ def picture(tmp_path_factory):
     return handle_file(str(scene_png(tmp_path_factory.mktemp("picture") / "scene.png")))
 
 
-def ask(client, picture, question="", recording=None, conversation=None, preset=RANDOM, show_maps=True, lang="en"):
+def ask(client, picture, question="", recording=None, conversation=None, preset=RANDOM, show_maps=True, lang="en",
+        listener=None):
     """Submit /ask; the job's outputs are (conversation, stats, heatmap, word choices, question spectrogram)."""
-    return client.submit(picture, question, recording, conversation, preset, show_maps, lang, api_name="/ask")
+    return client.submit(picture, question, recording, conversation, preset, show_maps, lang, listener,
+                         api_name="/ask")
 
 
 def texts(conversation: list[dict]) -> list[tuple[str, str]]:
@@ -122,7 +124,7 @@ def test_ask_is_an_endpoint_taking_what_the_issue_lists(served):
     client, _ = served
     endpoint = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/ask"]
     names = [parameter["parameter_name"] for parameter in endpoint["parameters"]]
-    assert names == ["image", "question", "recording", "conversation", "preset", "show_maps", "lang"]
+    assert names == ["image", "question", "recording", "conversation", "preset", "show_maps", "lang", "listener"]
 
 
 def test_the_answer_streams_into_the_conversation(served, picture):
@@ -203,7 +205,7 @@ def test_a_spoken_question_shows_its_transcript_and_where_the_model_listened(ser
     client, _ = served
     recording = handle_file(str(speech_wav(tmp_path / "question.wav", "what colour is the square")))
     heard = client.predict(recording, RANDOM, False, api_name="/transcribe")[0]
-    job = ask(client, picture, recording=recording)
+    job = ask(client, picture, recording=recording)  # heard by the asking model itself unless the user picks
     assert len(answers_streamed(job)) >= 3
     conversation, _, heatmap, _, curve = job.outputs()[-1]
     role, question = texts(conversation)[0]
@@ -222,6 +224,32 @@ def test_a_spoken_question_to_a_model_that_cannot_hear_goes_through_the_speech_m
     conversation = client.predict(picture, "", recording, None, VLM, True, "en", api_name="/ask")[0]
     assert texts(conversation)[0] == ("user", SPOKEN_MARK + heard.strip())
     assert texts(conversation)[1][0] == "assistant" and texts(conversation)[1][1]
+
+
+@needs_espeak
+def test_a_spoken_question_heard_by_a_chosen_speech_model_is_written_down_first(served, picture, tmp_path):
+    """Even a model that hears questions reads the transcript when the user picks another listener: the chat shows
+    that listener's transcript, and there is no curve over the question, which the asking model never heard."""
+    client, engine = served
+    recording = handle_file(str(speech_wav(tmp_path / "question.wav", "what colour is the square")))
+    listener = app.Handlers(engine).default("audio")
+    assert listener != RANDOM
+    heard = client.predict(recording, listener, False, api_name="/transcribe")[0]
+    job = ask(client, picture, recording=recording, listener=listener)
+    answers_streamed(job)
+    conversation, _, heatmap, _, curve = job.outputs()[-1]
+    assert texts(conversation)[0] == ("user", SPOKEN_MARK + heard.strip())
+    assert texts(conversation)[1][0] == "assistant" and texts(conversation)[1][1]
+    assert heatmap is not None and not curve["visible"]
+
+
+def test_the_page_offers_every_speech_model_to_hear_questions_and_follows_the_asking_model(served):
+    """The listener defaults to the asking model where it hears questions, else to the app's speech model."""
+    _, engine = served
+    handlers = app.Handlers(engine)
+    assert handlers.listener_names() == [preset.name for preset in handlers.presets("audio")]
+    assert handlers.listener_for(RANDOM) == RANDOM
+    assert handlers.listener_for(VLM) == handlers.default("audio") != VLM
 
 
 # --- bad input ----------------------------------------------------------------------------------------------------
@@ -255,8 +283,8 @@ def test_bad_questions_get_clear_messages_and_the_next_question_works(served, pi
     client, _ = served
     silence = handle_file(str(silent_wav(tmp_path / "silence.wav")))
 
-    def refused(*args, lang="en"):
-        return error_of(lambda: client.predict(*args, lang, api_name="/ask"))
+    def refused(*args, lang="en", listener=None):
+        return error_of(lambda: client.predict(*args, lang, listener, api_name="/ask"))
 
     assert "No image was given" in refused(None, "what colour?", None, None, RANDOM, False)
     assert "There is no question" in refused(picture, "   ", None, None, RANDOM, False)
@@ -264,6 +292,8 @@ def test_bad_questions_get_clear_messages_and_the_next_question_works(served, pi
     assert "Ask one question at a time" in refused(picture, "what colour?", silence, None, RANDOM, False)
     assert "No speech was heard" in refused(picture, "", silence, None, RANDOM, False)
     assert "no model named" in refused(picture, "what colour?", None, None, "blip-base", False)  # cannot ask
+    assert "no model named 'nobody'" in refused(picture, "", silence, None, RANDOM, False, listener="nobody")
+    assert "no model named" in refused(picture, "", silence, None, RANDOM, False, listener=VLM)  # cannot hear
     assert client.predict(picture, "what colour?", None, None, RANDOM, False, "en", api_name="/ask")[0]
 
 
@@ -287,7 +317,7 @@ def test_picking_a_word_of_an_answer_to_a_spoken_question_redraws_both_maps(serv
     handlers = app.Handlers(engine)
     picture = {"path": str(scene_png(tmp_path / "scene.png"))}
     recording = {"path": str(speech_wav(tmp_path / "question.wav", "what colour is the square"))}
-    *_, last = handlers.ask(picture, "", recording, None, RANDOM, True, "en")
+    *_, last = handlers.ask(picture, "", recording, None, RANDOM, RANDOM, True, "en")
     kept = last[5]
     assert len(kept.maps) == len(kept.curves) >= 2 and kept.recording == recording
     (first, first_heard), (second, second_heard) = (next(handlers.image_word(picture, index, kept))

@@ -58,6 +58,9 @@ def ask_about_the_scene(page, model: str, question_wav, question: str) -> tuple[
     page.get_by_label("Show what the model saw").uncheck()
     panel = open_tab(page, "Image")
     choose_model(page, panel, "Model for questions", model)
+    listener = panel.get_by_role("combobox", name="Spoken questions heard by", exact=True)
+    wait_until(lambda: listener.input_value() == model, 10,
+               "a model that hears questions should be the one to hear them, unless the user picks another")
     upload(input_block(panel, "Picture"), EXAMPLES / SCENE)
     input_block(panel, "Picture").get_by_test_id("image").locator("img").wait_for()
     chat = ChatRecorder(input_block(panel, "Conversation about the picture"))
