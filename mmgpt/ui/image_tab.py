@@ -114,8 +114,7 @@ class ImageHandlers(TabHandlers):
         earlier turns no longer fit the model or when it was unsure. With `show_maps`, the last update adds where
         the model looked for each word of the answer and, for a question it heard, where it listened."""
         preset = inputs.check_choice(preset, [p.name for p in self.asking_presets()], "preset_unknown")
-        listener = inputs.check_choice(listener or self.listener_for(preset), self.listener_names(),
-                                       "preset_unknown")
+        listener = self.check_preset("audio", listener or self.listener_for(preset))
         chat = inputs.load_conversation(conversation)
         notes: list[Message] = []
         picture = inputs.load_image(image, notes)
