@@ -18,6 +18,9 @@ EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 def _add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
     for field in dataclasses.fields(cls):
         flag = "--" + field.name.replace("_", "-")
+        if field.type is bool:  # --flag / --no-flag
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
+            continue
         kind = field.type if field.type in (int, float) else str
         parser.add_argument(flag, type=kind, default=field.default, help=f"default: {field.default}")
 

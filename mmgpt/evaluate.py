@@ -44,7 +44,7 @@ import torch
 from .audio import SAMPLE_RATE
 from .data.scenes import COLOURS, SHAPES, SIZES
 
-ANSWER_TOKENS = 8  # answers are a word or two
+ANSWER_TOKENS = 48  # a word or two, after the description of the picture when the model gives one first
 TRANSCRIPT_TOKENS = 40
 MISTAKES_KEPT = 5  # wrong answers quoted per figure in the JSON
 

@@ -256,7 +256,10 @@ def _data_section(train_cfg: dict) -> str:
         lines.append(
             f"- **Questions:** conversations of 1 to {train_cfg.get('max_turns', 1)} questions about a scene "
             f"({', '.join(QUESTION_KINDS)}), with follow-ups that need the earlier turns; the last question typed "
-            "or spoken (`mmgpt/data/questions.py`).")
+            "or spoken (`mmgpt/data/questions.py`)."
+            + (" Every answer first says what the model sees, then answers from it: \"a small red circle left of "
+               "a large blue square, so red\"; answers are judged on what follows \"so\"."
+               if train_cfg.get("describe_first") else ""))
     said = [SPOKEN_KINDS.get(kind, kind) for kind in getattr(speech, "CONTENT_WEIGHTS", {"caption": 1})]
     kinds = ", ".join(said[:-1]) + f" and {said[-1]}" if len(said) > 1 else said[0]
     reverb = getattr(speech, "REVERB_PROBABILITY", 0.0)

@@ -71,6 +71,11 @@ class TrainConfig:
     spoken_ask_batch: int = 16  # conversations whose last question is spoken
     spoken_question_pool: int = 4000  # distinct (scene, conversation, spoken question) triples synthesized up front
     max_turns: int = 3
+    # Each answer first says what the model sees, then answers from that: "a small red circle left of a large blue
+    # square, so red" (`questions.described_answer`). Questions about one object among several are answered more
+    # often right when read off the model's own caption than straight from the picture (v4.4, test scenes: colour
+    # 84% vs 76%, shape 78% vs 60%, "is there" 78% vs 57%, count 90% vs 75%), so the description does the looking.
+    describe_first: bool = False
     clutter_share: float = 0.05  # share of pictures that are no scene at all (`make_clutter`)
     init_from: str | None = None  # start from this checkpoint's weights (a new run's schedule); None: from scratch
     # optimization: AdamW, linear warmup then cosine decay, gradient clipping
@@ -305,20 +310,25 @@ class TaskBatches:
                                                    self.rng)
         return batch
 
-    def conversation_rows(self, talk, spoken_frames: int = 0) -> list[tuple[list[int], bool]]:
-        """One conversation as (ids, learned) segments, every answer learned; the last question is spoken when
-        `spoken_frames` is given. Without the last answer, the ids are exactly `processor.ask_ids(...)`: training
-        sees the very prompt the app builds."""
+    def conversation_rows(self, talk, scene, spoken_frames: int = 0) -> list[tuple[list[int], bool]]:
+        """One conversation about `scene` (None: a picture that is no scene) as (ids, learned) segments, every
+        answer learned; the last question is spoken when `spoken_frames` is given. Without the last answer, the ids
+        are exactly `processor.ask_ids(...)`: training sees the very prompt the app builds."""
+        from .data.questions import described_answer
+        from .data.scenes import UNRECOGNISED_CAPTION
+
         ids = self.processor.token_ids
+        seen = scene.caption if scene else UNRECOGNISED_CAPTION
+        answers = [described_answer(seen, qa.answer) if self.cfg.describe_first else qa.answer for qa in talk]
         rows = [([ids["<|image|>"]] + [ids["<|patch|>"]] * self.processor.num_patches, False)]
-        for qa in talk[:-1]:
+        for qa, answer in zip(talk[:-1], answers):
             rows.append(([ids["<|ask|>"], *self.processor._encode(qa.question), ids["<|answer|>"]], False))
-            rows.append((self.encode(qa.answer), True))
+            rows.append((self.encode(answer), True))
         audio = [ids["<|audio|>"]] + [ids["<|frame|>"]] * MMGPTConfig.audio_tokens_for_frames(spoken_frames) \
             if spoken_frames else []
         question = [] if spoken_frames else self.processor._encode(talk[-1].question)
         rows.append((audio + [ids["<|ask|>"], *question, ids["<|answer|>"]], False))
-        rows.append((self.encode(talk[-1].answer), True))
+        rows.append((self.encode(answers[-1]), True))
         return rows
 
     def ask(self) -> dict:
@@ -329,7 +339,7 @@ class TaskBatches:
             image, scene = self.picture(self.ask_scenes)
             turns = self.py_rng.randint(1, self.cfg.max_turns)
             talk = conversation(scene, self.py_rng, turns) if scene else unrecognised_questions(self.py_rng, turns)
-            rows.append(self.conversation_rows(talk))
+            rows.append(self.conversation_rows(talk, scene))
             images.append(image)
         batch = pad_segments(rows, self.eos)
         batch["pixel_values"] = self.pixels(images)
@@ -345,8 +355,9 @@ class TaskBatches:
             f = self.spoken_features[i]
             if self.cfg.mel_warp:
                 f = warp_frequencies(f, self.rng.uniform(1 - self.cfg.mel_warp, 1 + self.cfg.mel_warp))
-            rows.append(self.conversation_rows(talk, spoken_frames=f.shape[1]))
-            images.append(make_scene(random.Random(scene_seed), "train").image)
+            scene = make_scene(random.Random(scene_seed), "train")
+            rows.append(self.conversation_rows(talk, scene, spoken_frames=f.shape[1]))
+            images.append(scene.image)
             features.append(f)
         batch = pad_segments(rows, self.eos)
         batch["pixel_values"] = self.pixels(images)
@@ -443,13 +454,13 @@ def typed_question_accuracy(model, processor, n: int, seed: int = 7) -> float:
     """% of greedy answers that are right, one typed question each about `n` validation scenes."""
     from .data import scene_dataset
     from .data.questions import answer_is_right, ask_about
-    from .evaluate import greedy_texts
+    from .evaluate import ANSWER_TOKENS, greedy_texts
 
     rng = random.Random(seed)
     scenes = scene_dataset("validation", n, seed)
     talk = [ask_about(scene, rng) for scene in scenes]
     inputs = processor(images=[s.image for s in scenes], text=[qa.question for qa in talk], task="ask")
-    answers = greedy_texts(model, processor, [inputs], max_new_tokens=8)
+    answers = greedy_texts(model, processor, [inputs], max_new_tokens=ANSWER_TOKENS)
     return 100.0 * float(np.mean([answer_is_right(a, qa.answer) for a, qa in zip(answers, talk)]))
 
 

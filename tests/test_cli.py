@@ -364,3 +364,12 @@ def test_ship_writes_a_card_with_every_figure_beside_its_target_and_a_why_for_ea
     assert card.count(f"**Why:** {NOT_EXPLAINED}") == len(missed) - 1
     assert "note: the model card does not yet say why" in capsys.readouterr().err
     assert json.loads((tmp_path / "shipped" / "eval.json").read_text()) == json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("argv, describe_first", [([], False), (["--describe-first"], True),
+                                                  (["--describe-first", "--no-describe-first"], False)])
+def test_a_yes_or_no_training_setting_is_a_flag(argv, describe_first):
+    from mmgpt.__main__ import build_parser
+
+    options = build_parser().parse_args(["train", "--steps", "7", *argv])
+    assert (options.describe_first, options.steps) == (describe_first, 7)

@@ -154,3 +154,16 @@ def test_big_shape_figures_show_when_measured_and_older_evaluations_still_make_a
 def test_a_card_with_every_target_met_says_so():
     assert "Every target is met." in _evaluation_section(results(), {})
     assert unexplained_misses(results(), {}) == []
+
+
+def test_the_card_says_when_answers_first_say_what_the_model_sees():
+    import dataclasses
+
+    from mmgpt.ship import _data_section
+    from mmgpt.train import TrainConfig
+
+    asking = dataclasses.asdict(TrainConfig(ask_batch=32, max_turns=3))
+    assert "so red" in _data_section({**asking, "describe_first": True})
+    assert "so red" not in _data_section(asking)
+    asking.pop("describe_first")
+    assert "so red" not in _data_section(asking), "runs from before the setting answered straight away"

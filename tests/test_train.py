@@ -148,9 +148,10 @@ def ask_batch(processor, eos: int) -> dict:
 
     batches = object.__new__(training.TaskBatches)  # only the collation, none of the data pools
     batches.processor, batches.eos = processor, eos
+    batches.cfg = TrainConfig(describe_first=True)  # the longer answers: what the model sees, then the answer
     scenes = scene_dataset("train", OVERFIT_BATCH, seed=3)
     rng = random.Random(0)
-    batch = training.pad_segments([batches.conversation_rows(conversation(s, rng, 2)) for s in scenes], eos)
+    batch = training.pad_segments([batches.conversation_rows(conversation(s, rng, 2), s) for s in scenes], eos)
     batch["pixel_values"] = torch.from_numpy(np.stack([processor.image_to_pixels(s.image) for s in scenes]))
     return batch
 
@@ -191,28 +192,47 @@ def test_tiny_config_overfits_one_batch(task, tmp_path):
 # --- conversations about a picture --------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("describe_first", [False, True])
 @pytest.mark.parametrize("spoken_frames", [0, 300])
-def test_training_conversations_are_the_prompts_the_app_builds_with_every_answer_learned(spoken_frames):
+def test_training_conversations_are_the_prompts_the_app_builds_with_every_answer_learned(spoken_frames,
+                                                                                         describe_first):
     import random
 
-    from mmgpt.data.questions import conversation
+    from mmgpt.data.questions import conversation, short_answer
 
     _, processor = tiny_model_and_processor(seed=0)
     eos = processor.token_ids["<|endoftext|>"]
     batches = object.__new__(training.TaskBatches)
     batches.processor, batches.eos = processor, eos
+    batches.cfg = TrainConfig(describe_first=describe_first)
     rng = random.Random(1)
     for scene in scene_dataset("train", 20, seed=4):
         talk = conversation(scene, rng, 3)
-        rows = batches.conversation_rows(talk, spoken_frames)
-        prompt = [token for ids, _ in rows[:-1] for token in ids]
-        history = [(qa.question, qa.answer) for qa in talk[:-1]]
+        rows = batches.conversation_rows(talk, scene, spoken_frames)
+        learned = [processor.decode(ids)[:-len("<|endoftext|>")] for ids, is_learned in rows if is_learned]
+        # The history the app sends back holds the model's own answers, description and all.
+        history = [(qa.question, answer) for qa, answer in zip(talk[:-1], learned)]
         question = "" if spoken_frames else talk[-1].question
+        prompt = [token for ids, _ in rows[:-1] for token in ids]
         assert prompt == processor.ask_ids(question, spoken_frames, history)
-        learned = [processor.decode(ids) for ids, is_learned in rows if is_learned]
-        assert learned == [qa.answer + "<|endoftext|>" for qa in talk]
+        assert [short_answer(a).strip() for a in learned] == [qa.answer for qa in talk]
+        expected = [f"{scene.caption}, so {qa.answer}" if describe_first else qa.answer for qa in talk]
+        assert learned == expected
         labels = training.pad_segments([rows], eos)["labels"][0]
-        assert processor.decode(labels[labels != -100]) == "".join(learned)
+        assert processor.decode(labels[labels != -100]) == "<|endoftext|>".join(learned) + "<|endoftext|>"
+
+
+def test_a_picture_that_is_no_scene_is_described_as_unrecognised_before_the_answer():
+    import random
+
+    from mmgpt.data.questions import unrecognised_questions
+
+    _, processor = tiny_model_and_processor(seed=0)
+    batches = object.__new__(training.TaskBatches)
+    batches.processor, batches.eos = processor, processor.token_ids["<|endoftext|>"]
+    batches.cfg = TrainConfig(describe_first=True)
+    rows = batches.conversation_rows(unrecognised_questions(random.Random(0), 1), None)
+    assert processor.decode(rows[-1][0]) == "i do not recognise this picture, so i do not know<|endoftext|>"
 
 
 # --- train() itself, on a tiny config ---------------------------------------------------------------------------

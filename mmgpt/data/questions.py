@@ -12,6 +12,9 @@ An object is named by the fewest of shape, colour and size that pick it out alon
 "the small red circle"). A follow-up ("and the star?") repeats the previous question's kind about another object,
 so it can only be answered by reading the earlier turn.
 
+A model may say what it sees before it answers, "a small red circle left of a large blue square, so red"
+(`described_answer`); `short_answer` takes the answer back out, and answers are judged on it alone.
+
 These are the training phrasings. Evaluation also asks in wording of its own (`mmgpt.data.heldout`).
 """
 
@@ -28,6 +31,7 @@ COUNT_WORDS = ("none", "one", "two", "three")
 UNRECOGNISED_ANSWER = "i do not know"  # the answer to any question about a picture that is not a scene
 CLEAR_CELL_PIXELS = 2.0  # ask where an object is only when its centre is this far inside its cell
 CLEAR_RELATION_PIXELS = 8.0  # ask "is A left of B" only when their centres differ this much along that axis
+ANSWER_AFTER = ", so "  # between the description of the picture and the answer; no caption or answer says "so"
 FOLLOW_UP_PROBABILITY = 0.5  # in a conversation, the chance that a later turn is a follow-up of the one before
 
 TEMPLATES = {
@@ -199,12 +203,24 @@ def unrecognised_questions(rng: random.Random, turns: int) -> list[QA]:
     return talk
 
 
+def described_answer(seen: str, answer: str) -> str:
+    """The answer after what the picture shows: ("a large red circle at the top", "red") ->
+    "a large red circle at the top, so red"."""
+    return f"{seen}{ANSWER_AFTER}{answer}"
+
+
+def short_answer(text: str) -> str:
+    """The answer alone, whether or not the model described the picture first."""
+    return re.split(r"\bso\b", text)[-1]
+
+
 _DIGITS = {"0": "none", "zero": "none", "no": "no", "1": "one", "2": "two", "3": "three"}
 
 
 def normalize_answer(text: str) -> str:
-    """Lowercase, single spaces, no final punctuation, counts as words ("2" -> "two"), "color" as "colour"."""
-    words = re.sub(r"[^\w\s]", " ", text.lower()).split()
+    """The short answer (`short_answer`), lowercase, single spaces, no final punctuation, counts as words ("2" ->
+    "two"), "color" as "colour"."""
+    words = re.sub(r"[^\w\s]", " ", short_answer(text.lower())).split()
     words = [w for w in words if w not in ("the", "a", "an", "at", "it", "is", "its")]
     if len(words) == 1 and words[0] in _DIGITS and words[0] != "no":
         return _DIGITS[words[0]]
