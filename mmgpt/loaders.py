@@ -64,6 +64,8 @@ class ModelAdapter(Protocol):
     tokenizer: Any  # what TextIteratorStreamer decodes with
     model: Any  # a transformers model with .generate
     max_audio_seconds: float | None  # longest audio one generate() call takes; None if the model hears nothing
+    # Optional: answer_after_ids, the tokens that end the description a model gives before its answer
+    # (MMGPTAdapter); the engine measures how sure the answer is after them.
 
     def prepare(self, request) -> dict:
         """`generate()` keyword arguments (input tensors) for one request, on the model's device and dtype."""
@@ -387,6 +389,13 @@ class MMGPTAdapter:
         history = [(turn.question, turn.answer) for turn in request.history]
         return self.processor(images=request.image, text=request.question.strip() or None, audio=request.audio,
                               sampling_rate=SAMPLE_RATE, task="ask", history=[history], return_tensors="pt")
+
+    @property
+    def answer_after_ids(self) -> tuple[int, ...]:
+        """The tokens that end an answer's description of the picture, for checkpoints that describe it first
+        (`ConfidenceMeter` measures the answer after them); empty for those that answer straight away."""
+        after = getattr(self.processor, "answer_after", None)
+        return tuple(self.tokenizer.encode(after.rstrip(), add_special_tokens=False)) if after else ()
 
     def room_for_new_tokens(self, inputs: dict) -> int | None:
         return decoder_room(self.model, inputs["input_ids"].shape[-1])

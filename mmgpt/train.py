@@ -464,6 +464,13 @@ def typed_question_accuracy(model, processor, n: int, seed: int = 7) -> float:
     return 100.0 * float(np.mean([answer_is_right(a, qa.answer) for a, qa in zip(answers, talk)]))
 
 
+def answer_after(describe_first: bool) -> str | None:
+    """What a checkpoint's processor records as the end of an answer's description (None: no description)."""
+    from .data.questions import ANSWER_AFTER
+
+    return ANSWER_AFTER if describe_first else None
+
+
 def warm_start(location: str, image_stem_blocks: int = 0):
     """Model and processor from an earlier checkpoint, given the question tokens if it predates them (v3), and
     grown to `image_stem_blocks` stem blocks if it has fewer (the new ones start as the identity). A checkpoint
@@ -553,6 +560,8 @@ def train(cfg: TrainConfig) -> Path:
         model = MMGPTForCausalLM(config)
         processor = MMGPTProcessor.from_config(config, tokenizer)
         state = {"step": 0, "train_seconds": 0.0, "history": [], "evals": [], "config": dataclasses.asdict(cfg)}
+    # The checkpoint says whether its answers describe the picture first, and how the description ends.
+    processor.answer_after = answer_after(cfg.describe_first)
     broadcast_parameters(model, world)
     model.train()
     optimizer = make_optimizer(model, cfg)

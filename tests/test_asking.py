@@ -6,6 +6,7 @@ whose tokenizer has the question tokens, and a SmolVLM (Idefics3) as a Space loa
 import dataclasses
 import importlib.util
 import json
+import math
 import shutil
 
 import numpy as np
@@ -97,6 +98,56 @@ def test_the_answer_reports_its_mean_token_probability(engine):
     explanation = engine.explain("mmgpt", request, last.token_ids, GREEDY)
     assert 0.0 < last.confidence < 1.0
     assert last.confidence == pytest.approx(np.mean([token.prob for token in explanation.tokens]), abs=1e-5)
+
+
+def test_a_model_that_describes_the_picture_first_is_measured_on_its_answer_alone(engine, mmgpt_dir, tmp_path,
+                                                                                monkeypatch):
+    """A checkpoint whose processor records `answer_after` (", so" for mmgpt-tiny trained with describe_first) has
+    the engine's meter start over after those tokens; one without has it count every token."""
+    from mmgpt.engine import worker
+
+    built = []
+
+    class RecordingMeter(worker.ConfidenceMeter):
+        def __init__(self, skip=(), restart_after=()):
+            super().__init__(skip, restart_after)
+            built.append(tuple(restart_after))
+
+    monkeypatch.setattr(worker, "ConfidenceMeter", RecordingMeter)
+    describes = shutil.copytree(mmgpt_dir, tmp_path / "describes")
+    processor_config = json.loads((describes / "processor_config.json").read_text())
+    (describes / "processor_config.json").write_text(json.dumps({**processor_config, "answer_after": ", so "}))
+    presets = {"describes": dataclasses.replace(PRESETS["mmgpt-tiny"], name="describes", source=str(describes))}
+    described = Engine(device="cpu", timeout_s=60, presets=presets, update_interval_s=0)
+    request = AskRequest(PICTURE, "what shape is it")
+
+    assert answer(described, "describes", request)[-1].confidence is not None
+    assert answer(engine, "mmgpt", request)[-1].confidence is not None
+    tokenizer = described.load("describes").tokenizer
+    assert built == [tuple(tokenizer.encode(", so", add_special_tokens=False)), ()]
+
+
+def test_the_meter_starts_over_after_the_description():
+    """Tokens 7 7 | 1 2 | 9: with restart_after (1, 2), the mean is that of the 9 alone; end-of-text (0) is
+    skipped as ever."""
+    from mmgpt.engine.confidence import ConfidenceMeter
+
+    def run(meter, chosen_with_probability):
+        ids = torch.zeros((1, 1), dtype=torch.long)
+        for token, probability in chosen_with_probability:
+            scores = torch.full((1, 10), -1e9)
+            scores[0, token] = math.log(probability)
+            scores[0, 8] = math.log(1 - probability)  # the rest of the mass on another token
+            meter.processor(ids, scores)
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+            meter.criterion(ids, scores)
+        return meter.mean
+
+    steps = [(7, 0.9), (7, 0.9), (1, 0.8), (2, 0.95), (9, 0.3), (0, 0.99)]
+    assert run(ConfidenceMeter(skip=[0], restart_after=[1, 2]), steps) == pytest.approx(0.3)
+    assert run(ConfidenceMeter(skip=[0]), steps) == pytest.approx((0.9 + 0.9 + 0.8 + 0.95 + 0.3) / 5)
+    assert run(ConfidenceMeter(skip=[0], restart_after=[1, 2]), steps[:4]) is None  # nothing answered yet
+    assert run(ConfidenceMeter(skip=[0], restart_after=[2, 1]), steps) == pytest.approx(0.77)  # no marker
 
 
 def test_other_requests_report_no_confidence(engine):

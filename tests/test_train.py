@@ -275,9 +275,10 @@ def test_train_checkpoints_and_resumes_from_the_last_checkpoint(tmp_path, capsys
     state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
     assert state["step"] == 4
     assert state["config"]["precision"] in ("bf16", "fp32")  # what ran, for the model card; never "auto"
+    assert json.loads((checkpoint / "processor_config.json").read_text()).get("answer_after") is None
     capsys.readouterr()
 
-    train(dataclasses.replace(cfg, steps=6))
+    train(dataclasses.replace(cfg, steps=6, describe_first=True))  # a resume may change the answers' format
 
     assert "resuming from step 4" in capsys.readouterr().out
     state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
@@ -295,6 +296,7 @@ def test_train_checkpoints_and_resumes_from_the_last_checkpoint(tmp_path, capsys
     processor = AutoProcessor.from_pretrained(checkpoint)
     assert (model.config.image_size, model.config.n_positions, model.config.n_embd) == (32, 320, 32)
     assert processor.image_size == 32
+    assert processor.answer_after == ", so "  # the app measures how sure the answer is after its description
 
 
 @pytest.mark.parametrize("asked, grown_to", [(0, 1), (1, 1), (2, 2)])

@@ -97,7 +97,8 @@ class Worker:
                     criteria = [self.stop]
                     meter = None
                     if isinstance(segment, AskRequest):  # an answer says how sure the model was of it
-                        meter = ConfidenceMeter(getattr(self.adapter.tokenizer, "all_special_ids", []))
+                        meter = ConfidenceMeter(getattr(self.adapter.tokenizer, "all_special_ids", []),
+                                                getattr(self.adapter, "answer_after_ids", ()))
                         extra["logits_processor"] = LogitsProcessorList([meter.processor])
                         criteria.append(meter.criterion)
                     self.adapter.model.generate(

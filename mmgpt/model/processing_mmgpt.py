@@ -64,10 +64,13 @@ class MMGPTProcessor(ProcessorMixin):
     """Tokenizer plus the image and audio preprocessing; sizes come from `MMGPTConfig` via `from_config`."""
 
     def __init__(self, tokenizer=None, image_size: int = 64, patch_size: int = 8, max_audio_frames: int = 1000,
-                 **kwargs):
+                 answer_after: str | None = None, **kwargs):
         self.image_size = image_size
         self.patch_size = patch_size
         self.max_audio_frames = max_audio_frames
+        # A checkpoint trained to say what it sees before it answers ("a large red circle at the top, so red")
+        # ends the description with this; None: it answers straight away.
+        self.answer_after = answer_after
         super().__init__(tokenizer, **kwargs)
         vocabulary = tokenizer.get_vocab()
         self.token_ids = {token: vocabulary[token] for token in SPECIAL_TOKENS if token in vocabulary}
