@@ -210,8 +210,9 @@ def described_answer(seen: str, answer: str) -> str:
 
 
 def short_answer(text: str) -> str:
-    """The answer alone, whether or not the model described the picture first."""
-    return re.split(r"\bso\b", text)[-1]
+    """The answer alone, whether or not the model described the picture first. Split at the word of ANSWER_AFTER
+    ("so") with or without its comma, as a model may write it."""
+    return re.split(rf"\b{ANSWER_AFTER.strip(', ')}\b", text)[-1]
 
 
 _DIGITS = {"0": "none", "zero": "none", "no": "no", "1": "one", "2": "two", "3": "three"}
