@@ -34,3 +34,70 @@ def test_the_short_answer_is_what_follows_the_description(text, answer):
 ])
 def test_an_answer_is_judged_on_its_short_answer(predicted, truth, right):
     assert answer_is_right(predicted, truth) is right
+
+
+# The generator's questions, in the words people use: answers stay decidable from the picture and keep the caption's
+# names, whatever synonym or wording the question uses.
+
+import random  # noqa: E402
+import re  # noqa: E402
+
+from mmgpt.data import questions, scenes  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def test_scenes():
+    return scenes.scene_dataset("test", 150, seed=5)
+
+
+def _asked(test_scenes, kind, per_scene=4):
+    rng = random.Random(3)
+    for scene in test_scenes:
+        for _ in range(per_scene):
+            try:
+                yield scene, questions.ask_about(scene, rng, kind)
+            except ValueError:  # this scene allows no question of this kind
+                break
+
+
+def test_questions_name_objects_in_everyday_synonyms_but_answers_keep_the_caption_words(test_scenes):
+    asked = [qa for kind in questions.QUESTION_KINDS for _, qa in _asked(test_scenes, kind)]
+    words = {w for qa in asked for w in re.findall(r"[a-z]+", qa.question)}
+    assert {"big", "little", "objects", "large", "small", "shapes"} <= words
+    assert not {"big", "little"} & {w for qa in asked for w in qa.answer.split()}
+    assert {qa.answer for qa in asked if qa.kind == "size"} == {"small", "large"}
+
+
+def test_a_count_of_one_size_counts_the_objects_of_that_size(test_scenes):
+    size_of = {"small": "small", "little": "small", "large": "large", "big": "large"}
+    checked = 0
+    for scene, qa in _asked(test_scenes, "count", per_scene=8):
+        named = [size_of[w] for w in qa.question.split() if w in size_of]
+        if named:
+            (size,) = named
+            assert qa.answer == questions.COUNT_WORDS[sum(o.size == size for o in scene.objects)], qa
+            checked += 1
+    assert checked > 50
+
+
+# What each wording means in English: (axis, whether the first object has the smaller coordinate); y grows downwards.
+ENGLISH = {"left of": (0, True), "to the left of": (0, True), "right of": (0, False), "to the right of": (0, False),
+           "above": (1, True), "below": (1, False), "beneath": (1, False), "under": (1, False)}
+
+
+def test_every_wording_of_a_relation_is_answered_by_where_the_objects_are(test_scenes):
+    """Two objects of different shapes are named by their shapes, so the question says which is which."""
+    wordings = sorted((w for ws in questions.RELATION_WORDINGS.values() for w in ws), key=len, reverse=True)
+    assert set(wordings) <= set(ENGLISH), "a wording this test does not know the meaning of"
+    seen = set()
+    for scene, qa in _asked(test_scenes, "relation", per_scene=6):
+        if len(scene.objects) != 2 or scene.objects[0].shape == scene.objects[1].shape:
+            continue
+        wording = next(w for w in wordings if f" {w} " in qa.question)
+        before, after = qa.question.split(f" {wording} ")
+        (a,) = [o for o in scene.objects if o.shape in before.split()]
+        (b,) = [o for o in scene.objects if o.shape in re.findall(r"[a-z]+", after)]
+        axis, first_smaller = ENGLISH[wording]
+        assert qa.answer == ("yes" if (a.centre[axis] < b.centre[axis]) == first_smaller else "no"), (qa, scene)
+        seen.add(wording)
+    assert seen == set(wordings)

@@ -15,7 +15,8 @@ so it can only be answered by reading the earlier turn.
 A model may say what it sees before it answers, "a small red circle left of a large blue square, so red"
 (`described_answer`); `short_answer` takes the answer back out, and answers are judged on it alone.
 
-These are the training phrasings. Evaluation also asks in wording of its own (`mmgpt.data.heldout`).
+These are the training phrasings, with everyday synonyms for the names in a question ("the big circle", "how many
+objects"). Evaluation also asks in wording of its own (`mmgpt.data.heldout`), none of it a training phrasing.
 """
 
 import random
@@ -23,7 +24,7 @@ import re
 from dataclasses import dataclass
 
 from .scenes import (
-    CELL_PIXELS, COLOURS, GRID_CELLS, HELD_OUT_PAIRS, SHAPES, Scene, SceneObject, cell_of,
+    CELL_PIXELS, COLOURS, GRID_CELLS, HELD_OUT_PAIRS, SHAPES, SIZES, Scene, SceneObject, cell_of,
 )
 
 QUESTION_KINDS = ("colour", "shape", "size", "count", "position", "relation", "exists")
@@ -36,22 +37,46 @@ FOLLOW_UP_PROBABILITY = 0.5  # in a conversation, the chance that a later turn i
 
 TEMPLATES = {
     "colour": ("what colour is the {ref}?", "what color is the {ref}?", "which colour is the {ref}?",
-               "the {ref} is what colour?", "tell me the colour of the {ref}"),
+               "the {ref} is what colour?", "tell me the colour of the {ref}", "what is the colour of the {ref}?",
+               "can you tell me the colour of the {ref}?", "what colour would you say the {ref} is?",
+               "colour of the {ref}?", "the {ref}, what colour is it?"),
     "shape": ("what shape is the {ref}?", "what is the {ref}?", "which shape is the {ref}?",
-              "what kind of shape is the {ref}?"),
+              "what kind of shape is the {ref}?", "what is the shape of the {ref}?", "the {ref} is what shape?",
+              "what sort of shape is the {ref}?", "can you tell me the shape of the {ref}?",
+              "what is the {ref} shaped like?"),
     "size": ("is the {ref} small or large?", "how big is the {ref}?", "is the {ref} large or small?",
-             "what size is the {ref}?"),
+             "what size is the {ref}?", "how large is the {ref}?", "what is the size of the {ref}?",
+             "is the {ref} a small one or a large one?", "the {ref} is what size?"),
     "count": ("how many {things} are there?", "how many {things} can you see?", "count the {things}",
-              "how many {things} are in the picture?"),
-    "position": ("where is the {ref}?", "where is the {ref} in the picture?", "in which part is the {ref}?"),
-    "relation": ("is the {a} {relation} the {b}?",),
+              "how many {things} are in the picture?", "how many {things} do you see?",
+              "how many {things} are there in the image?", "can you count the {things}?", "number of {things}?",
+              "tell me how many {things} there are"),
+    "position": ("where is the {ref}?", "where is the {ref} in the picture?", "in which part is the {ref}?",
+                 "where can you see the {ref}?", "where is the {ref} located?",
+                 "what is the position of the {ref}?", "where is the {ref} placed?"),
+    "relation": ("is the {a} {relation} the {b}?", "is the {a} {relation} the {b} in the picture?",
+                 "is the {a} placed {relation} the {b}?", "would you say the {a} is {relation} the {b}?"),
     "exists": ("is there a {colour} {shape}?", "can you see a {colour} {shape}?", "is there a {colour} {shape} in "
-               "the picture?", "do you see a {colour} {shape}?"),
+               "the picture?", "do you see a {colour} {shape}?", "is there any {colour} {shape}?",
+               "does the picture have a {colour} {shape}?", "is there a {colour} {shape} here?"),
 }
-FOLLOW_UPS = ("and the {ref}?", "what about the {ref}?", "and the {ref}")
+FOLLOW_UPS = ("and the {ref}?", "what about the {ref}?", "and the {ref}", "how about the {ref}?",
+              "and what about the {ref}?")
 RELATIONS = {  # phrase -> (axis, whether the first object has the smaller coordinate)
     "left of": (0, True), "right of": (0, False), "above": (1, True), "below": (1, False),
 }
+RELATION_WORDINGS = {  # the same relation as people say it
+    "left of": ("left of", "to the left of"), "right of": ("right of", "to the right of"),
+    "above": ("above",), "below": ("below", "beneath", "under"),
+}
+# Words a question may use for the names that captions and answers use: "the big circle", "how many objects".
+# Only names inside a question change; answers keep the caption's words ("large"), so one answer fits both.
+SYNONYMS = {"large": ("large", "big"), "small": ("small", "little"), "shapes": ("shapes", "objects", "figures")}
+
+
+def _in_other_words(name: str, rng: random.Random) -> str:
+    """`name` ("large red circle", "small shapes") with each word that has synonyms said in one of them."""
+    return " ".join(rng.choice(SYNONYMS.get(word, (word,))) for word in name.split())
 
 
 def plural(noun: str) -> str:
@@ -99,20 +124,23 @@ def _about_object(kind: str, obj: SceneObject, scene: Scene, rng: random.Random,
     if ref is None or (kind == "position" and len(scene.objects) > 1 and not _clear_position(obj)):
         return None
     answer = cell_of(*obj.centre) if kind == "position" else getattr(obj, ATTRIBUTE_OF_KIND[kind])
-    return QA(kind, rng.choice(templates or TEMPLATES[kind]).format(ref=ref), answer)
+    return QA(kind, rng.choice(templates or TEMPLATES[kind]).format(ref=_in_other_words(ref, rng)), answer)
 
 
 def _count(scene: Scene, rng: random.Random) -> QA:
     choice = rng.random()
-    if choice < 0.4:
+    if choice < 0.35:
         things, n = "shapes", len(scene.objects)
-    elif choice < 0.7:
+    elif choice < 0.6:
         shape = rng.choice([o.shape for o in scene.objects] + list(SHAPES))
         things, n = plural(shape), sum(o.shape == shape for o in scene.objects)
-    else:
+    elif choice < 0.85:
         colour = rng.choice([o.colour for o in scene.objects] + list(COLOURS))
         things, n = f"{colour} shapes", sum(o.colour == colour for o in scene.objects)
-    return QA("count", rng.choice(TEMPLATES["count"]).format(things=things), COUNT_WORDS[n])
+    else:
+        size = rng.choice([o.size for o in scene.objects] + list(SIZES))
+        things, n = f"{size} shapes", sum(o.size == size for o in scene.objects)
+    return QA("count", rng.choice(TEMPLATES["count"]).format(things=_in_other_words(things, rng)), COUNT_WORDS[n])
 
 
 def _exists(scene: Scene, rng: random.Random) -> QA:
@@ -138,7 +166,9 @@ def _relation(scene: Scene, rng: random.Random) -> QA | None:
     if ref_a is None or ref_b is None or abs(gap) < CLEAR_RELATION_PIXELS:
         return None
     answer = "yes" if (gap > 0) == first_smaller else "no"
-    return QA("relation", TEMPLATES["relation"][0].format(a=ref_a, relation=phrase, b=ref_b), answer)
+    question = rng.choice(TEMPLATES["relation"]).format(
+        a=_in_other_words(ref_a, rng), relation=rng.choice(RELATION_WORDINGS[phrase]), b=_in_other_words(ref_b, rng))
+    return QA("relation", question, answer)
 
 
 OBJECT_KINDS = ("colour", "shape", "size", "position")  # questions about one object, which a follow-up can repeat
@@ -236,18 +266,17 @@ def answer_is_right(predicted: str, truth: str) -> bool:
 
 def random_question(rng: random.Random) -> str:
     """A question in the training phrasings about made-up objects, for speech that asks questions."""
-    from .scenes import SIZES
-
     colour, shape, size = rng.choice(tuple(COLOURS)), rng.choice(SHAPES), rng.choice(tuple(SIZES))
-    ref = rng.choice((shape, f"{colour} one", f"{size} one", f"{colour} {shape}", f"{size} {shape}",
-                      f"{size} {colour} {shape}"))
+    ref = _in_other_words(rng.choice((shape, f"{colour} one", f"{size} one", f"{colour} {shape}", f"{size} {shape}",
+                                      f"{size} {colour} {shape}")), rng)
     kind = rng.choice(QUESTION_KINDS)
     if kind == "count":
-        things = rng.choice(("shapes", plural(shape), f"{colour} shapes"))
+        things = _in_other_words(rng.choice(("shapes", plural(shape), f"{colour} shapes", f"{size} shapes")), rng)
         return rng.choice(TEMPLATES[kind]).format(things=things)
     if kind == "exists":
         return rng.choice(TEMPLATES[kind]).format(colour=colour, shape=shape)
     if kind == "relation":
         other = rng.choice([s for s in SHAPES if s != shape])
-        return TEMPLATES[kind][0].format(a=ref, relation=rng.choice(tuple(RELATIONS)), b=other)
+        relation = rng.choice(rng.choice(list(RELATION_WORDINGS.values())))
+        return rng.choice(TEMPLATES[kind]).format(a=ref, relation=relation, b=other)
     return rng.choice(TEMPLATES[kind] + FOLLOW_UPS).format(ref=ref)
