@@ -101,3 +101,17 @@ def test_every_wording_of_a_relation_is_answered_by_where_the_objects_are(test_s
         assert qa.answer == ("yes" if (a.centre[axis] < b.centre[axis]) == first_smaller else "no"), (qa, scene)
         seen.add(wording)
     assert seen == set(wordings)
+
+
+def test_the_only_object_in_a_picture_may_be_asked_about_as_it(test_scenes):
+    pointing = {q for qs in questions.ABOUT_THE_ONLY_ONE.values() for q in qs}
+    lone = [s for s in test_scenes if len(s.objects) == 1]
+    asked = [(s, qa) for kind in questions.ABOUT_THE_ONLY_ONE for s, qa in _asked(lone, kind)]
+    pointed = [(s, qa) for s, qa in asked if qa.question in pointing]
+    assert 0 < len(pointed) < len(asked)
+    for scene, qa in pointed:
+        (obj,) = scene.objects
+        truth = questions.cell_of(*obj.centre) if qa.kind == "position" else getattr(obj, qa.kind)
+        assert qa.answer == truth, qa
+    several = [s for s in test_scenes if len(s.objects) > 1]
+    assert not any(qa.question in pointing for kind in questions.ABOUT_THE_ONLY_ONE for _, qa in _asked(several, kind))

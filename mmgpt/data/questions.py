@@ -15,7 +15,7 @@ so it can only be answered by reading the earlier turn.
 A model may say what it sees before it answers, "a small red circle left of a large blue square, so red"
 (`described_answer`); `short_answer` takes the answer back out, and answers are judged on it alone.
 
-These are the training phrasings, with everyday synonyms for the names in a question ("the big circle", "how many
+These are the training phrasings (the only object in a picture may be "it" or "this"), with everyday synonyms for the names in a question ("the big circle", "how many
 objects"). Evaluation also asks in wording of its own (`mmgpt.data.heldout`), none of it a training phrasing.
 """
 
@@ -60,6 +60,15 @@ TEMPLATES = {
                "the picture?", "do you see a {colour} {shape}?", "is there any {colour} {shape}?",
                "does the picture have a {colour} {shape}?", "is there a {colour} {shape} here?"),
 }
+# About the only object in a picture, people point rather than name: "what colour is it?"
+ABOUT_THE_ONLY_ONE = {
+    "colour": ("what colour is it?", "what color is it?", "what colour is this?", "what colour is this shape?",
+               "which colour is it?"),
+    "shape": ("what shape is it?", "what shape is this?", "what is this?", "what is it?", "what is this shape?"),
+    "size": ("is it small or large?", "how big is it?", "is this shape small or large?", "what size is it?"),
+    "position": ("where is it?", "where is the shape?", "where is this shape?"),
+}
+ABOUT_THE_ONLY_ONE_PROBABILITY = 0.3
 FOLLOW_UPS = ("and the {ref}?", "what about the {ref}?", "and the {ref}", "how about the {ref}?",
               "and what about the {ref}?")
 RELATIONS = {  # phrase -> (axis, whether the first object has the smaller coordinate)
@@ -124,6 +133,8 @@ def _about_object(kind: str, obj: SceneObject, scene: Scene, rng: random.Random,
     if ref is None or (kind == "position" and len(scene.objects) > 1 and not _clear_position(obj)):
         return None
     answer = cell_of(*obj.centre) if kind == "position" else getattr(obj, ATTRIBUTE_OF_KIND[kind])
+    if len(scene.objects) == 1 and templates is None and rng.random() < ABOUT_THE_ONLY_ONE_PROBABILITY:
+        return QA(kind, rng.choice(ABOUT_THE_ONLY_ONE[kind]), answer)
     return QA(kind, rng.choice(templates or TEMPLATES[kind]).format(ref=_in_other_words(ref, rng)), answer)
 
 
