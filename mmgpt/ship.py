@@ -249,7 +249,7 @@ SPOKEN_KINDS = {"caption": "scene captions", "phrase": "free-form phrases", "que
 def _data_section(train_cfg: dict) -> str:
     """What the model was trained on, read from the data modules' own settings and the run's configuration."""
     from .data import scenes, speech
-    from .data.questions import QUESTION_KINDS
+    from .data.questions import ABOUT_THE_ONLY_ONE, QUESTION_KINDS, TEMPLATES
 
     clutter = train_cfg.get("clutter_share", 0.0)
     lines = [
@@ -268,7 +268,10 @@ def _data_section(train_cfg: dict) -> str:
         lines.append(
             f"- **Questions:** conversations of 1 to {train_cfg.get('max_turns', 1)} questions about a scene "
             f"({', '.join(QUESTION_KINDS)}), with follow-ups that need the earlier turns; the last question typed "
-            "or spoken (`mmgpt/data/questions.py`)."
+            "or spoken (`mmgpt/data/questions.py`). Each kind is asked in "
+            f"{min(map(len, TEMPLATES.values()))} to {max(map(len, TEMPLATES.values()))} phrasings, objects are "
+            "named in everyday synonyms (\"the big circle\", \"how many objects\"), and the only object in a picture "
+            f"also as \"it\" or \"this\" ({sum(map(len, ABOUT_THE_ONLY_ONE.values()))} more phrasings)."
             + (" Every answer first says what the model sees, then answers from it: \"a small red circle left of "
                "a large blue square, so red\"; answers are judged on what follows \"so\"."
                if train_cfg.get("describe_first") else ""))
