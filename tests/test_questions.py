@@ -1,8 +1,13 @@
-"""Answers to questions about a picture (`mmgpt.data.questions`): a model may say what it sees before it answers,
-and an answer is judged on what it answers, not on its description."""
+"""Questions about a picture (`mmgpt.data.questions`): a model may say what it sees before it answers, and an answer
+is judged on what it answers, not on its description; the training questions keep their answers decidable from the
+picture, whatever synonym or wording they use."""
+
+import random
+import re
 
 import pytest
 
+from mmgpt.data import questions, scenes
 from mmgpt.data.questions import answer_is_right, described_answer, short_answer
 
 
@@ -36,13 +41,6 @@ def test_an_answer_is_judged_on_its_short_answer(predicted, truth, right):
     assert answer_is_right(predicted, truth) is right
 
 
-# The generator's questions, in the words people use: answers stay decidable from the picture and keep the caption's
-# names, whatever synonym or wording the question uses.
-
-import random  # noqa: E402
-import re  # noqa: E402
-
-from mmgpt.data import questions, scenes  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -15,8 +15,9 @@ so it can only be answered by reading the earlier turn.
 A model may say what it sees before it answers, "a small red circle left of a large blue square, so red"
 (`described_answer`); `short_answer` takes the answer back out, and answers are judged on it alone.
 
-These are the training phrasings (the only object in a picture may be "it" or "this"), with everyday synonyms for the names in a question ("the big circle", "how many
-objects"). Evaluation also asks in wording of its own (`mmgpt.data.heldout`), none of it a training phrasing.
+These are the training phrasings (the only object in a picture may be "it" or "this"), with everyday synonyms for
+the names in a question ("the big circle", "how many objects"). Evaluation also asks in wording of its own
+(`mmgpt.data.heldout`), none of it a training phrasing.
 """
 
 import random
