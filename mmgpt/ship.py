@@ -44,24 +44,12 @@ def ship(checkpoint: str | Path, eval_json: str | Path, out: str | Path, command
     )
     generation.save_pretrained(out)
     state = torch.load(checkpoint / "trainer_state.pt", weights_only=False, map_location="cpu")
-    _record_answer_format(out, state["config"])
     results = json.loads(Path(eval_json).read_text())
     n_params = sum(t.numel() for t in _safetensors(out / "model.safetensors").values())
     (out / "README.md").write_text(model_card(config, state, results, n_params, command, why or {}))
     if Path(eval_json).resolve() != (out / "eval.json").resolve():  # the card's figures travel with the weights
         shutil.copyfile(eval_json, out / "eval.json")
     return out
-
-
-def _record_answer_format(out: Path, train_cfg: dict) -> None:
-    """The processor says whether answers describe the picture first, as the run was trained (runs from before
-    the trainer recorded it themselves included), so the engine measures how sure the answer itself is."""
-    from .train import answer_after
-
-    path = out / "processor_config.json"
-    processor_config = json.loads(path.read_text())
-    processor_config["answer_after"] = answer_after(train_cfg.get("describe_first", False))
-    path.write_text(json.dumps(processor_config, indent=2, sort_keys=True) + "\n")
 
 
 def _safetensors(path: Path) -> dict:

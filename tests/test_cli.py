@@ -366,26 +366,6 @@ def test_ship_writes_a_card_with_every_figure_beside_its_target_and_a_why_for_ea
     assert json.loads((tmp_path / "shipped" / "eval.json").read_text()) == json.loads(out.read_text())
 
 
-def test_a_shipped_model_trained_to_describe_first_says_where_its_answers_start(evaluated, tmp_path):
-    """Whatever the run's own checkpoint recorded: runs from before the trainer wrote it included."""
-    import dataclasses
-
-    import torch
-
-    from mmgpt.model import MMGPTProcessor
-    from mmgpt.train import TrainConfig
-
-    model, out, _ = evaluated
-    for describe_first, expected in ((True, ", so "), (False, None)):
-        checkpoint = shutil.copytree(model, tmp_path / f"checkpoint-{describe_first}")
-        torch.save({"step": 5, "train_seconds": 60.0,
-                    "config": dataclasses.asdict(TrainConfig(describe_first=describe_first))},
-                   checkpoint / "trainer_state.pt")
-        shipped = tmp_path / f"shipped-{describe_first}"
-        assert main(["ship", "--checkpoint", str(checkpoint), "--eval", str(out), "--out", str(shipped)]) == 0
-        assert MMGPTProcessor.from_pretrained(shipped).answer_after == expected
-
-
 @pytest.mark.parametrize("argv, describe_first", [([], False), (["--describe-first"], True),
                                                   (["--describe-first", "--no-describe-first"], False)])
 def test_a_yes_or_no_training_setting_is_a_flag(argv, describe_first):

@@ -85,7 +85,7 @@ ENGLISH = {"left of": (0, True), "to the left of": (0, True), "right of": (0, Fa
 
 def test_every_wording_of_a_relation_is_answered_by_where_the_objects_are(test_scenes):
     """Two objects of different shapes are named by their shapes, so the question says which is which."""
-    wordings = sorted((w for ws in questions.RELATION_WORDINGS.values() for w in ws), key=len, reverse=True)
+    wordings = sorted((w for r in questions.RELATIONS.values() for w in r.wordings), key=len, reverse=True)
     assert set(wordings) <= set(ENGLISH), "a wording this test does not know the meaning of"
     seen = set()
     for scene, qa in _asked(test_scenes, "relation", per_scene=6):

@@ -23,6 +23,7 @@ the names in a question ("the big circle", "how many objects"). Evaluation also 
 import random
 import re
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .scenes import (
     CELL_PIXELS, COLOURS, GRID_CELLS, HELD_OUT_PAIRS, SHAPES, SIZES, Scene, SceneObject, cell_of,
@@ -72,12 +73,20 @@ ABOUT_THE_ONLY_ONE = {
 ABOUT_THE_ONLY_ONE_PROBABILITY = 0.3
 FOLLOW_UPS = ("and the {ref}?", "what about the {ref}?", "and the {ref}", "how about the {ref}?",
               "and what about the {ref}?")
-RELATIONS = {  # phrase -> (axis, whether the first object has the smaller coordinate)
-    "left of": (0, True), "right of": (0, False), "above": (1, True), "below": (1, False),
-}
-RELATION_WORDINGS = {  # the same relation as people say it
-    "left of": ("left of", "to the left of"), "right of": ("right of", "to the right of"),
-    "above": ("above",), "below": ("below", "beneath", "under"),
+class Relation(NamedTuple):
+    """What "A <relation> B" means: along `axis` (0: x, 1: y, which grows downwards), A's centre has the smaller
+    coordinate when `first_smaller`; `wordings` are the ways people say it."""
+
+    axis: int
+    first_smaller: bool
+    wordings: tuple[str, ...]
+
+
+RELATIONS = {
+    "left of": Relation(0, True, ("left of", "to the left of")),
+    "right of": Relation(0, False, ("right of", "to the right of")),
+    "above": Relation(1, True, ("above",)),
+    "below": Relation(1, False, ("below", "beneath", "under")),
 }
 # Words a question may use for the names that captions and answers use: "the big circle", "how many objects".
 # Only names inside a question change; answers keep the caption's words ("large"), so one answer fits both.
@@ -172,14 +181,13 @@ def _relation(scene: Scene, rng: random.Random) -> QA | None:
         return None
     a, b = rng.sample(scene.objects, 2)
     ref_a, ref_b = reference(a, scene), reference(b, scene)
-    phrase = rng.choice(tuple(RELATIONS))
-    axis, first_smaller = RELATIONS[phrase]
-    gap = b.centre[axis] - a.centre[axis]
+    relation = RELATIONS[rng.choice(tuple(RELATIONS))]
+    gap = b.centre[relation.axis] - a.centre[relation.axis]
     if ref_a is None or ref_b is None or abs(gap) < CLEAR_RELATION_PIXELS:
         return None
-    answer = "yes" if (gap > 0) == first_smaller else "no"
+    answer = "yes" if (gap > 0) == relation.first_smaller else "no"
     question = rng.choice(TEMPLATES["relation"]).format(
-        a=_in_other_words(ref_a, rng), relation=rng.choice(RELATION_WORDINGS[phrase]), b=_in_other_words(ref_b, rng))
+        a=_in_other_words(ref_a, rng), relation=rng.choice(relation.wordings), b=_in_other_words(ref_b, rng))
     return QA("relation", question, answer)
 
 
@@ -289,6 +297,6 @@ def random_question(rng: random.Random) -> str:
         return rng.choice(TEMPLATES[kind]).format(colour=colour, shape=shape)
     if kind == "relation":
         other = rng.choice([s for s in SHAPES if s != shape])
-        relation = rng.choice(rng.choice(list(RELATION_WORDINGS.values())))
+        relation = rng.choice(rng.choice([r.wordings for r in RELATIONS.values()]))
         return rng.choice(TEMPLATES[kind]).format(a=ref, relation=relation, b=other)
     return rng.choice(TEMPLATES[kind] + FOLLOW_UPS).format(ref=ref)
