@@ -156,6 +156,21 @@ def ask_batch(processor, eos: int) -> dict:
     return batch
 
 
+@pytest.mark.parametrize("lone_share", [0.0, 0.25, 1.0])
+def test_questions_are_asked_about_lone_objects_as_often_as_asked(lone_share):
+    """Without the setting, a third of the pictures hold one object; with it, that share, and the others 2 or 3."""
+    import random
+
+    from mmgpt.data import iter_scenes
+
+    batches = object.__new__(training.TaskBatches)  # only the picture choice, none of the data pools
+    batches.cfg = TrainConfig(ask_lone_share=lone_share, clutter_share=0.0)
+    batches.py_rng, batches.ask_scenes = random.Random(0), iter_scenes("train", 5)
+    counts = [len(batches.ask_picture()[1].objects) for _ in range(400)]
+    assert abs(counts.count(1) / len(counts) - lone_share) < 0.06, counts.count(1)
+    assert set(counts) <= {1, 2, 3}
+
+
 def encode(processor, text: str, eos: int) -> list[int]:
     return processor.tokenizer.encode(text, add_special_tokens=False) + [eos]
 
