@@ -8,6 +8,7 @@ import argparse
 import dataclasses
 import logging
 import sys
+import typing
 from contextlib import closing
 from pathlib import Path
 
@@ -21,8 +22,23 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
         if field.type is bool:  # --flag / --no-flag
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
             continue
-        kind = field.type if field.type in (int, float) else str
-        parser.add_argument(flag, type=kind, default=field.default, help=f"default: {field.default}")
+        parser.add_argument(flag, type=_option_type(field.type), default=field.default,
+                            help=f"default: {field.default}")
+
+
+def _option_type(annotation):
+    """How a command line option of a dataclass field's type is read: `float | None` as a float, or None when
+    given "None"; strings (and `str | None`) as they are."""
+    numbers = [t for t in typing.get_args(annotation) or (annotation,) if t in (int, float)]
+    if not numbers:
+        return str
+    if type(None) not in typing.get_args(annotation):
+        return numbers[0]
+
+    def number_or_none(text: str):
+        return None if text == "None" else numbers[0](text)
+
+    return number_or_none
 
 
 def _add_stream_options(parser: argparse.ArgumentParser, task: str, sampling: bool) -> None:

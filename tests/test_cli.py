@@ -373,3 +373,19 @@ def test_a_yes_or_no_training_setting_is_a_flag(argv, describe_first):
 
     options = build_parser().parse_args(["train", "--steps", "7", *argv])
     assert (options.describe_first, options.steps) == (describe_first, 7)
+
+
+@pytest.mark.parametrize("argv, share", [([], None), (["--ask-lone-share", "0.1"], 0.1),
+                                         (["--ask-lone-share", "None"], None)])
+def test_a_training_setting_that_may_be_unset_is_read_as_a_number(argv, share):
+    from mmgpt.__main__ import build_parser
+
+    assert build_parser().parse_args(["train", *argv]).ask_lone_share == share
+
+
+def test_a_training_setting_that_may_be_unset_names_a_bad_number(capsys):
+    from mmgpt.__main__ import build_parser
+
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--ask-lone-share", "a tenth"])
+    assert "--ask-lone-share" in capsys.readouterr().err
