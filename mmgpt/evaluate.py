@@ -306,6 +306,7 @@ class Asked:
     answer: str
     waveform: np.ndarray | None = None
     voice: str | None = None
+    objects: int | None = None  # how many objects the picture holds
 
 
 def answer_scores(model, processor, asked: list[Asked], batch: int, is_right) -> dict:
@@ -323,14 +324,18 @@ def answer_scores(model, processor, asked: list[Asked], batch: int, is_right) ->
 
     predicted = greedy_texts(model, processor, (inputs(c) for c in _chunks(asked, batch)), ANSWER_TOKENS)
     right = [bool(is_right(p, a.answer)) for p, a in zip(predicted, asked)]
-    by_kind, by_voice = defaultdict(list), defaultdict(list)
+    by_kind, by_voice, by_objects = defaultdict(list), defaultdict(list), defaultdict(list)
     for a, ok in zip(asked, right):
         by_kind[a.kind].append(ok)
         if spoken:
             by_voice[a.voice].append(ok)
+        if a.objects:
+            by_objects[str(a.objects)].append(ok)
     result = {
         "available": True, "accuracy": _percent(right), "n": len(asked),
         "by_kind": {kind: {"accuracy": _percent(oks), "n": len(oks)} for kind, oks in by_kind.items()},
+        # About one object a question is answered without finding its object; among several, only by finding it.
+        "by_objects": {n: {"accuracy": _percent(oks), "n": len(oks)} for n, oks in sorted(by_objects.items())},
         "mistakes": [(a.kind, a.question, a.answer, p) for a, p, ok in zip(asked, predicted, right)
                      if not ok][:MISTAKES_KEPT],
     }
@@ -356,7 +361,7 @@ def in_distribution_questions(scenes, per_kind: int, seed: int) -> list[Asked]:
             except ValueError:  # no question of this kind fits this scene
                 continue
             if qa is not None:
-                asked.append(Asked(scene.image, qa.kind, qa.question, qa.answer))
+                asked.append(Asked(scene.image, qa.kind, qa.question, qa.answer, objects=len(scene.objects)))
     return asked
 
 
@@ -364,7 +369,8 @@ def heldout_wording_questions(scenes, per_kind: int, seed: int) -> list[Asked]:
     """`per_kind` questions of each kind in the held-out wording (`mmgpt.data.heldout`) about `scenes`."""
     from .data.heldout import heldout_questions
 
-    return [Asked(scene.image, q.kind, q.question, q.answer) for scene, q in heldout_questions(scenes, per_kind, seed)]
+    return [Asked(scene.image, q.kind, q.question, q.answer, objects=len(scene.objects))
+            for scene, q in heldout_questions(scenes, per_kind, seed)]
 
 
 def spoken_versions(asked: list[Asked], seed: int, cache_dir) -> list[Asked]:
@@ -373,7 +379,7 @@ def spoken_versions(asked: list[Asked], seed: int, cache_dir) -> list[Asked]:
 
     voices = [TEST_VOICES[i % len(TEST_VOICES)] for i in range(len(asked))]
     clips = speak([a.question for a in asked], voices, seed, cache_dir)
-    return [Asked(a.image, a.kind, a.question, a.answer, c.waveform, c.voice) for a, c in zip(asked, clips)]
+    return [replace(a, waveform=c.waveform, voice=c.voice) for a, c in zip(asked, clips)]
 
 
 def question_scores(model, processor, test_scenes, heldout_scenes, sizes: EvalSizes, seed: int, cache_dir) -> dict:
@@ -553,7 +559,8 @@ def figures(results: dict) -> list[Figure]:
     for key, name in SPEECH_SETS.items():
         rows += _grouped_rows(results.get(key), key, f"Speech, {name}: WER, %", "wer", ("voice", "kind"))
     for key, name in QA_SETS.items():
-        rows += _grouped_rows(results.get(key), key, f"Questions, {name}: accuracy, %", "accuracy", ("kind", "voice"))
+        rows += _grouped_rows(results.get(key), key, f"Questions, {name}: accuracy, %", "accuracy",
+                              ("kind", "voice", "objects"))
     rows.append(Figure("checkpoint_mb", "Checkpoint, MiB", results["checkpoint_mb"], TARGETS["checkpoint_mb"]))
     rows.append(Figure("decode_tokens_per_s", "Decode speed, tokens/s (batch 1)", results["decode_tokens_per_s"],
                        decimals=0))

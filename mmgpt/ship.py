@@ -165,6 +165,11 @@ def _evaluation_section(results: dict, why: dict[str, str]) -> str:
         "### Questions by kind, accuracy %",
         _breakdown_table(by_key, "kind", qa_columns, _names(results, qa_columns, "kind"),
                          "{key}.by_kind.{name}.accuracy", "accuracy"),
+        "### Questions by how many objects the picture holds, accuracy %",
+        "About one object, a question is answered without finding the object it names; among two or three, only "
+        "by finding it.",
+        _breakdown_table(by_key, "objects", qa_columns, _names(results, qa_columns, "objects"),
+                         "{key}.by_objects.{name}.accuracy", "accuracy"),
         "### Out-of-distribution captions by how they were drawn, keyword accuracy %",
         _breakdown_table(by_key, "drawn with", {"caption_heldout": "held-out renderer"},
                          {f"{group}: {name}": f"{group}.{name}" for group in ("background", "finish", "style")

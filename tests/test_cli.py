@@ -306,6 +306,8 @@ def test_evaluate_writes_every_figure_and_prints_it_beside_its_target(evaluated)
         assert isinstance(_value(results, key), float), key
     for key in QA_SETS:
         assert set(results[key]["by_kind"]) == set(QUESTION_KINDS), key
+        objects = results[key]["by_objects"]  # every question counted once, under its picture's number of objects
+        assert set(objects) <= {"1", "2", "3"} and sum(o["n"] for o in objects.values()) == results[key]["n"], key
         assert 0 <= results[key]["accuracy"] <= 100
     for key in ("speech_captions", "speech_phrases_heldout", "qa_spoken", "qa_heldout_spoken"):
         assert set(results[key]["by_voice"]) == set(TEST_VOICES), key  # each text in every held-out voice

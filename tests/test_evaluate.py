@@ -139,6 +139,15 @@ def test_the_card_puts_in_and_out_of_distribution_side_by_side_and_asks_why_for_
     assert unexplained_misses(missed, {"caption_heldout.keyword_accuracy": "..."}) == ["speech_phrases_heldout.wer"]
 
 
+def test_the_card_gives_question_accuracy_by_how_many_objects_the_picture_holds():
+    typed = {**_questions(70.0, False), "by_objects": {"1": {"accuracy": 98.0, "n": 20},
+                                                       "2": {"accuracy": 51.5, "n": 30}}}
+    card = _evaluation_section(results(qa_typed=typed), {})
+    table = card.split("### Questions by how many objects the picture holds, accuracy %", 1)[1]
+    assert "| 1 | 98.0 |" in table and "| 2 | 51.5 |" in table
+    assert "objects 2 51.5" in card  # a part that misses the typed questions' target, named under that miss
+
+
 def test_big_shape_figures_show_when_measured_and_older_evaluations_still_make_a_table_and_card():
     older = results()
     assert "caption_heldout_big" not in older  # evaluations before v4.3 have no big-shape set
