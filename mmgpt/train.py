@@ -79,8 +79,8 @@ class TrainConfig:
     clutter_share: float = 0.05  # share of pictures that are no scene at all (`make_clutter`)
     # Share of typed-question pictures that hold one object; None: as scenes come (a third). About one object alone,
     # a question is answered without finding its object, and v4.6 answered those (colour 100%) but, among 2 or 3,
-    # named some object's attribute, not the asked one's (colour 49%). Questions about 2-3 objects only, 300 steps
-    # from v4.6, moved that from 55% to 64% on validation scenes (a scratch ablation, session 12).
+    # named some object's attribute, not the asked one's (colour 49%). 300 question-only steps from v4.6, colour and
+    # shape questions about 2-3 objects, moved that from 55% to 64% on validation scenes (scratch ablation, session 12).
     ask_lone_share: float | None = None
     init_from: str | None = None  # start from this checkpoint's weights (a new run's schedule); None: from scratch
     # optimization: AdamW, linear warmup then cosine decay, gradient clipping
