@@ -109,24 +109,6 @@ def wait_until(condition, timeout_s: float, message: str, every_s: float = 0.01)
         time.sleep(every_s)
 
 
-# In the page: (tracker, log, record) => MutationObserver. Counts in log.busy each time a block's progress indicator
-# (Gradio's status tracker) appears, and in log.idle each time it goes away again, after a last record(). It reads
-# every class change from the observer's records: on a loaded machine the page can show and hide the indicator within
-# one task, and reading the class once per callback then missed the showing, so the end of that answer was never
-# counted.
-WATCH_PROGRESS = """(tracker, log, record) => {
-    const hidden = (classes) => (classes || "").split(/\\s+/).includes("hide");
-    const observer = new MutationObserver((changes) => changes.forEach((change, i) => {
-        const before = hidden(change.oldValue);
-        const after = hidden(i + 1 < changes.length ? changes[i + 1].oldValue : tracker.className);
-        if (before && !after && log.busy === log.idle) log.busy++;
-        if (!before && after && log.busy > log.idle) { record(); log.idle++; }
-    }));
-    observer.observe(tracker, {attributes: true, attributeFilter: ["class"], attributeOldValue: true});
-    return observer;
-}"""
-
-
 class Recorder:
     """Records, in the page, what an output textbox shows: every distinct non-empty value (polled every POLL_MS),
     and how often the block's progress indicator (Gradio's status tracker) appeared and went away again."""
@@ -140,11 +122,17 @@ class Recorder:
                 if (value && log.states[log.states.length - 1] !== value) log.states.push(value);
             };
             const tracker = element.closest(".block").querySelector("[data-testid=status-tracker]");
+            const watch = () => {
+                const hidden = tracker.classList.contains("hide");
+                if (!hidden && log.busy === log.idle) log.busy++;
+                if (hidden && log.busy > log.idle) { record(); log.idle++; }
+            };
             clearInterval(element.__recorder);
             if (element.__observer) element.__observer.disconnect();
             element.__log = log;
             element.__recorder = setInterval(record, every);
-            element.__observer = (""" + WATCH_PROGRESS + """)(tracker, log, record);
+            element.__observer = new MutationObserver(watch);
+            element.__observer.observe(tracker, {attributes: true, attributeFilter: ["class"]});
         }""", POLL_MS)
 
     def log(self) -> dict:
@@ -233,11 +221,17 @@ class ChatRecorder:
                 log.questions = texts("user");
             };
             const tracker = block.querySelector("[data-testid=status-tracker]");
+            const watch = () => {
+                const hidden = tracker.classList.contains("hide");
+                if (!hidden && log.busy === log.idle) log.busy++;
+                if (hidden && log.busy > log.idle) { record(); log.idle++; }
+            };
             clearInterval(block.__recorder);
             if (block.__observer) block.__observer.disconnect();
             block.__log = log;
             block.__recorder = setInterval(record, every);
-            block.__observer = (""" + WATCH_PROGRESS + """)(tracker, log, record);
+            block.__observer = new MutationObserver(watch);
+            block.__observer.observe(tracker, {attributes: true, attributeFilter: ["class"]});
         }""", POLL_MS)
 
     def log(self) -> dict:
