@@ -27,18 +27,17 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
 
 
 def _option_type(annotation):
-    """How a command line option of a dataclass field's type is read: `float | None` as a float, or None when
-    given "None"; strings (and `str | None`) as they are."""
-    numbers = [t for t in typing.get_args(annotation) or (annotation,) if t in (int, float)]
-    if not numbers:
-        return str
-    if type(None) not in typing.get_args(annotation):
-        return numbers[0]
+    """How a command line option of a dataclass field's type is read: as its number type or a string, and for an
+    optional field (`float | None`, `str | None`) "None" as None."""
+    args = typing.get_args(annotation) or (annotation,)
+    read = next((t for t in args if t in (int, float)), str)
+    if type(None) not in args:
+        return read
 
-    def number_or_none(text: str):
-        return None if text == "None" else numbers[0](text)
+    def value_or_none(text: str):
+        return None if text == "None" else read(text)
 
-    return number_or_none
+    return value_or_none
 
 
 def _add_stream_options(parser: argparse.ArgumentParser, task: str, sampling: bool) -> None:
@@ -112,9 +111,7 @@ def main(argv: list[str] | None = None, engine=None) -> int:
     if args.command == "train":
         from .train import TrainConfig, train
 
-        options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-        options = {k: (None if v == "None" else v) for k, v in options.items()}
-        train(TrainConfig(**options))
+        train(TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}))
         return 0
     if args.command == "evaluate":
         from .evaluate import EvalSizes, evaluate

@@ -391,3 +391,17 @@ def test_a_training_setting_that_may_be_unset_names_a_bad_number(capsys):
     with pytest.raises(SystemExit):
         build_parser().parse_args(["train", "--ask-lone-share", "a tenth"])
     assert "--ask-lone-share" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, init_from", [([], None), (["--init-from", "assets/mmgpt-tiny"], "assets/mmgpt-tiny"),
+                                             (["--init-from", "None"], None)])
+def test_a_training_path_that_may_be_unset_is_none_when_given_none(argv, init_from):
+    from mmgpt.__main__ import build_parser
+
+    assert build_parser().parse_args(["train", *argv]).init_from == init_from
+
+
+def test_a_training_path_that_must_be_set_keeps_the_word_none():
+    from mmgpt.__main__ import build_parser
+
+    assert build_parser().parse_args(["train", "--out-dir", "None"]).out_dir == "None"
