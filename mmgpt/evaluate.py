@@ -10,7 +10,8 @@ is measured on data training saw:
 - **speech:** word error rate per held-out voice (`TEST_VOICES`) on spoken test captions, on the speech set's
   free-form phrases and on the held-out phrase set; plus the speech set's mixed test utterances, clean and at 10 dB;
 - **questions:** accuracy per question kind, typed and spoken in held-out voices, for the question set's wording on
-  test scenes (in-distribution) and for the held-out wording on held-out scenes (out-of-distribution);
+  test scenes (in-distribution) and for the held-out wording on held-out scenes (out-of-distribution); and the same
+  typed question about each of two objects of a test scene, which shows whether answers follow the object named;
 - **the checkpoint's size.**
 
 Keyword accuracy (captions). Each object of each reference caption has two keywords, its colour and its shape. The
@@ -309,11 +310,8 @@ class Asked:
     objects: int | None = None  # how many objects the picture holds
 
 
-def answer_scores(model, processor, asked: list[Asked], batch: int, is_right) -> dict:
-    """Accuracy (%) of greedy answers to `asked` (all typed or all spoken), overall, per kind and per voice.
-
-    is_right(predicted, truth) -> bool decides each answer.
-    """
+def greedy_answers(model, processor, asked: list[Asked], batch: int) -> list[str]:
+    """The greedy answer to each of `asked` (all typed or all spoken)."""
     spoken = asked[0].waveform is not None
 
     def inputs(chunk: list[Asked]):
@@ -322,7 +320,16 @@ def answer_scores(model, processor, asked: list[Asked], batch: int, is_right) ->
                              sampling_rate=SAMPLE_RATE, task="ask")
         return processor(images=[a.image for a in chunk], text=[a.question for a in chunk], task="ask", history=None)
 
-    predicted = greedy_texts(model, processor, (inputs(c) for c in _chunks(asked, batch)), ANSWER_TOKENS)
+    return greedy_texts(model, processor, (inputs(c) for c in _chunks(asked, batch)), ANSWER_TOKENS)
+
+
+def answer_scores(model, processor, asked: list[Asked], batch: int, is_right) -> dict:
+    """Accuracy (%) of greedy answers to `asked` (all typed or all spoken), overall, per kind and per voice.
+
+    is_right(predicted, truth) -> bool decides each answer.
+    """
+    spoken = asked[0].waveform is not None
+    predicted = greedy_answers(model, processor, asked, batch)
     right = [bool(is_right(p, a.answer)) for p, a in zip(predicted, asked)]
     by_kind, by_voice, by_objects = defaultdict(list), defaultdict(list), defaultdict(list)
     for a, ok in zip(asked, right):
@@ -343,6 +350,51 @@ def answer_scores(model, processor, asked: list[Asked], batch: int, is_right) ->
         result["by_voice"] = {voice: {"accuracy": _percent(oks), "n": len(oks)}
                               for voice, oks in sorted(by_voice.items())}
     return result
+
+
+def paired_questions(scenes, per_kind: int, seed: int) -> list[tuple[Asked, Asked]]:
+    """`per_kind` pairs of each one-object kind: the same question about two objects of a scene, with different
+    answers (`questions.the_same_question_about_two`)."""
+    from .data import questions
+
+    rng = random.Random(seed)
+    pairs = []
+    for kind in questions.OBJECT_KINDS:
+        found = 0
+        for scene in scenes:
+            pair = questions.the_same_question_about_two(scene, rng, kind) if len(scene.objects) > 1 else None
+            if pair is not None:
+                pairs.append(tuple(Asked(scene.image, qa.kind, qa.question, qa.answer, objects=len(scene.objects))
+                                   for qa in pair))
+                found += 1
+            if found == per_kind:
+                break
+    return pairs
+
+
+def pair_figures(pairs: list[tuple[Asked, Asked]], predicted: list[tuple[str, str]], is_right) -> dict:
+    """How answers follow the object a question names: `both_right`, the % of pairs whose two answers are both
+    right, and `answers_differ`, the % whose two answers differ at all (a model that reads the picture but not the
+    name says the same for both: 0), overall and per kind."""
+    from .data.questions import normalize_answer
+
+    def summary(items) -> dict:
+        return {"both_right": _percent(is_right(pa, a.answer) and is_right(pb, b.answer) for (a, b), (pa, pb) in items),
+                "answers_differ": _percent(normalize_answer(pa) != normalize_answer(pb) for _, (pa, pb) in items),
+                "n": len(items)}
+
+    items = list(zip(pairs, predicted))
+    by_kind = defaultdict(list)
+    for item in items:
+        by_kind[item[0][0].kind].append(item)
+    return {"available": True, **summary(items), "by_kind": {kind: summary(group) for kind, group in by_kind.items()},
+            "mistakes": [(a.question, a.answer, pa, b.question, b.answer, pb) for (a, b), (pa, pb) in items
+                         if not (is_right(pa, a.answer) and is_right(pb, b.answer))][:MISTAKES_KEPT]}
+
+
+def paired_scores(model, processor, pairs: list[tuple[Asked, Asked]], batch: int, is_right) -> dict:
+    answers = greedy_answers(model, processor, [asked for pair in pairs for asked in pair], batch)
+    return pair_figures(pairs, list(zip(answers[0::2], answers[1::2])), is_right)
 
 
 def in_distribution_questions(scenes, per_kind: int, seed: int) -> list[Asked]:
@@ -383,8 +435,8 @@ def spoken_versions(asked: list[Asked], seed: int, cache_dir) -> list[Asked]:
 
 
 def question_scores(model, processor, test_scenes, heldout_scenes, sizes: EvalSizes, seed: int, cache_dir) -> dict:
-    """qa_typed, qa_spoken (question set's wording, test scenes) and qa_heldout_typed, qa_heldout_spoken."""
-    keys = tuple(QA_SETS)
+    """qa_typed, qa_spoken (question set's wording, test scenes), qa_heldout_typed, qa_heldout_spoken and qa_paired."""
+    keys = (*QA_SETS, "qa_paired")
     if not getattr(processor, "can_ask", False):
         return dict.fromkeys(keys, _unavailable("this checkpoint cannot take questions (no <|ask|> token: "
                                                 "trained before mmgpt-tiny v4)"))
@@ -401,6 +453,8 @@ def question_scores(model, processor, test_scenes, heldout_scenes, sizes: EvalSi
     lowercase = [replace(a, question=a.question.lower()) for a in heldout_wording_questions(heldout_scenes,
                                                                                              sizes.questions, seed)]
     results["qa_heldout_typed_lowercase"] = answer_scores(model, processor, lowercase, sizes.batch, answer_is_right)
+    results["qa_paired"] = paired_scores(model, processor, paired_questions(test_scenes, sizes.questions, seed),
+                                         sizes.batch, answer_is_right)
     return results
 
 
@@ -508,6 +562,8 @@ CAPTION_FIGURES = {"exact_match": "exact match, %", "keyword_accuracy": "keyword
 SPEECH_SETS = {"speech_captions": "spoken test captions", "speech_phrases": "speech set's phrases",
                "speech_phrases_heldout": "held-out phrases", "speech_clean": "mixed test utterances, clean",
                "speech_10db": "mixed test utterances, 10 dB SNR"}
+# The same typed question about each of two objects of a test scene (`paired_questions`); older evaluations lack it.
+PAIRED_FIGURES = {"both_right": "both answers right, %", "answers_differ": "the two answers differ, %"}
 QA_SETS = {"qa_typed": "typed, question set's wording", "qa_heldout_typed": "typed, held-out wording",
            "qa_heldout_typed_lowercase": "typed, held-out wording in lowercase",
            "qa_spoken": "spoken, question set's wording", "qa_heldout_spoken": "spoken, held-out wording"}
@@ -561,6 +617,10 @@ def figures(results: dict) -> list[Figure]:
     for key, name in QA_SETS.items():
         rows += _grouped_rows(results.get(key), key, f"Questions, {name}: accuracy, %", "accuracy",
                               ("kind", "voice", "objects"))
+    if "qa_paired" in results:
+        for field, label in PAIRED_FIGURES.items():
+            rows += _grouped_rows(results["qa_paired"], "qa_paired",
+                                  f"Questions, the same one about each of two objects: {label}", field, ("kind",))
     rows.append(Figure("checkpoint_mb", "Checkpoint, MiB", results["checkpoint_mb"], TARGETS["checkpoint_mb"]))
     rows.append(Figure("decode_tokens_per_s", "Decode speed, tokens/s (batch 1)", results["decode_tokens_per_s"],
                        decimals=0))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from .evaluate import REFERENCE_TEXT_NATS, TARGETS, Figure, figures, format_target
+from .evaluate import PAIRED_FIGURES, REFERENCE_TEXT_NATS, TARGETS, Figure, figures, format_target
 
 SHIPPED_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
                  "tokenizer_config.json", "processor_config.json")
@@ -170,6 +170,7 @@ def _evaluation_section(results: dict, why: dict[str, str]) -> str:
         "by finding it.",
         _breakdown_table(by_key, "objects", qa_columns, _names(results, qa_columns, "objects"),
                          "{key}.by_objects.{name}.accuracy", "accuracy"),
+        *_paired_part(results, by_key),
         "### Out-of-distribution captions by how they were drawn, keyword accuracy %",
         _breakdown_table(by_key, "drawn with", {"caption_heldout": "held-out renderer"},
                          {f"{group}: {name}": f"{group}.{name}" for group in ("background", "finish", "style")
@@ -179,6 +180,23 @@ def _evaluation_section(results: dict, why: dict[str, str]) -> str:
         _misses(rows, why),
     ]
     return "\n\n".join(parts)
+
+
+def _paired_part(results: dict, by_key: dict[str, Figure]) -> list[str]:
+    """The card's section on the same question about each of two objects, when the evaluation has it."""
+    paired = results.get("qa_paired") or {}
+    if not paired.get("available"):
+        return []
+    columns = {field: label.removesuffix(", %") for field, label in PAIRED_FIGURES.items()}
+    return [
+        "### The same question about each of two objects, %",
+        f"{paired['n']} pairs on test scenes, each one typed question in one wording asked about two objects whose "
+        "answers differ (\"what colour is the circle?\", \"what colour is the square?\"). A model that reads the "
+        "picture but not which object the question names gives both the same answer. Both answers right: "
+        f"{paired['both_right']:.1f}%; the two answers differ: {paired['answers_differ']:.1f}%.",
+        _breakdown_table(by_key, "kind", columns, _names(results, ("qa_paired",), "kind"),
+                         "qa_paired.by_kind.{name}.{key}", ""),
+    ]
 
 
 def _part_name(key: str) -> str:

@@ -296,7 +296,7 @@ def _value(results: dict, dotted: str):
 
 @needs_espeak
 def test_evaluate_writes_every_figure_and_prints_it_beside_its_target(evaluated):
-    from mmgpt.data.questions import QUESTION_KINDS
+    from mmgpt.data.questions import OBJECT_KINDS, QUESTION_KINDS
     from mmgpt.data.speech import TEST_VOICES
     from mmgpt.evaluate import QA_SETS, TARGETS, figures
 
@@ -309,6 +309,10 @@ def test_evaluate_writes_every_figure_and_prints_it_beside_its_target(evaluated)
         objects = results[key]["by_objects"]  # every question counted once, under its picture's number of objects
         assert set(objects) <= {"1", "2", "3"} and sum(o["n"] for o in objects.values()) == results[key]["n"], key
         assert 0 <= results[key]["accuracy"] <= 100
+    paired = results["qa_paired"]  # the same question about two objects of a test scene: one row per kind
+    assert set(paired["by_kind"]) <= set(OBJECT_KINDS)
+    assert sum(kind["n"] for kind in paired["by_kind"].values()) == paired["n"] > 0
+    assert 0 <= paired["both_right"] <= paired["answers_differ"] <= 100  # two right answers always differ
     for key in ("speech_captions", "speech_phrases_heldout", "qa_spoken", "qa_heldout_spoken"):
         assert set(results[key]["by_voice"]) == set(TEST_VOICES), key  # each text in every held-out voice
     assert set(results["speech_phrases"]["by_voice"]) <= set(TEST_VOICES)  # the speech set draws voices itself
@@ -331,7 +335,7 @@ def test_evaluate_a_checkpoint_from_before_questions_reports_them_not_available(
 
     assert status == 0
     results = json.loads((tmp_path / "eval.json").read_text())
-    for key in QA_SETS:
+    for key in (*QA_SETS, "qa_paired"):
         assert results[key]["available"] is False and "<|ask|>" in results[key]["reason"]
     assert re.search(r"^Questions, typed, question set's wording: accuracy, % +not available +≥ 90$", printed, re.M)
     assert isinstance(results["caption_heldout"]["keyword_accuracy"], float)

@@ -4,10 +4,12 @@ card show them beside their targets. End-to-end runs of `python -m mmgpt evaluat
 import pytest
 from PIL import Image
 
-from mmgpt.data.questions import QUESTION_KINDS
+from mmgpt.data.questions import QUESTION_KINDS, answer_is_right
 from mmgpt.data.scenes import Scene, SceneObject
 from mmgpt.data.speech import TEST_VOICES
-from mmgpt.evaluate import QA_SETS, TARGETS, figures, format_table, keyword_hits, normalize_transcript, object_phrases
+from mmgpt.evaluate import (
+    QA_SETS, TARGETS, Asked, figures, format_table, keyword_hits, normalize_transcript, object_phrases, pair_figures,
+)
 from mmgpt.evaluate import _keyword_figures as keyword_figures
 from mmgpt.ship import NOT_EXPLAINED, _evaluation_section, unexplained_misses
 
@@ -176,3 +178,45 @@ def test_the_card_says_when_answers_first_say_what_the_model_sees():
     assert "so red" not in _data_section(asking)
     asking.pop("describe_first")
     assert "so red" not in _data_section(asking), "runs from before the setting answered straight away"
+
+
+# --- the same question about each of two objects ------------------------------------------------------------------
+
+
+def _pair(kind: str, first: tuple[str, str], second: tuple[str, str]) -> tuple[Asked, Asked]:
+    picture = Image.new("RGB", (64, 64))
+    return tuple(Asked(picture, kind, f"what {kind} is the {name}?", answer, objects=2)
+                 for name, answer in (first, second))
+
+
+PAIRS = [_pair("colour", ("circle", "red"), ("square", "blue")), _pair("colour", ("star", "green"), ("cross", "pink")),
+         _pair("shape", ("red one", "circle"), ("blue one", "star"))]
+
+
+def test_answers_that_follow_the_object_named_are_both_right_and_differ():
+    figures_ = pair_figures(PAIRS, [("Red.", "blue"), ("green", "pink"), ("circle", "star")], answer_is_right)
+    assert (figures_["both_right"], figures_["answers_differ"], figures_["n"]) == (100.0, 100.0, 3)
+    assert figures_["by_kind"]["shape"] == {"both_right": 100.0, "answers_differ": 100.0, "n": 1}
+    assert figures_["mistakes"] == []
+
+
+def test_answers_that_ignore_the_object_named_never_differ_and_are_never_both_right():
+    blind = pair_figures(PAIRS, [("red", "red"), ("pink", "pink"), ("star", "Star.")], answer_is_right)
+    assert (blind["both_right"], blind["answers_differ"]) == (0.0, 0.0)
+    assert len(blind["mistakes"]) == 3 and blind["mistakes"][0][2:4] == ("red", "what colour is the square?")
+
+
+def test_answers_that_differ_can_still_be_wrong():
+    swapped = pair_figures(PAIRS[:2], [("blue", "red"), ("green", "yellow")], answer_is_right)
+    assert (swapped["both_right"], swapped["answers_differ"]) == (0.0, 100.0)
+
+
+def test_the_card_shows_the_same_question_about_two_objects_when_the_evaluation_has_it():
+    paired = {**pair_figures(PAIRS, [("red", "red"), ("green", "pink"), ("circle", "star")], answer_is_right)}
+    card = _evaluation_section(results(qa_paired=paired), {})
+    section = card.split("### The same question about each of two objects, %", 1)[1]
+    assert "Both answers right: 66.7%; the two answers differ: 66.7%." in section
+    assert "| colour | 50.0 | 50.0 |" in section and "| shape | 100.0 | 100.0 |" in section
+    assert "the same one about each of two objects, kind colour: both answers right" in format_table(
+        results(qa_paired=paired))
+    assert "### The same question about each of two objects" not in _evaluation_section(results(), {})

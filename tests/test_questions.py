@@ -113,3 +113,28 @@ def test_the_only_object_in_a_picture_may_be_asked_about_as_it(test_scenes):
         assert qa.answer == truth, qa
     several = [s for s in test_scenes if len(s.objects) > 1]
     assert not any(qa.question in pointing for kind in questions.ABOUT_THE_ONLY_ONE for _, qa in _asked(several, kind))
+
+
+def test_the_same_question_about_two_objects_differs_only_in_the_object_named_and_in_its_answer(test_scenes):
+    rng = random.Random(4)
+    for kind in questions.OBJECT_KINDS:
+        pairs = [(s, questions.the_same_question_about_two(s, rng, kind)) for s in test_scenes if len(s.objects) > 1]
+        pairs = [(s, pair) for s, pair in pairs if pair is not None]
+        assert len(pairs) > 20, kind
+        for scene, (first, second) in pairs:
+            assert first.kind == second.kind == kind and first.answer != second.answer
+            wordings = [re.escape(t).replace(re.escape("{ref}"), "(.+)") for t in questions.TEMPLATES[kind]]
+            shared = [w for w in wordings if re.fullmatch(w, first.question) and re.fullmatch(w, second.question)]
+            assert shared, f"one wording for both: {first.question!r}, {second.question!r}"
+            truths = {questions.cell_of(*o.centre) if kind == "position" else getattr(o, kind) for o in scene.objects}
+            assert {first.answer, second.answer} <= truths
+
+
+def test_the_same_question_about_two_needs_two_objects_with_different_answers(test_scenes):
+    rng = random.Random(4)
+    lone = next(s for s in test_scenes if len(s.objects) == 1)
+    assert questions.the_same_question_about_two(lone, rng, "colour") is None
+    alike = next((s for s in test_scenes if len(s.objects) > 1 and len({o.size for o in s.objects}) == 1), None)
+    assert alike is not None and questions.the_same_question_about_two(alike, rng, "size") is None
+    with pytest.raises(ValueError, match="not about one object"):
+        questions.the_same_question_about_two(lone, rng, "count")

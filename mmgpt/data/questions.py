@@ -240,6 +240,22 @@ def conversation(scene: Scene, rng: random.Random, turns: int) -> list[QA]:
     return talk
 
 
+def the_same_question_about_two(scene: Scene, rng: random.Random, kind: str) -> tuple[QA, QA] | None:
+    """One `kind` question (an `OBJECT_KINDS` kind) in one wording about two objects of `scene` whose answers differ,
+    "what colour is the circle?" (red) and "what colour is the square?" (blue); None when no two objects allow it.
+    Only the object named tells the two apart, so an answer that does not follow the name gets one of them wrong."""
+    if kind not in OBJECT_KINDS:
+        raise ValueError(f"{kind!r} questions are not about one object; expected one of {OBJECT_KINDS}")
+    template = (rng.choice(TEMPLATES[kind]),)
+    objects = rng.sample(scene.objects, len(scene.objects))
+    for i, first in enumerate(objects):
+        for second in objects[i + 1:]:
+            pair = _about_object(kind, first, scene, rng, template), _about_object(kind, second, scene, rng, template)
+            if None not in pair and pair[0].answer != pair[1].answer:
+                return pair
+    return None
+
+
 def unrecognised_questions(rng: random.Random, turns: int) -> list[QA]:
     """Questions about a picture that is not a scene (`make_clutter`): the honest answer is that it does not know."""
     talk = []
