@@ -362,13 +362,13 @@ def paired_questions(scenes, per_kind: int, seed: int) -> list[tuple[Asked, Aske
     for kind in questions.OBJECT_KINDS:
         found = 0
         for scene in scenes:
+            if found >= per_kind:
+                break
             pair = questions.the_same_question_about_two(scene, rng, kind) if len(scene.objects) > 1 else None
             if pair is not None:
                 pairs.append(tuple(Asked(scene.image, qa.kind, qa.question, qa.answer, objects=len(scene.objects))
                                    for qa in pair))
                 found += 1
-            if found == per_kind:
-                break
     return pairs
 
 
@@ -393,6 +393,9 @@ def pair_figures(pairs: list[tuple[Asked, Asked]], predicted: list[tuple[str, st
 
 
 def paired_scores(model, processor, pairs: list[tuple[Asked, Asked]], batch: int, is_right) -> dict:
+    """`pair_figures` of the greedy answers to `pairs`; not available when there are none."""
+    if not pairs:
+        return _unavailable("no test scene has two objects that one question tells apart")
     answers = greedy_answers(model, processor, [asked for pair in pairs for asked in pair], batch)
     return pair_figures(pairs, list(zip(answers[0::2], answers[1::2])), is_right)
 

@@ -119,8 +119,9 @@ def _headline_table(by_key: dict[str, Figure]) -> str:
 
 def _breakdown_table(by_key: dict[str, Figure], first: str, columns: dict[str, str], rows: dict[str, str],
                      template: str, field: str) -> str:
-    """One row per `rows` item (label: name), one column per result key (its target in its header); a cell is the
-    figure whose key is template.format(key=column key, name=row name)."""
+    """One row per `rows` item (label: name), one column per `columns` key (a result key, or a field of one result:
+    its target, from `TARGETS[f"{key}.{field}"]`, goes in its header); a cell is the figure whose key is
+    template.format(key=column key, name=row name)."""
     headers = []
     for key, header in columns.items():
         target = TARGETS.get(f"{key}.{field}")

@@ -10,11 +10,13 @@ in the answer the model learns to write:
     restated    the circle is red
 
 With `plain`, the answer is predicted at `<|answer|>`, which must first read which object the question names and
-then find that object's patches: two steps, and mmgpt-tiny v4.6 takes neither (its answers do not depend on the
-object named; see `qa_paired` in its card). With `noun-first`, the colour is predicted at the token that names the
-object, whose own embedding can find it: one step, the one captions take after a colour word. It prints one line per
-50 steps: the loss, and the % of fresh validation questions of the same kind whose last word is the right colour.
-Example, as run in session 13 (one thread each, two runs at a time, lr 1.5e-4 constant, batch 32, from v4.6):
+then find that object's patches: two steps, and mmgpt-tiny v4.6 has hardly learned the first (its two answers
+differ in 11.2% of `qa_paired`'s pairs). With `noun-first`, the colour is predicted right after the model has
+written the object's name itself, where that name is in the position's own context. Answers are encoded as
+training encodes them, without a leading space, so "circle red" is the tokens `c ir cle Ġred` (the question has
+the one token `Ġcircle`), and "the circle is red" is `the Ġcircle Ġis Ġred`. It prints one line per 50 steps: the
+loss, and the % of fresh validation questions of the same kind whose last word is the right colour. Example, as
+run in session 13 (one thread each, two runs at a time, lr 1.5e-4 constant, batch 32, from v4.6):
 
     OMP_NUM_THREADS=1 python scripts/ablate_questions.py --answer plain
     OMP_NUM_THREADS=1 python scripts/ablate_questions.py --answer noun-first
@@ -26,10 +28,11 @@ Example, as run in session 13 (one thread each, two runs at a time, lr 1.5e-4 co
 | colon | 39.6 | 33.8 | 52.1 | 53.8 | 52.1 | 54.6 |
 | restated | 39.6 | 35.4 | 50.8 | 57.5 | 57.1 | 65.4 |
 
-240 validation questions, so about +-3 points is noise. The runs were made by a scratch copy of this script; this
-one gives the noun-first run's first 50 steps exactly (loss 1.136, 47.1%). Only `noun-first` learns clearly faster
-than `plain`, and one token between the name and the colour (`colon`) loses that: what the model is slow to learn
-is carrying an object's name to the position that answers, not finding the object from its name's own token.
+240 validation questions: one run's figure has a standard error of about 3 points, so two runs differ beyond noise
+at about 9 points. The runs were made by a scratch copy of this script; this one gives the noun-first run's first
+50 steps exactly (loss 1.136, 47.1%). `noun-first` learns faster than `plain` (+16 points at step 250); `colon` does
+not; `restated` lies between and is not told apart from either by one run each. So the slow step is carrying which
+object is named to the position that answers; an answer written right after the object's name learns quicker.
 """
 
 import argparse

@@ -212,7 +212,7 @@ def test_answers_that_differ_can_still_be_wrong():
 
 
 def test_the_card_shows_the_same_question_about_two_objects_when_the_evaluation_has_it():
-    paired = {**pair_figures(PAIRS, [("red", "red"), ("green", "pink"), ("circle", "star")], answer_is_right)}
+    paired = pair_figures(PAIRS, [("red", "red"), ("green", "pink"), ("circle", "star")], answer_is_right)
     card = _evaluation_section(results(qa_paired=paired), {})
     section = card.split("### The same question about each of two objects, %", 1)[1]
     assert "Both answers right: 66.7%; the two answers differ: 66.7%." in section
@@ -220,3 +220,13 @@ def test_the_card_shows_the_same_question_about_two_objects_when_the_evaluation_
     assert "the same one about each of two objects, kind colour: both answers right" in format_table(
         results(qa_paired=paired))
     assert "### The same question about each of two objects" not in _evaluation_section(results(), {})
+
+
+def test_no_pairs_are_reported_not_available_rather_than_as_a_figure():
+    from mmgpt.evaluate import paired_questions, paired_scores
+
+    lone = [_scene("a large red circle", ("large", "red", "circle"))]
+    assert paired_questions(lone, per_kind=5, seed=1) == []
+    result = paired_scores(model=None, processor=None, pairs=[], batch=8, is_right=answer_is_right)
+    assert result["available"] is False and "two objects" in result["reason"]
+    assert "### The same question about each of two objects" not in _evaluation_section(results(qa_paired=result), {})
