@@ -33,6 +33,7 @@ at about 9 points. The runs were made by a scratch copy of this script; this one
 50 steps exactly (loss 1.136, 47.1%). `noun-first` learns faster than `plain` (+16 points at step 250); `colon` does
 not; `restated` lies between and is not told apart from either by one run each. So the slow step is carrying which
 object is named to the position that answers; an answer written right after the object's name learns quicker.
+This script itself, `--answer noun-first --steps 500`, went on to 80.4% at step 300, 80.8% at 400, 82.1% at 500.
 """
 
 import argparse
