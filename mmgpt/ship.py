@@ -303,15 +303,19 @@ def _data_section(train_cfg: dict) -> str:
 
 
 def _training_section(train_cfg: dict) -> str:
-    parts = [f"{train_cfg['text_batch']} text windows of {train_cfg['text_block']} tokens",
-             f"{train_cfg['image_batch']} captioned pictures", f"{train_cfg['audio_batch']} utterances"]
+    by_task = {"text": f"{train_cfg['text_batch']} text windows of {train_cfg['text_block']} tokens",
+               "caption": f"{train_cfg['image_batch']} captioned pictures",
+               "transcribe": f"{train_cfg['audio_batch']} utterances"}
     if train_cfg.get("ask_batch"):
-        parts.append(f"{train_cfg['ask_batch']} typed conversations about a picture")
+        by_task["ask"] = f"{train_cfg['ask_batch']} typed conversations about a picture"
     if train_cfg.get("spoken_ask_batch"):
-        parts.append(f"{train_cfg['spoken_ask_batch']} conversations ending in a spoken question")
+        by_task["spoken_ask"] = f"{train_cfg['spoken_ask_batch']} conversations ending in a spoken question"
+    trained = train_cfg.get("tasks", ",".join(by_task)).split(",")  # runs before `tasks` trained every task
+    parts = [part for task, part in by_task.items() if task in trained]
+    listing = " and ".join(filter(None, [", ".join(parts[:-1]), parts[-1]]))
     start = f" Weights start from `{train_cfg['init_from']}`." if train_cfg.get("init_from") else ""
     return (
-        f"Every step sums the losses of {len(parts)} sub-batches: {', '.join(parts[:-1])} and {parts[-1]}.{start} "
+        f"Every step sums the losses of {len(parts)} sub-batch{'es' * (len(parts) > 1)}: {listing}.{start} "
         f"AdamW (lr {train_cfg['lr']}, betas 0.9/0.95, weight decay {train_cfg['weight_decay']} on matrices), "
         f"{train_cfg['warmup_steps']} warmup steps then cosine decay to {train_cfg['min_lr']}, gradient clipping at "
         f"{train_cfg['grad_clip']}, dropout {train_cfg['dropout']}, {train_cfg.get('precision', 'fp32')} autocast, "

@@ -71,6 +71,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=250)
     parser.add_argument("--lr", type=float, default=1.5e-4)
     parser.add_argument("--init-from", default="assets/mmgpt-tiny", help="checkpoint every run starts from")
+    parser.add_argument("--plain-after", type=int, default=None,
+                        help="after this step, answers are plain: a warm-up in the --answer format before")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -96,7 +98,7 @@ def main() -> None:
 
     scenes, draw = iter_scenes("train", 123), random.Random(7)
 
-    def batch() -> dict:
+    def batch(answer_format: str) -> dict:
         rows, images = [], []
         while len(rows) < BATCH:
             scene = next(scenes)
@@ -104,7 +106,7 @@ def main() -> None:
             if not questions:
                 continue
             question, colour, shape = draw.choice(questions)
-            answer = ANSWERS[args.answer].format(colour=colour, shape=shape)
+            answer = ANSWERS[answer_format].format(colour=colour, shape=shape)
             rows.append([(picture + [ids["<|ask|>"], *processor._encode(question), ids["<|answer|>"]], False),
                          (processor._encode(answer) + [eos], True)])
             images.append(scene.image)
@@ -118,7 +120,8 @@ def main() -> None:
     print(args.answer, 0, accuracy(), flush=True)
     started, losses = time.time(), []
     for step in range(1, args.steps + 1):
-        loss = model(**batch()).loss
+        plain = args.plain_after is not None and step > args.plain_after
+        loss = model(**batch("plain" if plain else args.answer)).loss
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

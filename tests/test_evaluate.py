@@ -180,6 +180,21 @@ def test_the_card_says_when_answers_first_say_what_the_model_sees():
     assert "so red" not in _data_section(asking), "runs from before the setting answered straight away"
 
 
+
+def test_the_card_lists_the_sub_batches_of_the_tasks_a_run_trained():
+    import dataclasses
+
+    from mmgpt.ship import _training_section
+    from mmgpt.train import TrainConfig
+
+    every = dataclasses.asdict(TrainConfig(text_batch=6, ask_batch=96, spoken_ask_batch=16))
+    assert "the losses of 5 sub-batches: 6 text windows" in _training_section(every)
+    alone = _training_section({**every, "tasks": "ask"})
+    assert "the losses of 1 sub-batch: 96 typed conversations about a picture." in alone
+    assert "text windows" not in alone
+    every.pop("tasks")
+    assert "5 sub-batches" in _training_section(every), "runs from before the setting trained every task"
+
 # --- the same question about each of two objects ------------------------------------------------------------------
 
 

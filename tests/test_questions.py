@@ -138,3 +138,24 @@ def test_the_same_question_about_two_needs_two_objects_with_different_answers(te
     assert alike is not None and questions.the_same_question_about_two(alike, rng, "size") is None
     with pytest.raises(ValueError, match="not about one object"):
         questions.the_same_question_about_two(lone, rng, "count")
+
+
+def test_a_named_answer_follows_the_words_that_name_its_object_in_the_question(test_scenes):
+    """The warm-up answer ("big circle red") copies the question's own name for the object, then answers; the only
+    object asked about as "it" is named by its shortest name; questions about no one object (counts, relations, "is
+    there") keep their plain answers."""
+    asked = [(scene, qa) for kind in questions.QUESTION_KINDS for scene, qa in _asked(test_scenes, kind)]
+    pointing = {q for qs in questions.ABOUT_THE_ONLY_ONE.values() for q in qs}
+    named_in_question = [qa for _, qa in asked if qa.subject and qa.question not in pointing]
+    assert {qa.kind for qa in named_in_question} == set(questions.OBJECT_KINDS)
+    for qa in named_in_question:
+        assert re.search(rf"\b{re.escape(qa.subject)}\b", qa.question), qa
+        assert questions.named_answer(qa) == f"{qa.subject} {qa.answer}"
+    pointed = [(scene, qa) for scene, qa in asked if qa.question in pointing]
+    assert pointed
+    for scene, qa in pointed:
+        (obj,) = scene.objects
+        assert qa.subject == questions.reference(obj, scene, without=questions.ATTRIBUTE_OF_KIND.get(qa.kind)), qa
+    for _, qa in asked:
+        if qa.kind not in questions.OBJECT_KINDS:
+            assert qa.subject is None and questions.named_answer(qa) == qa.answer, qa

@@ -237,6 +237,57 @@ def test_training_conversations_are_the_prompts_the_app_builds_with_every_answer
         assert processor.decode(labels[labels != -100]) == "<|endoftext|>".join(learned) + "<|endoftext|>"
 
 
+@pytest.mark.parametrize("describe_first", [False, True])
+def test_the_warm_up_teaches_answers_written_after_the_objects_name(describe_first):
+    import random
+
+    from mmgpt.data.questions import conversation, named_answer
+
+    _, processor = tiny_model_and_processor(seed=0)
+    batches = object.__new__(training.TaskBatches)
+    batches.processor, batches.eos = processor, processor.token_ids["<|endoftext|>"]
+    batches.cfg = TrainConfig(named_answers=True, describe_first=describe_first)
+    rng, named = random.Random(2), 0
+    for scene in scene_dataset("train", 20, seed=4):
+        talk = conversation(scene, rng, 3)
+        rows = batches.conversation_rows(talk, scene)
+        learned = [processor.decode(ids)[:-len("<|endoftext|>")] for ids, is_learned in rows if is_learned]
+        expected = [named_answer(qa) for qa in talk]
+        if describe_first:
+            expected = [f"{scene.caption}, so {answer}" for answer in expected]
+        assert learned == expected
+        named += sum(qa.subject is not None for qa in talk)
+    assert named > 10
+
+
+def test_the_tasks_of_a_step_are_named_and_a_name_that_is_no_task_is_refused():
+    assert training.task_names(TrainConfig()) == training.TASKS
+    assert training.task_names(TrainConfig(tasks="ask, caption")) == ("caption", "ask")
+    for wrong in ("ask,captions", "", " , "):
+        with pytest.raises(ValueError, match="expected names from"):
+            training.task_names(TrainConfig(tasks=wrong))
+
+
+@needs_espeak  # the evaluation still measures transcription, to show what a phase without it forgets
+def test_a_phase_trains_only_its_tasks_and_builds_no_speech_pool_it_does_not_use(tmp_path, monkeypatch):
+    import mmgpt.data
+
+    drawn, speech_dataset = [], mmgpt.data.speech_dataset
+
+    def recorded(split, *args, **kwargs):
+        drawn.append(split)
+        return speech_dataset(split, *args, **kwargs)
+
+    monkeypatch.setattr(mmgpt.data, "speech_dataset", recorded)
+    monkeypatch.setattr(training, "spoken_question_pool", lambda *a: pytest.fail("spoken questions were built"))
+    train(tiny_train_config(tmp_path, steps=2, eval_every=2, tasks="caption,ask", named_answers=True))
+
+    history = read_history(tmp_path / "run")
+    assert [set(h) for h in history["history"]] == [{"step", "caption", "ask"}] * 2
+    assert drawn == ["validation"]
+    assert 0 <= history["evals"][-1]["question_accuracy"] <= 100
+
+
 def test_a_picture_that_is_no_scene_is_described_as_unrecognised_before_the_answer():
     import random
 

@@ -108,6 +108,15 @@ class QA:
     kind: str  # one of QUESTION_KINDS
     question: str
     answer: str
+    subject: str | None = None  # the words that name the object asked about ("big circle"); None: no one object
+
+
+def named_answer(qa: QA) -> str:
+    """The answer written after the name of the object asked about, "circle red", or the answer alone when the
+    question is about no one object. A training warm-up, not an answer to show: written right after the model has
+    written the object's name, the answer is found where that name is in context, and binding the name to its object
+    is learned faster (`scripts/ablate_questions.py`)."""
+    return f"{qa.subject} {qa.answer}" if qa.subject else qa.answer
 
 
 ATTRIBUTE_OF_KIND = {"colour": "colour", "shape": "shape", "size": "size"}  # what the answer names
@@ -144,8 +153,10 @@ def _about_object(kind: str, obj: SceneObject, scene: Scene, rng: random.Random,
         return None
     answer = cell_of(*obj.centre) if kind == "position" else getattr(obj, ATTRIBUTE_OF_KIND[kind])
     if len(scene.objects) == 1 and templates is None and rng.random() < ABOUT_THE_ONLY_ONE_PROBABILITY:
-        return QA(kind, rng.choice(ABOUT_THE_ONLY_ONE[kind]), answer)
-    return QA(kind, rng.choice(templates or TEMPLATES[kind]).format(ref=_in_other_words(ref, rng)), answer)
+        return QA(kind, rng.choice(ABOUT_THE_ONLY_ONE[kind]), answer, subject=ref)
+    template = rng.choice(templates or TEMPLATES[kind])
+    said = _in_other_words(ref, rng)
+    return QA(kind, template.format(ref=said), answer, subject=said)
 
 
 def _count(scene: Scene, rng: random.Random) -> QA:
