@@ -76,10 +76,11 @@ class TrainConfig:
     # often right when read off the model's own caption than straight from the picture (v4.4, test scenes: colour
     # 84% vs 76%, shape 78% vs 60%, "is there" 78% vs 57%, count 90% vs 75%), so the description does the looking.
     describe_first: bool = False
-    # Answers to questions about one object written after its name, "circle red" (`questions.named_answer`): a
-    # warm-up, never a checkpoint to ship. From v4.6, 250 question-only steps on colour questions about one of 2-3
-    # objects reached 73% answered "circle red" against 57% answered "red", and 400 steps of it carried over to
-    # plain answers (75% after 150 plain steps) (`scripts/ablate_questions.py`).
+    # Answers to questions about one object written after its name, "circle red" (`questions.named_answer`): for
+    # ablations and warm-ups, never a checkpoint to ship. From v4.6, question-only steps on colour questions about
+    # one of 2-3 objects learn it faster than plain answers (73% against 57% at step 250, 82% against 78% at 500),
+    # but 400 steps of it then 150 plain ones (75%) did no better than 550 plain ones (70%; 78% at step 500)
+    # (`scripts/ablate_questions.py`).
     named_answers: bool = False
     # The sub-batches of each step, comma-separated names from TASKS: fewer for a phase that trains some alone
     # (the pools of tasks left out are not built).
