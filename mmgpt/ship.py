@@ -314,6 +314,8 @@ def _training_section(train_cfg: dict) -> str:
     parts = [part for task, part in by_task.items() if task in trained]
     listing = " and ".join(filter(None, [", ".join(parts[:-1]), parts[-1]]))
     start = f" Weights start from `{train_cfg['init_from']}`." if train_cfg.get("init_from") else ""
+    if train_cfg.get("task_weights"):
+        start += f" The task losses are weighted `{train_cfg['task_weights']}` (every other task 1)."
     return (
         f"Every step sums the losses of {len(parts)} sub-batch{'es' * (len(parts) > 1)}: {listing}.{start} "
         f"AdamW (lr {train_cfg['lr']}, betas 0.9/0.95, weight decay {train_cfg['weight_decay']} on matrices), "

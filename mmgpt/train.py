@@ -85,6 +85,10 @@ class TrainConfig:
     # The sub-batches of each step, comma-separated names from TASKS: fewer for a phase that trains some alone
     # (the pools of tasks left out are not built).
     tasks: str = ",".join(TASKS)
+    # How much of each step's update each task gets: "ask=4" weighs the typed questions' loss 4 and every other task
+    # 1 (the weighted mean of the task losses). A bigger batch averages more examples and leaves a task's share
+    # where it was; a weight changes the share.
+    task_weights: str = ""
     clutter_share: float = 0.05  # share of pictures that are no scene at all (`make_clutter`)
     # Share of typed-question pictures that hold one object; None: as scenes come (a third). About one object alone,
     # a question is answered without finding its object, and v4.6 answered those (colour 100%) but, among 2 or 3,
@@ -419,6 +423,26 @@ def task_names(cfg: TrainConfig) -> tuple[str, ...]:
     return tuple(task for task in TASKS if task in names)
 
 
+def task_weights(cfg: TrainConfig) -> dict[str, float]:
+    """Each trained task's weight in the step's loss, summing to 1: `cfg.task_weights` ("ask=4,caption=0.5"), and 1
+    for a task it does not name. A name that is no trained task, or a weight that is no positive number, is named in
+    the error."""
+    tasks = task_names(cfg)
+    weights = dict.fromkeys(tasks, 1.0)
+    for item in filter(None, (part.strip() for part in cfg.task_weights.split(","))):
+        name, _, value = item.partition("=")
+        if name.strip() not in tasks:
+            raise ValueError(f"task_weights {cfg.task_weights!r}: {name.strip()!r} is not a trained task {tasks}")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise ValueError(f"task_weights {cfg.task_weights!r}: {item!r} is not name=number") from None
+        if not weights[name.strip()] > 0:
+            raise ValueError(f"task_weights {cfg.task_weights!r}: {item!r}: a weight must be above 0")
+    total = sum(weights.values())
+    return {task: weight / total for task, weight in weights.items()}
+
+
 def spoken_question_pool(cfg: TrainConfig, pool_seed: int) -> list[tuple[int, list, object]]:
     """(scene seed, conversation, spoken last question) triples: the scene is redrawn from its seed when used."""
     from .data.questions import conversation
@@ -570,6 +594,7 @@ def train(cfg: TrainConfig) -> Path:
 
     cfg = dataclasses.replace(cfg, precision=resolved_precision(cfg.precision))  # the card records what ran
     tasks = task_names(cfg)
+    weights = task_weights(cfg)
     rank, world = init_distributed()
     is_main = rank == 0
     log = print if is_main else (lambda *a, **k: None)
@@ -637,7 +662,7 @@ def train(cfg: TrainConfig) -> Path:
             batch = getattr(batches, task)()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
                 loss = model(**batch).loss
-            (loss / len(tasks)).backward()
+            (loss * weights[task]).backward()
             losses[task] = loss.item()
             tokens += int(batch["attention_mask"].sum())
         average_gradients(model, world)

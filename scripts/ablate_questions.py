@@ -56,7 +56,8 @@ import torch  # noqa: E402
 from mmgpt import train as training  # noqa: E402
 from mmgpt.data import iter_scenes, scene_dataset  # noqa: E402
 from mmgpt.data.questions import TEMPLATES  # noqa: E402
-from mmgpt.evaluate import greedy_texts  # noqa: E402
+from mmgpt.data.questions import normalize_answer  # noqa: E402
+from mmgpt.evaluate import caption_scores, greedy_texts, paired_questions, paired_scores  # noqa: E402
 from mmgpt.model import MMGPTForCausalLM, MMGPTProcessor  # noqa: E402
 
 ANSWERS = {"plain": "{colour}", "noun-first": "{shape} {colour}", "colon": "{shape}: {colour}",
@@ -79,6 +80,8 @@ def main() -> None:
     parser.add_argument("--init-from", default="assets/mmgpt-tiny", help="checkpoint every run starts from")
     parser.add_argument("--plain-after", type=int, default=None,
                         help="after this step, answers are plain: a warm-up in the --answer format before")
+    parser.add_argument("--captions", type=int, default=0,
+                        help="also caption this many training pictures a step (the two losses averaged)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -102,7 +105,34 @@ def main() -> None:
         model.train()
         return round(100 * float(np.mean(right)), 1)
 
+    probe_scenes = scene_dataset("validation", 400, 99)
+    pairs = paired_questions(probe_scenes, 40, 99)
+
+    def what_else() -> str:
+        """Whether the binding reaches other kinds of question, and what captions lose meanwhile."""
+        model.eval()
+
+        def is_right(predicted: str, truth: str) -> bool:  # the answer's last words, in any --answer format
+            return normalize_answer(predicted).split()[-len(truth.split()):] == truth.split()
+
+        paired = paired_scores(model, processor, pairs, 50, is_right)
+        captions = caption_scores(model, processor, probe_scenes[:100], batch=50)["exact_match"]
+        model.train()
+        return (f"pairs both right / answers differ: {paired['both_right']:.1f} / {paired['answers_differ']:.1f} ("
+                + ", ".join(f"{kind} {f['both_right']:.1f} / {f['answers_differ']:.1f}"
+                            for kind, f in paired["by_kind"].items())
+                + f"); caption exact match {captions:.1f}")
+
     scenes, draw = iter_scenes("train", 123), random.Random(7)
+    caption_scenes = iter_scenes("train", 456)
+
+    def caption_batch() -> dict:
+        chosen = [next(caption_scenes) for _ in range(args.captions)]
+        prompt = processor.prompt_ids("caption")
+        rows = [prompt + processor._encode(s.caption) + [eos] for s in chosen]
+        padded = training.pad_right(rows, [len(prompt)] * len(rows), eos)
+        padded["pixel_values"] = torch.from_numpy(np.stack([processor.image_to_pixels(s.image) for s in chosen]))
+        return padded
 
     def batch(answer_format: str) -> dict:
         rows, images = [], []
@@ -123,11 +153,13 @@ def main() -> None:
     optimizer = training.make_optimizer(model, training.TrainConfig(lr=args.lr))
     for group in optimizer.param_groups:
         group["lr"] = args.lr
-    print(args.answer, 0, accuracy(), flush=True)
+    print(args.answer, 0, accuracy(), what_else(), flush=True)
     started, losses = time.time(), []
     for step in range(1, args.steps + 1):
         plain = args.plain_after is not None and step > args.plain_after
         loss = model(**batch("plain" if plain else args.answer)).loss
+        if args.captions:
+            loss = (loss + model(**caption_batch()).loss) / 2
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -136,6 +168,7 @@ def main() -> None:
         if step % 50 == 0:
             print(args.answer, step, f"loss {np.mean(losses[-50:]):.3f}", accuracy(),
                   f"{(time.time() - started) / step:.2f} s/step", flush=True)
+    print(args.answer, args.steps, what_else(), flush=True)
 
 
 if __name__ == "__main__":

@@ -192,6 +192,8 @@ def test_the_card_lists_the_sub_batches_of_the_tasks_a_run_trained():
     alone = _training_section({**every, "tasks": "ask"})
     assert "the losses of 1 sub-batch: 96 typed conversations about a picture." in alone
     assert "text windows" not in alone
+    assert "weighted `ask=4` (every other task 1)" in _training_section({**every, "task_weights": "ask=4"})
+    assert "weighted" not in _training_section(every)
     every.pop("tasks")
     assert "5 sub-batches" in _training_section(every), "runs from before the setting trained every task"
 

@@ -268,6 +268,20 @@ def test_the_tasks_of_a_step_are_named_and_a_name_that_is_no_task_is_refused():
             training.task_names(TrainConfig(tasks=wrong))
 
 
+def test_task_weights_set_each_tasks_share_of_the_step_and_a_wrong_weight_is_named():
+    assert training.task_weights(TrainConfig()) == dict.fromkeys(training.TASKS, 0.2)
+    shares = training.task_weights(TrainConfig(task_weights="ask=4"))
+    assert shares == {"text": 0.125, "caption": 0.125, "transcribe": 0.125, "ask": 0.5, "spoken_ask": 0.125}
+    assert training.task_weights(TrainConfig(tasks="caption,ask", task_weights="caption=0.5, ask=1.5")) == {
+        "caption": 0.25, "ask": 0.75}
+    for wrong, named in (("asks=2", "'asks' is not a trained task"), ("ask=two", "'ask=two' is not name=number"),
+                         ("ask=0", "must be above 0"), ("ask=-1", "must be above 0")):
+        with pytest.raises(ValueError, match=named):
+            training.task_weights(TrainConfig(task_weights=wrong))
+    with pytest.raises(ValueError, match="not a trained task"):
+        training.task_weights(TrainConfig(tasks="ask", task_weights="caption=2"))
+
+
 @needs_espeak  # the evaluation still measures transcription, to show what a phase without it forgets
 def test_a_phase_trains_only_its_tasks_and_builds_no_speech_pool_it_does_not_use(tmp_path, monkeypatch):
     import mmgpt.data
