@@ -40,6 +40,21 @@ Does a noun-first warm-up help the plain answers people see? `--answer noun-firs
 `--answer plain --steps 550` (session 14, two threads, alone on the machine) gave 61.3 / 62.5 / 64.2 / 64.6 / 78.3 /
 70.0% at steps 300-550 (its first 100 steps as the table's). Within one run's noise of each other: the warm-up's
 head start does not carry over to plain answers, and plain answers simply need more steps (v4.6 had 39.6%).
+
+What else moves (session 14, `--steps 400`, one thread each, two runs at a time; the last line of a run asks the
+same question about two objects of 400 validation scenes, 40 pairs per kind, and captions 100 of them):
+
+| run | colour, 2-3 objects | pairs both right / differ: colour | shape | size | position | caption exact match |
+|---|---|---|---|---|---|---|
+| v4.6 (step 0) | 39.6 | 2.5 / 2.5 | 12.5 / 47.5 | 0 / 2.5 | 2.5 / 2.5 | 67.0 |
+| `--answer plain` | 60.8 | 32.5 / 47.5 | 0 / 22.5 | 0 / 30.0 | 0 / 55.0 | **0.0** |
+| `--answer plain --captions 16` | 73.8 | 47.5 / 60.0 | 0 / 22.5 | 0 / 17.5 | 0 / 45.0 | 57.0 |
+
+Colour questions alone teach the model to tell two objects apart by name, but it then answers every question with
+a colour and forgets how to caption; half of each update on captions keeps most captions (57 of 67). Whether the
+binding carries to other kinds is not told: their answers turned into colours (which is why they "differ"). Each run
+gave colour questions all or half of every update; mmgpt-tiny's runs until v4.6 gave typed questions of all seven
+kinds together a fifth of each step, and v4.6's tripled question batch left that share as it was.
 """
 
 import argparse
