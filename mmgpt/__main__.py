@@ -23,7 +23,7 @@ def _add_dataclass_options(parser: argparse.ArgumentParser, cls) -> None:
             parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=field.default)
             continue
         parser.add_argument(flag, type=_option_type(field.type), default=field.default,
-                            help=f"default: {field.default}")
+                            help=f"default: {field.default!r}")
 
 
 def _option_type(annotation):

@@ -32,6 +32,11 @@ def ship(checkpoint: str | Path, eval_json: str | Path, out: str | Path, command
     from .model import SPECIAL_TOKENS, MMGPTConfig
 
     checkpoint, out = Path(checkpoint), Path(out)
+    state = torch.load(checkpoint / "trainer_state.pt", weights_only=False, map_location="cpu")
+    if any(config.get("named_answers") for config in [state["config"]] + [r["config"] for r in
+                                                                           state.get("resumes", [])]):
+        raise ValueError(f"{checkpoint} was trained to name the object before its answer ('circle red', "
+                         "--named-answers): an ablation's checkpoint, not one to ship")
     out.mkdir(parents=True, exist_ok=True)
     for name in SHIPPED_FILES:
         if (checkpoint / name).exists():
@@ -43,7 +48,6 @@ def ship(checkpoint: str | Path, eval_json: str | Path, out: str | Path, command
         max_new_tokens=MAX_NEW_TOKENS, suppress_tokens=list(range(1, len(SPECIAL_TOKENS))),
     )
     generation.save_pretrained(out)
-    state = torch.load(checkpoint / "trainer_state.pt", weights_only=False, map_location="cpu")
     results = json.loads(Path(eval_json).read_text())
     n_params = sum(t.numel() for t in _safetensors(out / "model.safetensors").values())
     (out / "README.md").write_text(model_card(config, state, results, n_params, command, why or {}))
@@ -310,14 +314,19 @@ def _training_section(train_cfg: dict) -> str:
         by_task["ask"] = f"{train_cfg['ask_batch']} typed conversations about a picture"
     if train_cfg.get("spoken_ask_batch"):
         by_task["spoken_ask"] = f"{train_cfg['spoken_ask_batch']} conversations ending in a spoken question"
-    trained = train_cfg.get("tasks", ",".join(by_task)).split(",")  # runs before `tasks` trained every task
+    # Runs from before `tasks` trained every task.
+    trained = [task.strip() for task in train_cfg.get("tasks", ",".join(by_task)).split(",")]
     parts = [part for task, part in by_task.items() if task in trained]
-    listing = " and ".join(filter(None, [", ".join(parts[:-1]), parts[-1]]))
-    start = f" Weights start from `{train_cfg['init_from']}`." if train_cfg.get("init_from") else ""
-    if train_cfg.get("task_weights"):
-        start += f" The task losses are weighted `{train_cfg['task_weights']}` (every other task 1)."
+    if len(parts) == 1:
+        loss = f"Every step trains one sub-batch: {parts[0]}."
+    else:
+        weighted = train_cfg.get("task_weights")
+        loss = (f"Every step's loss is the {'weighted ' * bool(weighted)}mean of the losses of {len(parts)} "
+                f"sub-batches: {', '.join(parts[:-1])} and {parts[-1]}"
+                + (f" (weights `{weighted}`, every other task 1)." if weighted else "."))
+    notes = f" Weights start from `{train_cfg['init_from']}`." if train_cfg.get("init_from") else ""
     return (
-        f"Every step sums the losses of {len(parts)} sub-batch{'es' * (len(parts) > 1)}: {listing}.{start} "
+        f"{loss}{notes} "
         f"AdamW (lr {train_cfg['lr']}, betas 0.9/0.95, weight decay {train_cfg['weight_decay']} on matrices), "
         f"{train_cfg['warmup_steps']} warmup steps then cosine decay to {train_cfg['min_lr']}, gradient clipping at "
         f"{train_cfg['grad_clip']}, dropout {train_cfg['dropout']}, {train_cfg.get('precision', 'fp32')} autocast, "

@@ -1,8 +1,8 @@
 """Train mmgpt from scratch on scenes, speech and Tiny Shakespeare: the reference articles' recipe, made real.
 
-Every optimizer step sees five sub-batches, one per task (continue text, caption, transcribe, answer a typed question
-about a picture, answer a spoken question about a picture: image, audio and text in one sequence), and averages
-their losses. A run starts from scratch, or from an earlier checkpoint with `--init-from` (v4 starts from v3). Runs as one process, or data-parallel under `torchrun --nproc_per_node N -m mmgpt train ...` (gloo on
+Every optimizer step sees one sub-batch per task (continue text, caption, transcribe, answer a typed question about
+a picture, answer a spoken question about a picture: image, audio and text in one sequence; `--tasks` may leave some
+out), and takes the mean of their losses (`--task-weights` weighs it). A run starts from scratch, or from an earlier checkpoint with `--init-from` (v4 starts from v3). Runs as one process, or data-parallel under `torchrun --nproc_per_node N -m mmgpt train ...` (gloo on
 CPU, nccl on GPUs): each rank draws its own data and the gradients are averaged with all_reduce.
 """
 
@@ -77,17 +77,16 @@ class TrainConfig:
     # 84% vs 76%, shape 78% vs 60%, "is there" 78% vs 57%, count 90% vs 75%), so the description does the looking.
     describe_first: bool = False
     # Answers to questions about one object written after its name, "circle red" (`questions.named_answer`): for
-    # ablations and warm-ups, never a checkpoint to ship. From v4.6, question-only steps on colour questions about
-    # one of 2-3 objects learn it faster than plain answers (73% against 57% at step 250, 82% against 78% at 500),
-    # but 400 steps of it then 150 plain ones (75%) did no better than 550 plain ones (70%; 78% at step 500)
-    # (`scripts/ablate_questions.py`).
+    # ablations and warm-ups; `ship` refuses such a checkpoint. Not measured as set here (every kind, full names);
+    # in `scripts/ablate_questions.py` (colour questions, objects named by shape) the answer "circle red" was
+    # learned faster than "red" (73% against 57% at step 250), but 400 steps of it then 150 plain ones did no
+    # better than 550 plain ones.
     named_answers: bool = False
     # The sub-batches of each step, comma-separated names from TASKS: fewer for a phase that trains some alone
-    # (the pools of tasks left out are not built).
+    # (the speech pools of tasks left out are not built).
     tasks: str = ",".join(TASKS)
-    # How much of each step's update each task gets: "ask=4" weighs the typed questions' loss 4 and every other task
-    # 1 (the weighted mean of the task losses). A bigger batch averages more examples and leaves a task's share
-    # where it was; a weight changes the share.
+    # "ask=4": the step's loss is the weighted mean of the task losses, the typed questions' weighing 4 and every
+    # other task's 1. A bigger batch averages more examples of a task and leaves its weight where it was.
     task_weights: str = ""
     clutter_share: float = 0.05  # share of pictures that are no scene at all (`make_clutter`)
     # Share of typed-question pictures that hold one object; None: as scenes come (a third). About one object alone,
@@ -263,7 +262,7 @@ def pad_segments(rows: list[list[tuple[list[int], bool]]], pad_id: int) -> dict[
 
 
 class TaskBatches:
-    """Draws the three sub-batches of one step. Each rank passes its own seed."""
+    """Draws the sub-batches of one step. Each rank passes its own seed."""
 
     def __init__(self, cfg: TrainConfig, processor: MMGPTProcessor, train_text: str, seed: int, pool_seed: int,
                  log=print):
@@ -424,23 +423,24 @@ def task_names(cfg: TrainConfig) -> tuple[str, ...]:
 
 
 def task_weights(cfg: TrainConfig) -> dict[str, float]:
-    """Each trained task's weight in the step's loss, summing to 1: `cfg.task_weights` ("ask=4,caption=0.5"), and 1
-    for a task it does not name. A name that is no trained task, or a weight that is no positive number, is named in
-    the error."""
+    """Each trained task's weight in the step's loss: `cfg.task_weights` ("ask=4,caption=0.5"), 1 for a task it does
+    not name. A name that is no trained task or is given twice, or a weight that is no finite positive number, is
+    named in the error."""
     tasks = task_names(cfg)
-    weights = dict.fromkeys(tasks, 1.0)
+    weights, given = dict.fromkeys(tasks, 1.0), set()
     for item in filter(None, (part.strip() for part in cfg.task_weights.split(","))):
-        name, _, value = item.partition("=")
-        if name.strip() not in tasks:
-            raise ValueError(f"task_weights {cfg.task_weights!r}: {name.strip()!r} is not a trained task {tasks}")
+        name, _, value = (text.strip() for text in item.partition("="))
+        if name not in tasks or name in given:
+            raise ValueError(f"task_weights {cfg.task_weights!r}: {name!r} is not a trained task {tasks} or is "
+                             "given twice")
         try:
-            weights[name.strip()] = float(value)
+            weights[name] = float(value)
         except ValueError:
             raise ValueError(f"task_weights {cfg.task_weights!r}: {item!r} is not name=number") from None
-        if not weights[name.strip()] > 0:
-            raise ValueError(f"task_weights {cfg.task_weights!r}: {item!r}: a weight must be above 0")
-    total = sum(weights.values())
-    return {task: weight / total for task, weight in weights.items()}
+        if not (math.isfinite(weights[name]) and weights[name] > 0):
+            raise ValueError(f"task_weights {cfg.task_weights!r}: {item!r}: a weight must be a number above 0")
+        given.add(name)
+    return weights
 
 
 def spoken_question_pool(cfg: TrainConfig, pool_seed: int) -> list[tuple[int, list, object]]:
@@ -564,7 +564,7 @@ def plot_history(history: list[dict], evals: list[dict], path: Path) -> None:
 
     fig, (ax_loss, ax_eval) = plt.subplots(1, 2, figsize=(11, 4))
     steps = [h["step"] for h in history]
-    for task in TASKS:
+    for task in [t for t in TASKS if any(t in h for h in history)]:
         ax_loss.plot(steps, [h.get(task, math.nan) for h in history], label=task, linewidth=0.8)
     ax_loss.set(xlabel="step", ylabel="training loss (nats/token)", yscale="log", title="training loss")
     ax_loss.legend()
@@ -593,8 +593,10 @@ def train(cfg: TrainConfig) -> Path:
     from .data import load_shakespeare, split_text
 
     cfg = dataclasses.replace(cfg, precision=resolved_precision(cfg.precision))  # the card records what ran
-    tasks = task_names(cfg)
-    weights = task_weights(cfg)
+    # The trained tasks in one spelling, so that the checkpoint, a resume and the model card all read the same.
+    cfg = dataclasses.replace(cfg, tasks=",".join(task_names(cfg)))
+    tasks, weights = task_names(cfg), task_weights(cfg)
+    total_weight = sum(weights.values())
     rank, world = init_distributed()
     is_main = rank == 0
     log = print if is_main else (lambda *a, **k: None)
@@ -662,7 +664,7 @@ def train(cfg: TrainConfig) -> Path:
             batch = getattr(batches, task)()
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
                 loss = model(**batch).loss
-            (loss * weights[task]).backward()
+            (loss * weights[task] / total_weight).backward()  # unweighted: exactly the mean of the task losses
             losses[task] = loss.item()
             tokens += int(batch["attention_mask"].sum())
         average_gradients(model, world)

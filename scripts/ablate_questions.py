@@ -124,7 +124,8 @@ def main() -> None:
     pairs = paired_questions(probe_scenes, 40, 99)
 
     def what_else() -> str:
-        """Whether the binding reaches other kinds of question, and what captions lose meanwhile."""
+        """Whether the binding reaches other kinds of question, and what captions lose meanwhile. "Answers differ"
+        compares whole answers, so it means something for `--answer plain` only."""
         model.eval()
 
         def is_right(predicted: str, truth: str) -> bool:  # the answer's last words, in any --answer format

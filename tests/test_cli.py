@@ -372,6 +372,25 @@ def test_ship_writes_a_card_with_every_figure_beside_its_target_and_a_why_for_ea
     assert json.loads((tmp_path / "shipped" / "eval.json").read_text()) == json.loads(out.read_text())
 
 
+@pytest.mark.parametrize("named_from_step", [0, 5])
+def test_ship_refuses_a_checkpoint_trained_to_name_the_object_before_its_answer(tmp_path, named_from_step):
+    import dataclasses
+
+    import torch
+
+    from mmgpt.ship import ship
+    from mmgpt.train import TrainConfig
+
+    named, plain = dataclasses.asdict(TrainConfig(named_answers=True)), dataclasses.asdict(TrainConfig())
+    state = ({"config": named} if named_from_step == 0 else
+             {"config": plain, "resumes": [{"step": named_from_step, "config": named}]})
+    (tmp_path / "checkpoint").mkdir()
+    torch.save({"step": 9, "train_seconds": 1.0, **state}, tmp_path / "checkpoint" / "trainer_state.pt")
+    with pytest.raises(ValueError, match="--named-answers"):
+        ship(tmp_path / "checkpoint", tmp_path / "eval.json", tmp_path / "shipped", "python -m mmgpt train")
+    assert not (tmp_path / "shipped").exists()
+
+
 @pytest.mark.parametrize("argv, describe_first", [([], False), (["--describe-first"], True),
                                                   (["--describe-first", "--no-describe-first"], False)])
 def test_a_yes_or_no_training_setting_is_a_flag(argv, describe_first):

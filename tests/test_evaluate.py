@@ -180,7 +180,6 @@ def test_the_card_says_when_answers_first_say_what_the_model_sees():
     assert "so red" not in _data_section(asking), "runs from before the setting answered straight away"
 
 
-
 def test_the_card_lists_the_sub_batches_of_the_tasks_a_run_trained():
     import dataclasses
 
@@ -188,14 +187,19 @@ def test_the_card_lists_the_sub_batches_of_the_tasks_a_run_trained():
     from mmgpt.train import TrainConfig
 
     every = dataclasses.asdict(TrainConfig(text_batch=6, ask_batch=96, spoken_ask_batch=16))
-    assert "the losses of 5 sub-batches: 6 text windows" in _training_section(every)
-    alone = _training_section({**every, "tasks": "ask"})
-    assert "the losses of 1 sub-batch: 96 typed conversations about a picture." in alone
-    assert "text windows" not in alone
-    assert "weighted `ask=4` (every other task 1)" in _training_section({**every, "task_weights": "ask=4"})
-    assert "weighted" not in _training_section(every)
+    assert "loss is the mean of the losses of 5 sub-batches: 6 text windows" in _training_section(every)
+    weighted = _training_section({**every, "task_weights": "ask=4"})
+    assert "the weighted mean of the losses of 5 sub-batches" in weighted
+    assert "(weights `ask=4`, every other task 1)" in weighted
+    for alone in ("ask", " ask"):
+        card = _training_section({**every, "tasks": alone, "task_weights": "ask=4"})
+        assert "Every step trains one sub-batch: 96 typed conversations about a picture." in card
+        assert "text windows" not in card and "weights" not in card
+    assert "of 2 sub-batches: 40 captioned pictures and 96 typed" in _training_section(
+        {**every, "image_batch": 40, "tasks": "caption, ask"})
     every.pop("tasks")
     assert "5 sub-batches" in _training_section(every), "runs from before the setting trained every task"
+
 
 # --- the same question about each of two objects ------------------------------------------------------------------
 

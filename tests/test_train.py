@@ -268,14 +268,15 @@ def test_the_tasks_of_a_step_are_named_and_a_name_that_is_no_task_is_refused():
             training.task_names(TrainConfig(tasks=wrong))
 
 
-def test_task_weights_set_each_tasks_share_of_the_step_and_a_wrong_weight_is_named():
-    assert training.task_weights(TrainConfig()) == dict.fromkeys(training.TASKS, 0.2)
-    shares = training.task_weights(TrainConfig(task_weights="ask=4"))
-    assert shares == {"text": 0.125, "caption": 0.125, "transcribe": 0.125, "ask": 0.5, "spoken_ask": 0.125}
-    assert training.task_weights(TrainConfig(tasks="caption,ask", task_weights="caption=0.5, ask=1.5")) == {
-        "caption": 0.25, "ask": 0.75}
-    for wrong, named in (("asks=2", "'asks' is not a trained task"), ("ask=two", "'ask=two' is not name=number"),
-                         ("ask=0", "must be above 0"), ("ask=-1", "must be above 0")):
+def test_task_weights_weigh_each_tasks_loss_and_a_wrong_weight_is_named():
+    assert training.task_weights(TrainConfig()) == dict.fromkeys(training.TASKS, 1.0)
+    assert training.task_weights(TrainConfig(task_weights="ask=4")) == {
+        "text": 1.0, "caption": 1.0, "transcribe": 1.0, "ask": 4.0, "spoken_ask": 1.0}
+    assert training.task_weights(TrainConfig(tasks="caption,ask", task_weights=" caption = 0.5, ask=1.5")) == {
+        "caption": 0.5, "ask": 1.5}
+    for wrong, named in (("asks=2", "'asks' is not a trained task"), ("ask=2,ask=3", "'ask' .* given twice"),
+                         ("ask=two", "'ask=two' is not name=number"), ("ask=0", "above 0"), ("ask=-1", "above 0"),
+                         ("ask=inf", "above 0"), ("ask=nan", "above 0")):
         with pytest.raises(ValueError, match=named):
             training.task_weights(TrainConfig(task_weights=wrong))
     with pytest.raises(ValueError, match="not a trained task"):
@@ -294,8 +295,9 @@ def test_a_phase_trains_only_its_tasks_and_builds_no_speech_pool_it_does_not_use
 
     monkeypatch.setattr(mmgpt.data, "speech_dataset", recorded)
     monkeypatch.setattr(training, "spoken_question_pool", lambda *a: pytest.fail("spoken questions were built"))
-    train(tiny_train_config(tmp_path, steps=2, eval_every=2, tasks="caption,ask", named_answers=True))
+    checkpoint = train(tiny_train_config(tmp_path, steps=2, eval_every=2, tasks=" ask, caption", named_answers=True))
 
+    assert torch.load(checkpoint / "trainer_state.pt", weights_only=False)["config"]["tasks"] == "caption,ask"
     history = read_history(tmp_path / "run")
     assert [set(h) for h in history["history"]] == [{"step", "caption", "ask"}] * 2
     assert drawn == ["validation"]

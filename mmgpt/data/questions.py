@@ -112,10 +112,11 @@ class QA:
 
 
 def named_answer(qa: QA) -> str:
-    """The answer written after the name of the object asked about, "circle red", or the answer alone when the
-    question is about no one object. A training warm-up, not an answer to show: written right after the model has
-    written the object's name, the answer is found where that name is in context, and binding the name to its object
-    is learned faster (`scripts/ablate_questions.py`)."""
+    """The answer written after the name of the object asked about, "circle red" (for "it", the object's shortest
+    name: "red one circle"), or the answer alone when the question is about no one object. For ablations, not an
+    answer to show: written right after the model has written the object's name, the answer is predicted where
+    that name is in context; on colour questions about objects named by shape it was learned faster than the plain
+    answer (`scripts/ablate_questions.py`)."""
     return f"{qa.subject} {qa.answer}" if qa.subject else qa.answer
 
 
