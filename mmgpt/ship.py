@@ -325,6 +325,8 @@ def _training_section(train_cfg: dict) -> str:
                 f"sub-batches: {', '.join(parts[:-1])} and {parts[-1]}"
                 + (f" (weights `{weighted}`, every other task 1)." if weighted else "."))
     notes = f" Weights start from `{train_cfg['init_from']}`." if train_cfg.get("init_from") else ""
+    if train_cfg.get("questions_train_image") is False:
+        notes += " The questions' losses do not reach the image encoder; the captions alone train it."
     return (
         f"{loss}{notes} "
         f"AdamW (lr {train_cfg['lr']}, betas 0.9/0.95, weight decay {train_cfg['weight_decay']} on matrices), "

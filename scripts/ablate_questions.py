@@ -49,9 +49,14 @@ same question about two objects of 400 validation scenes, 40 pairs per kind, and
 | v4.6 (step 0) | 39.6 | 2.5 / 2.5 | 12.5 / 47.5 | 0 / 2.5 | 2.5 / 2.5 | 67.0 |
 | `--answer plain` | 60.8 | 32.5 / 47.5 | 0 / 22.5 | 0 / 30.0 | 0 / 55.0 | **0.0** |
 | `--answer plain --captions 16` | 73.8 | 47.5 / 60.0 | 0 / 22.5 | 0 / 17.5 | 0 / 45.0 | 57.0 |
+| `--answer plain --freeze-image` | 77.9 | 60.0 / 67.5 | 0 / 12.5 | 0 / 25.0 | 0 / 52.5 | 13.0 |
+| `--answer plain --captions 16 --freeze-image` | 77.5 | 57.5 / 67.5 | 0 / 17.5 | 0 / 25.0 | 0 / 50.0 | **63.0** |
 
 Colour questions alone teach the model to tell two objects apart by name, but it then answers every question with
-a colour and forgets how to caption; half of each update on captions keeps most captions (57 of 67). Whether the
+a colour and forgets how to caption; half of each update on captions keeps most captions (57 of 67). With the image
+encoder frozen, the binding is learned faster (both answers right 57.5-60% against 32.5-47.5%) and captions keep
+63 of 67: the questions' gradient into the image encoder is what costs the captions, and it does not help the
+questions (`TrainConfig.questions_train_image`). Whether the
 binding carries to other kinds is not told: their answers turned into colours (which is why they "differ"). Each run
 gave colour questions all or half of every update; mmgpt-tiny's runs until v4.6 gave typed questions of all seven
 kinds together a fifth of each step, and v4.6's tripled question batch left that share as it was.
@@ -97,6 +102,8 @@ def main() -> None:
                         help="after this step, answers are plain: a warm-up in the --answer format before")
     parser.add_argument("--captions", type=int, default=0,
                         help="also caption this many training pictures a step (the two losses averaged)")
+    parser.add_argument("--freeze-image", action="store_true",
+                        help="leave the image encoder as it is: only the decoder (and audio encoder) learn")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -166,6 +173,8 @@ def main() -> None:
         padded["pixel_values"] = torch.from_numpy(np.stack([processor.image_to_pixels(im) for im in images]))
         return padded
 
+    if args.freeze_image:
+        model.transformer.image_encoder.requires_grad_(False)
     optimizer = training.make_optimizer(model, training.TrainConfig(lr=args.lr))
     for group in optimizer.param_groups:
         group["lr"] = args.lr

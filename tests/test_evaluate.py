@@ -197,6 +197,8 @@ def test_the_card_lists_the_sub_batches_of_the_tasks_a_run_trained():
         assert "text windows" not in card and "weights" not in card
     assert "of 2 sub-batches: 40 captioned pictures and 96 typed" in _training_section(
         {**every, "image_batch": 40, "tasks": "caption, ask"})
+    assert "captions alone train it" in _training_section({**every, "questions_train_image": False})
+    assert "image encoder" not in _training_section(every)
     every.pop("tasks")
     assert "5 sub-batches" in _training_section(every), "runs from before the setting trained every task"
 

@@ -283,6 +283,21 @@ def test_task_weights_weigh_each_tasks_loss_and_a_wrong_weight_is_named():
         training.task_weights(TrainConfig(tasks="ask", task_weights="caption=2"))
 
 
+def test_without_questions_training_the_image_encoder_their_loss_reaches_only_the_rest():
+    model, processor = tiny_model_and_processor(seed=0)
+    batch = ask_batch(processor, processor.token_ids["<|endoftext|>"])
+    encoder = model.transformer.image_encoder
+    with training.image_encoder_trained(model, False):
+        model(**batch).loss.backward()
+    assert all(p.grad is None for p in encoder.parameters())
+    assert all(p.requires_grad for p in encoder.parameters())  # restored for the captions
+    decoder = model.transformer.h[0].attn.c_attn.weight
+    assert decoder.grad is not None and decoder.grad.abs().sum() > 0
+    with training.image_encoder_trained(model, True):
+        model(**batch).loss.backward()
+    assert all(p.grad is not None for p in encoder.parameters())
+
+
 @needs_espeak  # the evaluation still measures transcription, to show what a phase without it forgets
 def test_a_phase_trains_only_its_tasks_and_builds_no_speech_pool_it_does_not_use(tmp_path, monkeypatch):
     import mmgpt.data
