@@ -56,10 +56,10 @@ Colour questions alone teach the model to tell two objects apart by name, but it
 a colour and forgets how to caption; half of each update on captions keeps most captions (57 of 67). With the image
 encoder frozen, the binding is learned faster (both answers right 57.5-60% against 32.5-47.5%) and captions keep
 63 of 67: the questions' gradient into the image encoder is what costs the captions, and it does not help the
-questions (`TrainConfig.questions_train_image`). Whether the
-binding carries to other kinds is not told: their answers turned into colours (which is why they "differ"). Each run
-gave colour questions all or half of every update; mmgpt-tiny's runs until v4.6 gave typed questions of all seven
-kinds together a fifth of each step, and v4.6's tripled question batch left that share as it was.
+questions (`TrainConfig.questions_train_image`). Whether the binding carries to other kinds is not told: their
+answers turned into colours (which is why they "differ"). Each run gave colour questions all or half of every
+update; mmgpt-tiny's runs until v4.6 gave typed questions of all seven kinds together a fifth of each step, and
+v4.6's tripled question batch left that share as it was.
 """
 
 import argparse
@@ -75,8 +75,7 @@ import torch  # noqa: E402
 
 from mmgpt import train as training  # noqa: E402
 from mmgpt.data import iter_scenes, scene_dataset  # noqa: E402
-from mmgpt.data.questions import TEMPLATES  # noqa: E402
-from mmgpt.data.questions import normalize_answer  # noqa: E402
+from mmgpt.data.questions import TEMPLATES, normalize_answer  # noqa: E402
 from mmgpt.evaluate import caption_scores, greedy_texts, paired_questions, paired_scores  # noqa: E402
 from mmgpt.model import MMGPTForCausalLM, MMGPTProcessor  # noqa: E402
 
