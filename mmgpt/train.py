@@ -466,6 +466,23 @@ def task_weights(cfg: TrainConfig) -> dict[str, float]:
     return weights
 
 
+def backward_task_losses(model, batches, weights: dict[str, float], cfg: TrainConfig) -> tuple[dict[str, float], int]:
+    """Accumulate one step's gradient: the weighted mean of the task losses, one task at a time so that only one task's
+    graph is in memory. `batches` gives each task's batch by the task's name. Returns each task's unweighted loss and
+    the tokens that the step saw."""
+    total_weight = sum(weights.values())
+    losses, tokens = {}, 0
+    for task, weight in weights.items():
+        batch = getattr(batches, task)()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"), \
+                image_encoder_trained(model, cfg.questions_train_image or task not in QUESTION_TASKS):
+            loss = model(**batch).loss
+        (loss * weight / total_weight).backward()  # unweighted: exactly the mean of the task losses
+        losses[task] = loss.item()
+        tokens += int(batch["attention_mask"].sum())
+    return losses, tokens
+
+
 def spoken_question_pool(cfg: TrainConfig, pool_seed: int) -> list[tuple[int, list, object]]:
     """(scene seed, conversation, spoken last question) triples: the scene is redrawn from its seed when used."""
     from .data.questions import conversation
@@ -618,8 +635,7 @@ def train(cfg: TrainConfig) -> Path:
     cfg = dataclasses.replace(cfg, precision=resolved_precision(cfg.precision))  # the card records what ran
     # The trained tasks in one spelling, so that the checkpoint, a resume and the model card all read the same.
     cfg = dataclasses.replace(cfg, tasks=",".join(task_names(cfg)))
-    tasks, weights = task_names(cfg), task_weights(cfg)
-    total_weight = sum(weights.values())
+    weights = task_weights(cfg)
     rank, world = init_distributed()
     is_main = rank == 0
     log = print if is_main else (lambda *a, **k: None)
@@ -682,15 +698,7 @@ def train(cfg: TrainConfig) -> Path:
         started = time.perf_counter()
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, cfg, state["train_seconds"])
-        losses, tokens = {}, 0
-        for task in tasks:
-            batch = getattr(batches, task)()
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"), \
-                    image_encoder_trained(model, cfg.questions_train_image or task not in QUESTION_TASKS):
-                loss = model(**batch).loss
-            (loss * weights[task] / total_weight).backward()  # unweighted: exactly the mean of the task losses
-            losses[task] = loss.item()
-            tokens += int(batch["attention_mask"].sum())
+        losses, tokens = backward_task_losses(model, batches, weights, cfg)
         average_gradients(model, world)
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         optimizer.step()

@@ -283,6 +283,39 @@ def test_task_weights_weigh_each_tasks_loss_and_a_wrong_weight_is_named():
         training.task_weights(TrainConfig(tasks="ask", task_weights="caption=2"))
 
 
+class FixedBatches:
+    """One fixed batch per task, under the task's name, as `TaskBatches` gives them."""
+
+    def __init__(self, **batches):
+        for task, batch in batches.items():
+            setattr(self, task, lambda batch=batch: batch)
+
+
+def step_gradients(model, batches, weights: dict[str, float]) -> dict[str, torch.Tensor]:
+    """Each parameter's gradient after one step's backward passes; zero where a task does not reach it."""
+    model.zero_grad(set_to_none=True)
+    losses, _ = training.backward_task_losses(model, batches, weights, TrainConfig(precision="fp32"))
+    assert set(losses) == set(weights)
+    return {name: p.grad.clone() if p.grad is not None else torch.zeros_like(p)
+            for name, p in model.named_parameters()}
+
+
+def test_a_steps_gradient_is_the_weighted_mean_of_the_task_gradients():
+    model, processor = tiny_model_and_processor(seed=0)
+    model.eval()  # no dropout: one batch gives one gradient every time
+    eos = processor.token_ids["<|endoftext|>"]
+    batches = FixedBatches(text=text_batch(processor, eos), caption=caption_batch(processor, eos))
+    text = step_gradients(model, batches, {"text": 1.0})
+    caption = step_gradients(model, batches, {"caption": 1.0})
+    for weights in ({"text": 1.0, "caption": 1.0}, {"text": 1.0, "caption": 3.0}):
+        step = step_gradients(model, batches, weights)
+        for name, gradient in step.items():
+            expected = (weights["text"] * text[name] + weights["caption"] * caption[name]) / sum(weights.values())
+            torch.testing.assert_close(gradient, expected, msg=f"{name} under {weights}")
+    # The two tasks pull the embeddings apart, so the check above tells a weight of 3 from an unweighted mean.
+    assert not torch.allclose(text["transformer.wte.weight"], caption["transformer.wte.weight"])
+
+
 def test_without_questions_training_the_image_encoder_their_loss_reaches_only_the_rest():
     model, processor = tiny_model_and_processor(seed=0)
     batch = ask_batch(processor, processor.token_ids["<|endoftext|>"])
