@@ -336,6 +336,18 @@ def _training_section(train_cfg: dict) -> str:
     )
 
 
+def _resumes_section(state: dict) -> str:
+    """What each resume changed in the run's settings: the sections above read the first configuration."""
+    sentences, before = [], state["config"]
+    for resume in state.get("resumes", []):
+        changed = [f"`{key}` {before.get(key)!r} -> {value!r}" for key, value in resume["config"].items()
+                   if key != "out_dir" and before.get(key) != value]
+        if changed:
+            sentences.append(f"Resumed at step {resume['step']} with {', '.join(changed)}.")
+        before = resume["config"]
+    return (" " + " ".join(sentences)) if sentences else ""
+
+
 def _questions_limit(results: dict) -> str:
     if (results.get("qa_typed") or {}).get("available"):
         return ", and answers questions only about scene pictures"
@@ -392,7 +404,7 @@ All made by the project (`mmgpt/data/`), deterministic given a seed:
 {_data_section(train_cfg)}
 
 ## Training
-{_training_section(train_cfg)}
+{_training_section(train_cfg)}{_resumes_section(state)}
 
 - Command: `{command}`
 - Steps: {state['step']}; training wall time: {minutes:.1f} min on a 2-core CPU (evaluation pauses excluded),

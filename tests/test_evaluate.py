@@ -203,6 +203,21 @@ def test_the_card_lists_the_sub_batches_of_the_tasks_a_run_trained():
     assert "5 sub-batches" in _training_section(every), "runs from before the setting trained every task"
 
 
+def test_the_card_says_what_each_resume_changed_and_nothing_for_a_resume_that_changed_nothing():
+    import dataclasses
+
+    from mmgpt.ship import _resumes_section
+    from mmgpt.train import TrainConfig
+
+    first = dataclasses.asdict(TrainConfig(image_batch=12, task_weights="ask=6", max_minutes=180))
+    second = {**first, "image_batch": 20, "task_weights": "ask=6,caption=2", "max_minutes": 110}
+    state = {"config": first, "resumes": [{"step": 300, "config": second}, {"step": 900, "config": second}]}
+    assert _resumes_section(state) == (" Resumed at step 300 with `max_minutes` 180 -> 110, `image_batch` 12 -> 20, "
+                                       "`task_weights` 'ask=6' -> 'ask=6,caption=2'.")
+    assert _resumes_section({"config": first, "resumes": [{"step": 5, "config": {**first, "out_dir": "x"}}]}) == ""
+    assert _resumes_section({"config": first}) == "", "runs from before resumes were recorded"
+
+
 # --- the same question about each of two objects ------------------------------------------------------------------
 
 
