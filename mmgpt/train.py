@@ -99,7 +99,8 @@ class TrainConfig:
     # False: the losses of typed and spoken questions do not reach the image encoder, which only the captions train.
     # In `scripts/ablate_questions.py` (400 colour-question steps from v4.6, with captions mixed in), a frozen image
     # encoder learned to tell two objects apart by name faster (both answers right 57.5% against 47.5%) and kept
-    # more captions (63% exact match against 57%; v4.6 67%). Not yet measured in a run of every task.
+    # more captions (63% exact match against 57%; v4.6 67%). In a run of every task from v4.6 it held captions at
+    # 60.9% on the trainer's check (v4.8b) where the same run without it fell to 43.8% (v4.8); v4.9 trained so.
     questions_train_image: bool = True
     init_from: str | None = None  # start from this checkpoint's weights (a new run's schedule); None: from scratch
     # optimization: AdamW, linear warmup then cosine decay, gradient clipping
