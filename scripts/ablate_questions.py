@@ -64,11 +64,11 @@ v4.6's tripled question batch left that share as it was.
 `--save DIR` keeps the trained model to continue from. Session 15 reran the table's last row with two threads and
 `--save runs/colour400` (the same figures to the decimal) and went on with every task (mmgpt-tiny v4.9, whose card
 gives the command: questions weighted 6 and captions 2, the questions kept out of the image encoder). On this
-script's 160 validation pairs (40 per kind; both right / differ), colour went 57.5 / 67.5 -> 30.0 / 35.0 after 150 mixed steps -> 45.0 / 62.5
-after 300, where the same mix from v4.6 (session 14's v4.8b) had 5.0 / 13.1 over all kinds at step 300, and typed
-questions of every kind together from v4.6, with the encoder frozen and captions beside them, had 4.4 / 9.4 at step
-200. A colour-only phase is what teaches the binding; the mix keeps most of it. It did not reach size or position
-questions (2.5 / 7.5 and 2.5 / 2.5 at step 300).
+script's 160 validation pairs (40 per kind; both right / differ), colour went 57.5 / 67.5 -> 30.0 / 35.0 after 150
+mixed steps -> 45.0 / 62.5 after 300, where the same mix from v4.6 (session 14's v4.8b) had 5.0 / 13.1 over all
+kinds at step 300, and typed questions of every kind together from v4.6, with the encoder frozen and captions beside
+them, had 4.4 / 9.4 at step 200. A colour-only phase is what teaches the binding; the mix keeps most of it. It did
+not reach size or position questions (2.5 / 7.5 and 2.5 / 2.5 at step 300).
 """
 
 import argparse
