@@ -300,7 +300,9 @@ def _data_section(train_cfg: dict) -> str:
         f"{' or '.join(speech.NOISE_COLOURS)} noise at {speech.SNR_DB[0]:g}-{speech.SNR_DB[1]:g} dB SNR"
         + (f", {reverb:.0%} in a simulated room" if reverb else "")
         + f"; {len(speech.TEST_VOICES)} other voices are held out for testing. "
-        f"{train_cfg['speech_pool']} training utterances{_mel_warp(train_cfg)}.")
+        f"{train_cfg['speech_pool']} training utterances"
+        + (f" and {train_cfg['spoken_question_pool']} spoken questions" if train_cfg.get("spoken_ask_batch") else "")
+        + f"{_mel_warp(train_cfg)}.")
     lines.append("- **Text:** Tiny Shakespeare, first 90% of characters (nanoGPT's split); the corpus is not "
                  "redistributed here.")
     return "\n".join(lines)

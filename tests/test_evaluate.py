@@ -180,6 +180,17 @@ def test_the_card_says_when_answers_first_say_what_the_model_sees():
     assert "so red" not in _data_section(asking), "runs from before the setting answered straight away"
 
 
+def test_the_card_counts_the_spoken_questions_only_for_a_run_that_heard_them():
+    import dataclasses
+
+    from mmgpt.ship import _data_section
+    from mmgpt.train import TrainConfig
+
+    heard = dataclasses.asdict(TrainConfig(speech_pool=3000, spoken_question_pool=1000, spoken_ask_batch=6))
+    assert "3000 training utterances and 1000 spoken questions" in _data_section(heard)
+    assert "spoken questions" not in _data_section({**heard, "spoken_ask_batch": 0})
+
+
 def test_the_card_lists_the_sub_batches_of_the_tasks_a_run_trained():
     import dataclasses
 
