@@ -126,6 +126,11 @@ def colour_questions(scene, rng: random.Random) -> list[tuple[str, str, str]]:
             if sum(other.shape == o.shape for other in scene.objects) == 1]
 
 
+def ends_with_answer(predicted: str, truth: str) -> bool:
+    """Whether the answer's last words are `truth`, in any --answer format ("circle red", "the circle is red")."""
+    return normalize_answer(predicted).split()[-len(truth.split()):] == truth.split()
+
+
 def object_questions(scene, rng: random.Random, kinds: tuple[str, ...]) -> list[tuple[str, str, str]]:
     """(question, answer, name) of a random kind of `kinds` about each object of `scene`, in any training wording and
     named as training names objects (`questions.reference`: "the circle", "the big red one")."""
@@ -179,8 +184,7 @@ def main() -> None:
             chunk = asked[i:i + 60]
             inputs = processor(images=[s.image for s, _ in chunk], text=[q for _, (q, _, _) in chunk], task="ask")
             texts = greedy_texts(model, processor, [inputs], max_new_tokens=6)
-            right += [normalize_answer(text).split()[-len(truth.split()):] == truth.split()
-                      for text, (_, (_, truth, _)) in zip(texts, chunk)]
+            right += [ends_with_answer(text, truth) for text, (_, (_, truth, _)) in zip(texts, chunk)]
         model.train()
         return round(100 * float(np.mean(right)), 1)
 
@@ -191,11 +195,7 @@ def main() -> None:
         """Whether the binding reaches other kinds of question, and what captions lose meanwhile. "Answers differ"
         compares whole answers, so it means something for `--answer plain` only."""
         model.eval()
-
-        def is_right(predicted: str, truth: str) -> bool:  # the answer's last words, in any --answer format
-            return normalize_answer(predicted).split()[-len(truth.split()):] == truth.split()
-
-        paired = paired_scores(model, processor, pairs, 50, is_right)
+        paired = paired_scores(model, processor, pairs, 50, ends_with_answer)
         captions = caption_scores(model, processor, probe_scenes[:100], batch=50)["exact_match"]
         model.train()
         return (f"pairs both right / answers differ: {paired['both_right']:.1f} / {paired['answers_differ']:.1f} ("
