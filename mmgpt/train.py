@@ -96,6 +96,12 @@ class TrainConfig:
     # named some object's attribute, not the asked one's (colour 49%). 300 question-only steps from v4.6, colour and
     # shape questions about 2-3 objects, moved that from 55% to 64% on validation scenes (scratch ablation, session 12).
     ask_lone_share: float | None = None
+    # Share of the typed-question rows that come in pairs: the same question in one wording about two objects of
+    # one picture whose answers differ (`questions.the_same_question_about_two`), both in the step's batch, so an
+    # answer that ignores the object named is wrong for one of them. In `scripts/ablate_questions.py --paired`
+    # (400 steps from v4.11, every object kind), pairs with both answers right went 30.6 -> 38.8% and size pairs
+    # 0 -> 25%, where four earlier ablations had left size and position at chance.
+    paired_share: float = 0.0
     # False: the losses of typed and spoken questions do not reach the image encoder, which only the captions train.
     # In `scripts/ablate_questions.py` (400 colour-question steps from v4.6, with captions mixed in), a frozen image
     # encoder learned to tell two objects apart by name faster (both answers right 57.5% against 47.5%) and kept
@@ -373,11 +379,27 @@ class TaskBatches:
         rows.append((self.encode(answers[-1]), True))
         return rows
 
+    def question_pair(self) -> tuple:
+        """A picture of several objects and the same question about two of them (`paired_share`)."""
+        from .data.questions import OBJECT_KINDS, the_same_question_about_two
+
+        while True:
+            scene = next(self.ask_scenes)
+            pair = the_same_question_about_two(scene, self.py_rng, self.py_rng.choice(OBJECT_KINDS)) \
+                if len(scene.objects) > 1 else None
+            if pair is not None:
+                return scene, pair
+
     def ask(self) -> dict:
         from .data.questions import conversation, unrecognised_questions
 
         rows, images = [], []
-        for _ in range(self.cfg.ask_batch):
+        pairs = int(self.cfg.ask_batch * self.cfg.paired_share) // 2
+        for _ in range(pairs):
+            scene, pair = self.question_pair()
+            rows += [self.conversation_rows([qa], scene) for qa in pair]
+            images += [scene.image, scene.image]
+        for _ in range(self.cfg.ask_batch - 2 * pairs):
             image, scene = self.ask_picture()
             turns = self.py_rng.randint(1, self.cfg.max_turns)
             talk = conversation(scene, self.py_rng, turns) if scene else unrecognised_questions(self.py_rng, turns)
@@ -637,6 +659,8 @@ def train(cfg: TrainConfig) -> Path:
     # The trained tasks in one spelling, so that the checkpoint, a resume and the model card all read the same.
     cfg = dataclasses.replace(cfg, tasks=",".join(task_names(cfg)))
     weights = task_weights(cfg)
+    if not 0 <= cfg.paired_share <= 1:
+        raise ValueError(f"paired_share {cfg.paired_share}: a share of the typed questions, from 0 to 1")
     rank, world = init_distributed()
     is_main = rank == 0
     log = print if is_main else (lambda *a, **k: None)

@@ -171,6 +171,35 @@ def test_questions_are_asked_about_lone_objects_as_often_as_asked(lone_share):
     assert set(counts) <= {1, 2, 3}
 
 
+def test_paired_questions_ask_the_same_about_two_objects_of_one_picture_with_different_answers():
+    """With `paired_share`, that share of a batch's typed questions comes as pairs: one picture, one question in one
+    wording about two of its objects, and two different answers. The rest are conversations as before."""
+    import random
+
+    from mmgpt.data import iter_scenes
+
+    _, processor = tiny_model_and_processor(seed=0)
+    eos = processor.token_ids["<|endoftext|>"]
+    batches = object.__new__(training.TaskBatches)  # only the question choice and collation, none of the pools
+    batches.processor, batches.eos = processor, eos
+    batches.cfg = TrainConfig(ask_batch=10, paired_share=0.5, clutter_share=0.0)
+    batches.py_rng, batches.ask_scenes = random.Random(0), iter_scenes("train", 5)
+    batch = batches.ask()
+
+    assert batch["input_ids"].shape[0] == 10
+    pixels, ids, labels = batch["pixel_values"], batch["input_ids"], batch["labels"]
+    decode = processor.tokenizer.decode
+    for first in (0, 2):  # two pairs: int(10 * 0.5) // 2
+        second = first + 1
+        assert torch.equal(pixels[first], pixels[second])
+        answers = [decode(labels[row][labels[row] >= 0].tolist()).replace("<|endoftext|>", "").strip()
+                   for row in (first, second)]
+        assert answers[0] != answers[1]
+        questions = [decode(ids[row][labels[row] < 0].tolist()) for row in (first, second)]
+        assert questions[0] != questions[1]  # each names its own object
+    assert not torch.equal(pixels[0], pixels[2])  # each pair has its own picture
+
+
 def encode(processor, text: str, eos: int) -> list[int]:
     return processor.tokenizer.encode(text, add_special_tokens=False) + [eos]
 
