@@ -63,6 +63,8 @@ class TrainConfig:
     image_batch: int = 24
     audio_batch: int = 24
     speech_pool: int = 12_000  # distinct training utterances synthesized up front
+    # Share of the training speech (both pools) with no noise; the rest is at 10-30 dB SNR (`speech.render_specs`).
+    clean_speech_share: float = 0.0
     mel_warp: float = 0.1  # frequency warp of training clips, up to +/- this fraction; 0 turns it off
     # Draw each transcribe batch from this many batches' worth of clips of similar length (less padding, so a
     # step takes half the time), or 0: from the whole pool. 0, because in a 400-step speech-only ablation, 8 gave
@@ -296,7 +298,8 @@ class TaskBatches:
         if "transcribe" in tasks:
             start = time.time()
             # The pool is the same on every resume, so its clips come from the on-disk cache after the first run.
-            utterances = speech_dataset("train", cfg.speech_pool, pool_seed, cfg.speech_cache_dir)
+            utterances = speech_dataset("train", cfg.speech_pool, pool_seed, cfg.speech_cache_dir,
+                                        clean_share=cfg.clean_speech_share)
             self.speech = sorted(
                 ((processor.audio_to_features(u.waveform, SAMPLE_RATE), self.encode(u.transcript))
                  for u in utterances),
@@ -519,7 +522,7 @@ def spoken_question_pool(cfg: TrainConfig, pool_seed: int) -> list[tuple[int, li
         talk = conversation(make_scene(random.Random(scene_seed), "train"), rng, rng.randint(1, cfg.max_turns))
         entries.append((scene_seed, talk))
         specs.append(spoken_spec(rng, spoken_form(talk[-1].question), "question", TRAIN_VOICES))
-    utterances = render_specs(specs, cfg.speech_cache_dir)
+    utterances = render_specs(specs, cfg.speech_cache_dir, clean_share=cfg.clean_speech_share)
     return [(seed, talk, u) for (seed, talk), u in zip(entries, utterances)]
 
 

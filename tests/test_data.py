@@ -228,6 +228,28 @@ def test_test_split_uses_only_test_voices_and_has_clean_and_noisy_versions(tmp_p
 
 
 @needs_espeak
+def test_a_clean_share_of_training_speech_has_no_noise_and_the_rest_is_unchanged(tmp_path):
+    """Training speech is noisy unless a clean share is asked for; then about that share is clean, and every other
+    utterance is the very clip it was without the setting."""
+    noisy = speech_dataset("train", 40, seed=0, cache_dir=tmp_path)
+    mixed = speech_dataset("train", 40, seed=0, cache_dir=tmp_path, clean_share=0.5)
+    clean = [m for m in mixed if m.snr_db is None]
+    assert all(u.snr_db is not None for u in noisy)
+    assert 10 <= len(clean) <= 30
+    for m, n in zip(mixed, noisy):
+        assert m.transcript == n.transcript
+        if m.snr_db is not None:
+            assert np.array_equal(m.waveform, n.waveform)
+    silence = [m.waveform[:int(0.01 * SAMPLE_RATE)] for m in clean]  # the leading pad, where one was drawn
+    assert any(lead.size and not lead.any() for lead in silence)
+
+
+def test_a_clean_share_outside_zero_to_one_is_refused():
+    with pytest.raises(ValueError, match="clean_share 1.5"):
+        speech.render_specs([], clean_share=1.5)
+
+
+@needs_espeak
 def test_cached_speech_is_read_back_without_calling_espeak(tmp_path, monkeypatch):
     calls = []
     real_run = subprocess.run

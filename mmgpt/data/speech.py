@@ -9,6 +9,7 @@ Shapes: a waveform is float32 `(n_samples,)` at `SAMPLE_RATE` (16 kHz).
 
 import hashlib
 import json
+import math
 import os
 import random
 import subprocess
@@ -268,7 +269,7 @@ def add_reverb(waveform: np.ndarray, rt60_seconds: float, wet: float, seed: int 
     return (mixed * (np.abs(waveform).max() / peak if peak else 1.0)).astype(np.float32)
 
 
-def _render(spec: _Spec, clean: np.ndarray, snr_db: float | None) -> Utterance:
+def _render(spec: _Spec, clean: np.ndarray, snr_db: float | None, room: bool = False) -> Utterance:
     """Level, silence padding and noise on top of the cached clean speech."""
     max_samples = int(MAX_UTTERANCE_SECONDS * SAMPLE_RATE)
     if clean.size > max_samples:
@@ -284,7 +285,7 @@ def _render(spec: _Spec, clean: np.ndarray, snr_db: float | None) -> Utterance:
     speech = np.concatenate([
         np.zeros(lead, np.float32), clean * (spec.peak / np.abs(clean).max()), np.zeros(trail, np.float32)
     ]).astype(np.float32)
-    if snr_db is None and spec.reverb_rt60:  # only randomly-conditioned utterances (training) are heard in rooms
+    if room and spec.reverb_rt60:  # only randomly-conditioned utterances (training) are heard in rooms
         speech = add_reverb(speech, spec.reverb_rt60, spec.reverb_wet, seed=spec.noise_seed)
     snr = spec.snr_db if snr_db is None else snr_db
     if np.isinf(snr) and snr > 0:
@@ -295,7 +296,7 @@ def _render(spec: _Spec, clean: np.ndarray, snr_db: float | None) -> Utterance:
 
 def speech_dataset(
     split: str, n: int, seed: int, cache_dir: str | Path | None = None, snr_db: float | None = None,
-    workers: int = 2, kinds: tuple[str, ...] | None = None,
+    workers: int = 2, kinds: tuple[str, ...] | None = None, clean_share: float = 0.0,
 ) -> list[Utterance]:
     """`n` utterances of `split`: "train" and "validation" use TRAIN_VOICES, "test" uses TEST_VOICES.
 
@@ -303,6 +304,7 @@ def speech_dataset(
     all, without rooms; `float("inf")` gives clean speech. Whatever snr_db is, the same (split, n, seed) gives the
     same texts, voices, levels and noise seeds, so clean and noisy versions line up utterance by utterance.
     kinds: only utterances of these kinds (see CONTENT_WEIGHTS), e.g. `("phrase",)`.
+    clean_share: with snr_db None, this share of the utterances has no noise (`render_specs`).
     """
     if kinds is not None and not set(kinds) <= set(CONTENT_WEIGHTS):
         raise ValueError(f"unknown utterance kinds {sorted(set(kinds) - set(CONTENT_WEIGHTS))}; "
@@ -315,13 +317,24 @@ def speech_dataset(
         spec = _sample_spec(rng, split, captions)
         if kinds is None or spec.kind in kinds:
             specs.append(spec)
-    return render_specs(specs, cache_dir, snr_db, workers)
+    return render_specs(specs, cache_dir, snr_db, workers, clean_share)
 
 
 def render_specs(specs: list[_Spec], cache_dir: str | Path | None = None, snr_db: float | None = None,
-                 workers: int = 2) -> list[Utterance]:
-    """Synthesize (or read from the cache) and render each spec, `workers` espeak processes at a time."""
+                 workers: int = 2, clean_share: float = 0.0) -> list[Utterance]:
+    """Synthesize (or read from the cache) and render each spec, `workers` espeak processes at a time.
+
+    clean_share: with snr_db None, this share of the specs is rendered without noise (a room's echo stays). Noise
+    fills the silence before and after the speech; without any clean clips in training, mmgpt-tiny v4.11 heard
+    digital silence as something new: the same 200 test utterances gave 8.5% WER clean and 3.4% at 30 dB SNR
+    (spoken commands 35.1% and 3.5%). Whether a spec is clean follows from its noise seed alone, so a share of 0
+    renders exactly what was rendered before the setting existed.
+    """
+    if not 0 <= clean_share <= 1:
+        raise ValueError(f"clean_share {clean_share}: a share of the utterances, from 0 to 1")
     keys = list(dict.fromkeys((s.text, s.voice, s.speed, s.pitch) for s in specs))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         clips = dict(zip(keys, pool.map(lambda key: synthesize(*key, cache_dir=cache_dir), keys)))
-    return [_render(s, clips[(s.text, s.voice, s.speed, s.pitch)], snr_db) for s in specs]
+    return [_render(s, clips[(s.text, s.voice, s.speed, s.pitch)],
+                    math.inf if snr_db is None and random.Random(s.noise_seed).random() < clean_share else snr_db,
+                    room=snr_db is None) for s in specs]
