@@ -290,7 +290,10 @@ def _data_section(train_cfg: dict) -> str:
             f"also as \"it\" or \"this\" ({sum(map(len, ABOUT_THE_ONLY_ONE.values()))} more phrasings)."
             + (" Every answer first says what the model sees, then answers from it: \"a small red circle left of "
                "a large blue square, so red\"; answers are judged on what follows \"so\"."
-               if train_cfg.get("describe_first") else ""))
+               if train_cfg.get("describe_first") else "")
+            + (f" {paired:.0%} of the typed questions come in pairs: the same question about two objects of one "
+               "picture, with different answers, so an answer that ignores the object named is wrong for one."
+               if (paired := train_cfg.get("paired_share")) else ""))
     said = [SPOKEN_KINDS.get(kind, kind) for kind in getattr(speech, "CONTENT_WEIGHTS", {"caption": 1})]
     kinds = ", ".join(said[:-1]) + f" and {said[-1]}" if len(said) > 1 else said[0]
     reverb = getattr(speech, "REVERB_PROBABILITY", 0.0)
@@ -298,6 +301,7 @@ def _data_section(train_cfg: dict) -> str:
         f"- **Speech:** espeak-ng speaking {kinds} in {len(speech.TRAIN_VOICES)} training voices, "
         f"{speech.SPEED_WPM[0]}-{speech.SPEED_WPM[1]} wpm, pitch {speech.PITCH[0]}-{speech.PITCH[1]}, "
         f"{' or '.join(speech.NOISE_COLOURS)} noise at {speech.SNR_DB[0]:g}-{speech.SNR_DB[1]:g} dB SNR"
+        + (f" ({clean:.0%} with no noise)" if (clean := train_cfg.get("clean_speech_share")) else "")
         + (f", {reverb:.0%} in a simulated room" if reverb else "")
         + f"; {len(speech.TEST_VOICES)} other voices are held out for testing. "
         f"{train_cfg['speech_pool']} training utterances"

@@ -92,15 +92,17 @@ class TrainConfig:
     # "ask=4": the step's loss is the weighted mean of the task losses, the typed questions' weighing 4 and every
     # other task's 1. A bigger batch averages more examples of a task and leaves its weight where it was.
     task_weights: str = ""
-    clutter_share: float = 0.05  # share of pictures that are no scene at all (`make_clutter`)
-    # Share of typed-question pictures that hold one object; None: as scenes come (a third). About one object alone,
+    clutter_share: float = 0.05  # share of pictures that are no scene at all (`make_clutter`); not paired ones
+    # Share of typed-question pictures (not paired ones) that hold one object; None: as scenes come (a third). About one object alone,
     # a question is answered without finding its object, and v4.6 answered those (colour 100%) but, among 2 or 3,
     # named some object's attribute, not the asked one's (colour 49%). 300 question-only steps from v4.6, colour and
     # shape questions about 2-3 objects, moved that from 55% to 64% on validation scenes (scratch ablation, session 12).
     ask_lone_share: float | None = None
-    # Share of the typed-question rows that come in pairs: the same question in one wording about two objects of
-    # one picture whose answers differ (`questions.the_same_question_about_two`), both in the step's batch, so an
-    # answer that ignores the object named is wrong for one of them. In `scripts/ablate_questions.py --paired`
+    # Share of the typed-question rows that come in pairs (rounded down to whole pairs): the same question in one
+    # wording about two objects of one picture whose answers differ (`questions.the_same_question_about_two`), both
+    # in the step's batch, so an answer that ignores the object named is wrong for one of them. Paired pictures are
+    # scenes of several objects: `clutter_share` and `ask_lone_share` apply to the other rows. A kind that a scene
+    # allows no pair of is drawn again with the next scene, so size and position pairs are rarer than colour ones. In `scripts/ablate_questions.py --paired`
     # (400 steps from v4.11, every object kind), pairs with both answers right went 30.6 -> 38.8% and size pairs
     # 0 -> 25%, where four earlier ablations had left size and position at chance.
     paired_share: float = 0.0
@@ -386,18 +388,19 @@ class TaskBatches:
         """A picture of several objects and the same question about two of them (`paired_share`)."""
         from .data.questions import OBJECT_KINDS, the_same_question_about_two
 
-        while True:
+        for _ in range(1000):
             scene = next(self.ask_scenes)
             pair = the_same_question_about_two(scene, self.py_rng, self.py_rng.choice(OBJECT_KINDS)) \
                 if len(scene.objects) > 1 else None
             if pair is not None:
                 return scene, pair
+        raise RuntimeError("1000 training scenes in a row allowed no pair of questions: do they hold one object?")
 
     def ask(self) -> dict:
         from .data.questions import conversation, unrecognised_questions
 
         rows, images = [], []
-        pairs = int(self.cfg.ask_batch * self.cfg.paired_share) // 2
+        pairs = round(self.cfg.ask_batch * self.cfg.paired_share) // 2
         for _ in range(pairs):
             scene, pair = self.question_pair()
             rows += [self.conversation_rows([qa], scene) for qa in pair]
@@ -662,8 +665,9 @@ def train(cfg: TrainConfig) -> Path:
     # The trained tasks in one spelling, so that the checkpoint, a resume and the model card all read the same.
     cfg = dataclasses.replace(cfg, tasks=",".join(task_names(cfg)))
     weights = task_weights(cfg)
-    if not 0 <= cfg.paired_share <= 1:
-        raise ValueError(f"paired_share {cfg.paired_share}: a share of the typed questions, from 0 to 1")
+    for name in ("paired_share", "clean_speech_share"):
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise ValueError(f"{name} {getattr(cfg, name)}: a share, from 0 to 1")
     rank, world = init_distributed()
     is_main = rank == 0
     log = print if is_main else (lambda *a, **k: None)

@@ -229,20 +229,21 @@ def test_test_split_uses_only_test_voices_and_has_clean_and_noisy_versions(tmp_p
 
 @needs_espeak
 def test_a_clean_share_of_training_speech_has_no_noise_and_the_rest_is_unchanged(tmp_path):
-    """Training speech is noisy unless a clean share is asked for; then about that share is clean, and every other
-    utterance is the very clip it was without the setting."""
+    """Training speech is noisy unless a clean share is asked for. Then about that share is the clean clip, still
+    in its room where it had one, and every other utterance is the very clip it was without the setting."""
     noisy = speech_dataset("train", 40, seed=0, cache_dir=tmp_path)
     mixed = speech_dataset("train", 40, seed=0, cache_dir=tmp_path, clean_share=0.5)
-    clean = [m for m in mixed if m.snr_db is None]
+    dry = speech_dataset("train", 40, seed=0, cache_dir=tmp_path, snr_db=float("inf"))  # clean, never in a room
     assert all(u.snr_db is not None for u in noisy)
-    assert 10 <= len(clean) <= 30
-    for m, n in zip(mixed, noisy):
+    assert 10 <= sum(m.snr_db is None for m in mixed) <= 30
+    clean_in_rooms = []
+    for m, n, d in zip(mixed, noisy, dry):
         assert m.transcript == n.transcript
         if m.snr_db is not None:
             assert np.array_equal(m.waveform, n.waveform)
-    silence = [m.waveform[:int(0.01 * SAMPLE_RATE)] for m in clean]  # the leading pad, where one was drawn
-    assert any(lead.size and not lead.any() for lead in silence)
-
+        else:
+            clean_in_rooms.append(not np.array_equal(m.waveform, d.waveform))
+    assert any(clean_in_rooms) and not all(clean_in_rooms)  # a room is drawn for 30% of the utterances
 
 def test_a_clean_share_outside_zero_to_one_is_refused():
     with pytest.raises(ValueError, match="clean_share 1.5"):

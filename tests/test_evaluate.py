@@ -180,6 +180,18 @@ def test_the_card_says_when_answers_first_say_what_the_model_sees():
     assert "so red" not in _data_section(asking), "runs from before the setting answered straight away"
 
 
+def test_the_card_says_which_share_of_questions_came_in_pairs_and_of_speech_had_no_noise():
+    import dataclasses
+
+    from mmgpt.ship import _data_section
+    from mmgpt.train import TrainConfig
+
+    plain = dataclasses.asdict(TrainConfig(ask_batch=32))
+    card = _data_section({**plain, "paired_share": 0.4, "clean_speech_share": 0.3})
+    assert "40% of the typed questions come in pairs" in card and "(30% with no noise)" in card
+    for before in (plain, {k: v for k, v in plain.items() if k not in ("paired_share", "clean_speech_share")}):
+        assert "in pairs" not in _data_section(before) and "no noise" not in _data_section(before)
+
 def test_the_card_counts_the_spoken_questions_only_for_a_run_that_heard_them():
     import dataclasses
 

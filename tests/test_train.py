@@ -171,34 +171,53 @@ def test_questions_are_asked_about_lone_objects_as_often_as_asked(lone_share):
     assert set(counts) <= {1, 2, 3}
 
 
-def test_paired_questions_ask_the_same_about_two_objects_of_one_picture_with_different_answers():
-    """With `paired_share`, that share of a batch's typed questions comes as pairs: one picture, one question in one
-    wording about two of its objects, and two different answers. The rest are conversations as before."""
+def paired_batches(ask_batch: int, paired_share: float) -> training.TaskBatches:
     import random
 
     from mmgpt.data import iter_scenes
 
     _, processor = tiny_model_and_processor(seed=0)
-    eos = processor.token_ids["<|endoftext|>"]
     batches = object.__new__(training.TaskBatches)  # only the question choice and collation, none of the pools
-    batches.processor, batches.eos = processor, eos
-    batches.cfg = TrainConfig(ask_batch=10, paired_share=0.5, clutter_share=0.0)
+    batches.processor, batches.eos = processor, processor.token_ids["<|endoftext|>"]
+    batches.cfg = TrainConfig(ask_batch=ask_batch, paired_share=paired_share, clutter_share=0.0)
     batches.py_rng, batches.ask_scenes = random.Random(0), iter_scenes("train", 5)
+    return batches
+
+
+def test_a_question_pair_is_one_question_in_one_wording_about_two_objects_with_different_answers():
+    batches = paired_batches(ask_batch=8, paired_share=0.5)
+    kinds = set()
+    for _ in range(40):
+        scene, (first, second) = batches.question_pair()
+        assert len(scene.objects) > 1
+        assert first.kind == second.kind and first.answer != second.answer
+        assert first.subject != second.subject
+        assert first.question.replace(first.subject, second.subject) == second.question
+        kinds.add(first.kind)
+    assert kinds == {"colour", "shape", "size", "position"}
+
+
+def test_paired_questions_share_a_picture_and_fill_that_share_of_the_batch():
+    """With `paired_share`, that share of a batch's typed questions comes as pairs, each about its own picture
+    with two different answers; the rest are conversations as before."""
+    batches = paired_batches(ask_batch=10, paired_share=0.4)
     batch = batches.ask()
 
     assert batch["input_ids"].shape[0] == 10
-    pixels, ids, labels = batch["pixel_values"], batch["input_ids"], batch["labels"]
-    decode = processor.tokenizer.decode
-    for first in (0, 2):  # two pairs: int(10 * 0.5) // 2
-        second = first + 1
-        assert torch.equal(pixels[first], pixels[second])
-        answers = [decode(labels[row][labels[row] >= 0].tolist()).replace("<|endoftext|>", "").strip()
-                   for row in (first, second)]
+    pixels, labels = batch["pixel_values"], batch["labels"]
+    decode = batches.processor.tokenizer.decode
+    for first in (0, 2):  # round(10 * 0.4) // 2 = 2 pairs
+        assert torch.equal(pixels[first], pixels[first + 1])
+        answers = [decode(labels[row][labels[row] >= 0].tolist()) for row in (first, first + 1)]
         assert answers[0] != answers[1]
-        questions = [decode(ids[row][labels[row] < 0].tolist()) for row in (first, second)]
-        assert questions[0] != questions[1]  # each names its own object
     assert not torch.equal(pixels[0], pixels[2])  # each pair has its own picture
+    assert not torch.equal(pixels[4], pixels[5])  # then conversations, one picture each
 
+
+@pytest.mark.parametrize("setting", ["paired_share", "clean_speech_share"])
+def test_a_share_outside_zero_to_one_is_refused_before_training(setting, tmp_path):
+    with pytest.raises(ValueError, match=f"{setting} 1.5"):
+        train(TrainConfig(out_dir=str(tmp_path), **{setting: 1.5}))
 
 def encode(processor, text: str, eos: int) -> list[int]:
     return processor.tokenizer.encode(text, add_special_tokens=False) + [eos]

@@ -269,7 +269,7 @@ def add_reverb(waveform: np.ndarray, rt60_seconds: float, wet: float, seed: int 
     return (mixed * (np.abs(waveform).max() / peak if peak else 1.0)).astype(np.float32)
 
 
-def _render(spec: _Spec, clean: np.ndarray, snr_db: float | None, room: bool = False) -> Utterance:
+def _render(spec: _Spec, clean: np.ndarray, snr_db: float | None, *, room: bool) -> Utterance:
     """Level, silence padding and noise on top of the cached clean speech."""
     max_samples = int(MAX_UTTERANCE_SECONDS * SAMPLE_RATE)
     if clean.size > max_samples:
@@ -327,8 +327,8 @@ def render_specs(specs: list[_Spec], cache_dir: str | Path | None = None, snr_db
     clean_share: with snr_db None, this share of the specs is rendered without noise (a room's echo stays). Noise
     fills the silence before and after the speech; without any clean clips in training, mmgpt-tiny v4.11 heard
     digital silence as something new: the same 200 test utterances gave 8.5% WER clean and 3.4% at 30 dB SNR
-    (spoken commands 35.1% and 3.5%). Whether a spec is clean follows from its noise seed alone, so a share of 0
-    renders exactly what was rendered before the setting existed.
+    (spoken commands 35.1% and 3.5%). Whether a spec is clean follows from its noise seed alone, so a larger share
+    only turns more clips clean and leaves the others as they were; a share of 0 renders every clip noisy.
     """
     if not 0 <= clean_share <= 1:
         raise ValueError(f"clean_share {clean_share}: a share of the utterances, from 0 to 1")
