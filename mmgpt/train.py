@@ -93,18 +93,20 @@ class TrainConfig:
     # other task's 1. A bigger batch averages more examples of a task and leaves its weight where it was.
     task_weights: str = ""
     clutter_share: float = 0.05  # share of pictures that are no scene at all (`make_clutter`); not paired ones
-    # Share of typed-question pictures (not paired ones) that hold one object; None: as scenes come (a third). About one object alone,
-    # a question is answered without finding its object, and v4.6 answered those (colour 100%) but, among 2 or 3,
-    # named some object's attribute, not the asked one's (colour 49%). 300 question-only steps from v4.6, colour and
-    # shape questions about 2-3 objects, moved that from 55% to 64% on validation scenes (scratch ablation, session 12).
+    # Share of typed-question pictures (not paired ones) that hold one object; None: as scenes come (a third). About
+    # one object alone, a question is answered without finding its object, and v4.6 answered those (colour 100%) but,
+    # among 2 or 3, named some object's attribute, not the asked one's (colour 49%). 300 question-only steps from
+    # v4.6, colour and shape questions about 2-3 objects, moved that from 55% to 64% on validation scenes (scratch
+    # ablation, session 12).
     ask_lone_share: float | None = None
     # Share of the typed-question rows that come in pairs (rounded down to whole pairs): the same question in one
     # wording about two objects of one picture whose answers differ (`questions.the_same_question_about_two`), both
     # in the step's batch, so an answer that ignores the object named is wrong for one of them. Paired pictures are
     # scenes of several objects: `clutter_share` and `ask_lone_share` apply to the other rows. A kind that a scene
-    # allows no pair of is drawn again with the next scene, so size and position pairs are rarer than colour ones. In `scripts/ablate_questions.py --paired`
-    # (400 steps from v4.11, every object kind), pairs with both answers right went 30.6 -> 38.8% and size pairs
-    # 0 -> 25%, where four earlier ablations had left size and position at chance.
+    # allows no pair of is drawn again with the next scene, so size and position pairs are rarer than colour ones
+    # (21-22% of pairs each, against 28%). In `scripts/ablate_questions.py --paired` (400 steps from v4.11, every
+    # object kind), pairs with both answers right went 30.6 -> 38.8% and size pairs 0 -> 25%, where four earlier
+    # ablations had left size and position at chance.
     paired_share: float = 0.0
     # False: the losses of typed and spoken questions do not reach the image encoder, which only the captions train.
     # In `scripts/ablate_questions.py` (400 colour-question steps from v4.6, with captions mixed in), a frozen image

@@ -245,6 +245,7 @@ def test_a_clean_share_of_training_speech_has_no_noise_and_the_rest_is_unchanged
             clean_in_rooms.append(not np.array_equal(m.waveform, d.waveform))
     assert any(clean_in_rooms) and not all(clean_in_rooms)  # a room is drawn for 30% of the utterances
 
+
 def test_a_clean_share_outside_zero_to_one_is_refused():
     with pytest.raises(ValueError, match="clean_share 1.5"):
         speech.render_specs([], clean_share=1.5)

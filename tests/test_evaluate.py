@@ -192,6 +192,7 @@ def test_the_card_says_which_share_of_questions_came_in_pairs_and_of_speech_had_
     for before in (plain, {k: v for k, v in plain.items() if k not in ("paired_share", "clean_speech_share")}):
         assert "in pairs" not in _data_section(before) and "no noise" not in _data_section(before)
 
+
 def test_the_card_counts_the_spoken_questions_only_for_a_run_that_heard_them():
     import dataclasses
 

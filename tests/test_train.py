@@ -219,6 +219,7 @@ def test_a_share_outside_zero_to_one_is_refused_before_training(setting, tmp_pat
     with pytest.raises(ValueError, match=f"{setting} 1.5"):
         train(TrainConfig(out_dir=str(tmp_path), **{setting: 1.5}))
 
+
 def encode(processor, text: str, eos: int) -> list[int]:
     return processor.tokenizer.encode(text, add_special_tokens=False) + [eos]
 

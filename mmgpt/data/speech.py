@@ -335,6 +335,9 @@ def render_specs(specs: list[_Spec], cache_dir: str | Path | None = None, snr_db
     keys = list(dict.fromkeys((s.text, s.voice, s.speed, s.pitch) for s in specs))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         clips = dict(zip(keys, pool.map(lambda key: synthesize(*key, cache_dir=cache_dir), keys)))
-    return [_render(s, clips[(s.text, s.voice, s.speed, s.pitch)],
-                    math.inf if snr_db is None and random.Random(s.noise_seed).random() < clean_share else snr_db,
-                    room=snr_db is None) for s in specs]
+
+    def snr_of(spec: _Spec) -> float | None:
+        clean = snr_db is None and random.Random(spec.noise_seed).random() < clean_share
+        return math.inf if clean else snr_db
+
+    return [_render(s, clips[(s.text, s.voice, s.speed, s.pitch)], snr_of(s), room=snr_db is None) for s in specs]
