@@ -12,6 +12,7 @@ is measured on data training saw:
 - **questions:** accuracy per question kind, typed and spoken in held-out voices, for the question set's wording on
   test scenes (in-distribution) and for the held-out wording on held-out scenes (out-of-distribution); and the same
   typed question about each of two objects of a test scene, which shows whether answers follow the object named;
+  from a checkpoint that writes a spoken question down before it answers, the WER of those words as well;
 - **the checkpoint's size.**
 
 Keyword accuracy (captions). Each object of each reference caption has two keywords, its colour and its shape. The
@@ -35,6 +36,7 @@ import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
+from itertools import repeat
 from pathlib import Path
 
 import jiwer
@@ -83,13 +85,14 @@ def text_nats_per_char(model, processor, text: str, windows: int, block: int) ->
     return total_nll / total_chars
 
 
-def greedy_texts(model, processor, batches, max_new_tokens: int) -> list[str]:
-    """Greedy answers for an iterable of processor batches."""
+def greedy_texts(model, processor, batches, max_new_tokens: int, stop_at: tuple[int, ...] = ()) -> list[str]:
+    """Greedy answers for an iterable of processor batches; each ends at end-of-text or at any of `stop_at`."""
     outputs = []
     model.eval()
+    stops = {"eos_token_id": [model.generation_config.eos_token_id, *stop_at]} if stop_at else {}
     with torch.no_grad():
         for inputs in batches:
-            generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
+            generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **stops)
             new_tokens = generated[:, inputs["input_ids"].shape[1]:]
             outputs += [t.strip() for t in processor.batch_decode(new_tokens, skip_special_tokens=True)]
     return outputs
@@ -310,17 +313,30 @@ class Asked:
     objects: int | None = None  # how many objects the picture holds
 
 
-def greedy_answers(model, processor, asked: list[Asked], batch: int) -> list[str]:
-    """The greedy answer to each of `asked` (all typed or all spoken)."""
+def greedy_answers(model, processor, asked: list[Asked], batch: int) -> tuple[list[str], list[str] | None]:
+    """The greedy answer to each of `asked` (all typed or all spoken), and, from a checkpoint that writes a spoken
+    question's words before it answers (`transcribes_spoken_questions`), the words it heard (else None)."""
     spoken = asked[0].waveform is not None
+    heard = heard_questions(model, processor, asked, batch) if spoken else None
 
-    def inputs(chunk: list[Asked]):
-        if spoken:
-            return processor(images=[a.image for a in chunk], audio=[a.waveform for a in chunk],
-                             sampling_rate=SAMPLE_RATE, task="ask")
-        return processor(images=[a.image for a in chunk], text=[a.question for a in chunk], task="ask", history=None)
+    def inputs(chunk: list[Asked], questions: list[str] | None):
+        audio = [a.waveform for a in chunk] if spoken else None
+        return processor(images=[a.image for a in chunk], text=questions, audio=audio, sampling_rate=SAMPLE_RATE,
+                         task="ask")
 
-    return greedy_texts(model, processor, (inputs(c) for c in _chunks(asked, batch)), ANSWER_TOKENS)
+    questions = heard if heard is not None else (None if spoken else [a.question for a in asked])
+    chunks = zip(_chunks(asked, batch), _chunks(questions, batch) if questions else repeat(None))
+    return greedy_texts(model, processor, (inputs(*c) for c in chunks), ANSWER_TOKENS), heard
+
+
+def heard_questions(model, processor, asked: list[Asked], batch: int) -> list[str] | None:
+    """What a checkpoint that `transcribes_spoken_questions` writes of each spoken question before `<|answer|>`,
+    with the picture before it, as the app prompts it; None for a checkpoint that answers from the audio."""
+    if not getattr(processor, "transcribes_spoken_questions", False):
+        return None
+    batches = (processor(images=[a.image for a in c], audio=[a.waveform for a in c], sampling_rate=SAMPLE_RATE,
+                         task="ask") for c in _chunks(asked, batch))
+    return greedy_texts(model, processor, batches, TRANSCRIPT_TOKENS, stop_at=(processor.token_ids["<|answer|>"],))
 
 
 def answer_scores(model, processor, asked: list[Asked], batch: int, is_right) -> dict:
@@ -329,7 +345,7 @@ def answer_scores(model, processor, asked: list[Asked], batch: int, is_right) ->
     is_right(predicted, truth) -> bool decides each answer.
     """
     spoken = asked[0].waveform is not None
-    predicted = greedy_answers(model, processor, asked, batch)
+    predicted, heard = greedy_answers(model, processor, asked, batch)
     right = [bool(is_right(p, a.answer)) for p, a in zip(predicted, asked)]
     by_kind, by_voice, by_objects = defaultdict(list), defaultdict(list), defaultdict(list)
     for a, ok in zip(asked, right):
@@ -349,6 +365,11 @@ def answer_scores(model, processor, asked: list[Asked], batch: int, is_right) ->
     if spoken:
         result["by_voice"] = {voice: {"accuracy": _percent(oks), "n": len(oks)}
                               for voice, oks in sorted(by_voice.items())}
+    if heard is not None:  # how well the question was heard, apart from how well it was answered
+        result["heard_wer"] = _wer([normalize_transcript(a.question) for a in asked],
+                                   [normalize_transcript(h) for h in heard])
+        result["mistakes"] = [(a.kind, a.question, h, a.answer, p)
+                              for a, h, p, ok in zip(asked, heard, predicted, right) if not ok][:MISTAKES_KEPT]
     return result
 
 
@@ -396,7 +417,7 @@ def paired_scores(model, processor, pairs: list[tuple[Asked, Asked]], batch: int
     """`pair_figures` of the greedy answers to `pairs`; not available when there are none."""
     if not pairs:
         return _unavailable("no test scene has two objects that one question tells apart")
-    answers = greedy_answers(model, processor, [asked for pair in pairs for asked in pair], batch)
+    answers, _ = greedy_answers(model, processor, [asked for pair in pairs for asked in pair], batch)
     return pair_figures(pairs, list(zip(answers[0::2], answers[1::2])), is_right)
 
 
@@ -620,6 +641,10 @@ def figures(results: dict) -> list[Figure]:
     for key, name in QA_SETS.items():
         rows += _grouped_rows(results.get(key), key, f"Questions, {name}: accuracy, %", "accuracy",
                               ("kind", "voice", "objects"))
+    for key, name in QA_SETS.items():  # from checkpoints that write a spoken question down before answering
+        if "heard_wer" in (results.get(key) or {}):
+            rows.append(Figure(f"{key}.heard_wer", f"Questions, {name}: the question's words as written down, WER, %",
+                               results[key]["heard_wer"]))
     if "qa_paired" in results:
         for field, label in PAIRED_FIGURES.items():
             rows += _grouped_rows(results["qa_paired"], "qa_paired",

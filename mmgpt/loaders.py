@@ -31,7 +31,7 @@ from transformers import (
 from . import whisper_ct2
 from .audio import SAMPLE_RATE
 from .presets import OFFLINE_DEFAULT, PIP_SOURCE, TEXT_TASKS_BY_LOADER, Preset
-from .requests import AskRequest, AudioRequest, ImageRequest, TextRequest
+from .requests import AskRequest, AudioRequest, HeardQuestionRequest, ImageRequest, TextRequest
 
 logger = logging.getLogger(__name__)
 
@@ -386,9 +386,26 @@ class MMGPTAdapter:
         if request.audio is not None and len(request.audio) > self.max_audio_seconds * SAMPLE_RATE:
             raise ValueError(f"The spoken question is {len(request.audio) / SAMPLE_RATE:.1f} s long; this model "
                              f"hears at most {self.max_audio_seconds:.1f} s at once. Ask it in fewer words.")
+        words = request.question.strip()
+        if isinstance(request, HeardQuestionRequest) and not self.writes_heard_questions:
+            raise ValueError("This mmgpt checkpoint answers a spoken question straight from its audio; it does not "
+                             "write the question down first. Ask it with the recording alone.")
+        if request.audio is not None and not isinstance(request, HeardQuestionRequest) \
+                and bool(words) != self.writes_heard_questions:
+            raise ValueError("This mmgpt checkpoint writes a spoken question down before it answers: send the "
+                             "recording as a HeardQuestionRequest first, then ask with the words it wrote and the "
+                             "same recording." if self.writes_heard_questions else
+                             "This mmgpt checkpoint answers a spoken question straight from its audio: send the "
+                             "recording without words.")
         history = [(turn.question, turn.answer) for turn in request.history]
-        return self.processor(images=request.image, text=request.question.strip() or None, audio=request.audio,
+        return self.processor(images=request.image, text=words or None, audio=request.audio,
                               sampling_rate=SAMPLE_RATE, task="ask", history=[history], return_tensors="pt")
+
+    @property
+    def writes_heard_questions(self) -> bool:
+        """Whether this checkpoint writes a spoken question's words before it answers (mmgpt-tiny from v4.14): the
+        app then asks it for the words first (`HeardQuestionRequest`) and shows them as the user's turn."""
+        return bool(getattr(self.processor, "transcribes_spoken_questions", False))
 
     @property
     def answer_after_ids(self) -> tuple[int, ...]:
@@ -404,6 +421,9 @@ class MMGPTAdapter:
         """Text continuation never ends with end-of-text in training (it reads windows of a long corpus), so it
         must not end there now: left free, it often stops at once after caption-like words, answering nothing."""
         config = self.model.generation_config
+        if isinstance(request, HeardQuestionRequest):  # the question's words end where its answer would begin
+            ends = [config.eos_token_id] if config.eos_token_id is not None else []
+            return {"eos_token_id": [*ends, self.processor.token_ids["<|answer|>"]]}
         if not isinstance(request, TextRequest) or config.eos_token_id is None:
             return {}
         return {"suppress_tokens": [*(config.suppress_tokens or []), config.eos_token_id]}

@@ -48,16 +48,30 @@ class AskRequest:
     """A question about a picture, typed or spoken, after the conversation's earlier turns."""
 
     image: Image.Image
-    question: str = ""  # the typed question; empty when `audio` holds it
+    # The typed question; for a spoken one, the words the asking model wrote down for it (`HeardQuestionRequest`),
+    # or empty for a model that answers straight from the audio.
+    question: str = ""
     audio: np.ndarray | None = None  # the spoken question: float32 `(n_samples,)`, mono, 16 kHz
     history: tuple[Turn, ...] = ()  # earlier turns about this picture, oldest first
 
     def __post_init__(self):
-        spoken = self.audio is not None
-        if spoken and (self.audio.ndim != 1 or self.audio.size == 0):
+        if self.audio is not None and (self.audio.ndim != 1 or self.audio.size == 0):
             raise ValueError(f"the spoken question must be a non-empty 1-D array, got shape {self.audio.shape}")
-        if spoken == bool(self.question.strip()):
-            raise ValueError("ask one question: type it or record it, not both and not neither")
+        if self.audio is None and not self.question.strip():
+            raise ValueError("ask a question: type it or record it")
+
+
+@dataclass(frozen=True, eq=False)
+class HeardQuestionRequest(AskRequest):
+    """Write down a spoken question about a picture as the model that will answer it hears it, with the picture
+    and the conversation before it. The text streamed is the question's words, not an answer; the answer then
+    comes from an `AskRequest` with those words and the same audio. For models that write down what they hear
+    before they answer (mmgpt-tiny from v4.14)."""
+
+    def __post_init__(self):
+        if self.audio is None or self.question:
+            raise ValueError("a question to write down is a recording, with no words yet")
+        super().__post_init__()
 
 
 @dataclass(frozen=True)

@@ -293,7 +293,10 @@ def _data_section(train_cfg: dict) -> str:
                if train_cfg.get("describe_first") else "")
             + (f" {paired:.0%} of the typed questions come in pairs: the same question about two objects of one "
                "picture, with different answers, so an answer that ignores the object named is wrong for one."
-               if (paired := train_cfg.get("paired_share")) else ""))
+               if (paired := train_cfg.get("paired_share")) else "")
+            + (" After a spoken question the model first writes the words it heard, then answers them as it answers "
+               "a typed question, the recording still before them."
+               if train_cfg.get("transcribe_spoken_questions") else ""))
     said = [SPOKEN_KINDS.get(kind, kind) for kind in getattr(speech, "CONTENT_WEIGHTS", {"caption": 1})]
     kinds = ", ".join(said[:-1]) + f" and {said[-1]}" if len(said) > 1 else said[0]
     reverb = getattr(speech, "REVERB_PROBABILITY", 0.0)
@@ -306,7 +309,9 @@ def _data_section(train_cfg: dict) -> str:
         + f"; {len(speech.TEST_VOICES)} other voices are held out for testing. "
         f"{train_cfg['speech_pool']} training utterances"
         + (f" and {train_cfg['spoken_question_pool']} spoken questions" if train_cfg.get("spoken_ask_batch") else "")
-        + f"{_mel_warp(train_cfg)}.")
+        + f"{_mel_warp(train_cfg)}."
+        + (f" {text_share:.0%} of the training utterances are runs of 2 to 8 words of the training text (below), "
+           "for words beyond the speech set's own." if (text_share := train_cfg.get("speech_text_share")) else ""))
     lines.append("- **Text:** Tiny Shakespeare, first 90% of characters (nanoGPT's split); the corpus is not "
                  "redistributed here.")
     return "\n".join(lines)

@@ -70,11 +70,20 @@ class TrainConfig:
     # step takes half the time), or 0: from the whole pool. 0, because in a 400-step speech-only ablation, 8 gave
     # 76% validation / 84% held-out WER and 0 gave 59% / 59%.
     speech_window_batches: int = 0
+    # Share of `speech_pool` that is runs of 2 to 8 words of the training text spoken (`speech.text_lines`), the
+    # rest being the speech set. Its own words are few, and v4.13, which heard nothing else, wrote one of them for
+    # any word it did not know (held-out phrases, "turn the light on", "look at the red star": 76.7% WER).
+    speech_text_share: float = 0.0
     colour_word_noise: float = 0.25  # chance that a caption's colour word is swapped in the input (not the label)
     ask_batch: int = 32  # typed conversations about a picture, 1 to max_turns questions each
     spoken_ask_batch: int = 16  # conversations whose last question is spoken
     spoken_question_pool: int = 4000  # distinct (scene, conversation, spoken question) triples synthesized up front
     max_turns: int = 3
+    # True: after a spoken question the model first writes the words it heard, then `<|answer|>` and the answer, so
+    # that it answers from text as it does typed questions (the processor's `transcribes_spoken_questions`). v4.13
+    # answered typed test questions 75.7% right and the same spoken 62.5%, though it transcribed them at 1.5% WER;
+    # transcribed by its transcribe task and then asked typed, they got 71.4% (scratch check, session 19).
+    transcribe_spoken_questions: bool = False
     # Each answer first says what the model sees, then answers from that: "a small red circle left of a large blue
     # square, so red" (`questions.described_answer`). Questions about one object among several are answered more
     # often right when read off the model's own caption than straight from the picture (v4.4, test scenes: colour
@@ -287,6 +296,7 @@ class TaskBatches:
     def __init__(self, cfg: TrainConfig, processor: MMGPTProcessor, train_text: str, seed: int, pool_seed: int,
                  log=print):
         from .data import iter_scenes, speech_dataset
+        from .data.speech import spoken_text_lines
         from .model.processing_mmgpt import pad_features
 
         self.cfg, self.processor, self.pad_features = cfg, processor, pad_features
@@ -302,8 +312,11 @@ class TaskBatches:
         if "transcribe" in tasks:
             start = time.time()
             # The pool is the same on every resume, so its clips come from the on-disk cache after the first run.
-            utterances = speech_dataset("train", cfg.speech_pool, pool_seed, cfg.speech_cache_dir,
+            lines = round(cfg.speech_pool * cfg.speech_text_share)
+            utterances = speech_dataset("train", cfg.speech_pool - lines, pool_seed, cfg.speech_cache_dir,
                                         clean_share=cfg.clean_speech_share)
+            utterances += spoken_text_lines(train_text, lines, pool_seed, cfg.speech_cache_dir,
+                                            clean_share=cfg.clean_speech_share)
             self.speech = sorted(
                 ((processor.audio_to_features(u.waveform, SAMPLE_RATE), self.encode(u.transcript))
                  for u in utterances),
@@ -381,8 +394,12 @@ class TaskBatches:
             rows.append((self.encode(answer), True))
         audio = [ids["<|audio|>"]] + [ids["<|frame|>"]] * MMGPTConfig.audio_tokens_for_frames(spoken_frames) \
             if spoken_frames else []
-        question = [] if spoken_frames else self.processor._encode(talk[-1].question)
-        rows.append((audio + [ids["<|ask|>"], *question, ids["<|answer|>"]], False))
+        question = self.processor._encode(talk[-1].question)
+        if spoken_frames and self.processor.transcribes_spoken_questions:
+            rows.append((audio + [ids["<|ask|>"]], False))
+            rows.append((question + [ids["<|answer|>"]], True))  # the words heard, learned like an answer
+        else:
+            rows.append((audio + [ids["<|ask|>"], *([] if spoken_frames else question), ids["<|answer|>"]], False))
         rows.append((self.encode(answers[-1]), True))
         return rows
 
@@ -667,7 +684,7 @@ def train(cfg: TrainConfig) -> Path:
     # The trained tasks in one spelling, so that the checkpoint, a resume and the model card all read the same.
     cfg = dataclasses.replace(cfg, tasks=",".join(task_names(cfg)))
     weights = task_weights(cfg)
-    for name in ("paired_share", "clean_speech_share"):
+    for name in ("paired_share", "clean_speech_share", "speech_text_share"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"{name} {getattr(cfg, name)}: a share, from 0 to 1")
     rank, world = init_distributed()
@@ -706,6 +723,7 @@ def train(cfg: TrainConfig) -> Path:
         state = {"step": 0, "train_seconds": 0.0, "history": [], "evals": [], "config": dataclasses.asdict(cfg)}
     # The checkpoint says whether its answers describe the picture first, and how the description ends.
     processor.answer_after = answer_after(cfg.describe_first)
+    processor.transcribes_spoken_questions = cfg.transcribe_spoken_questions
     broadcast_parameters(model, world)
     model.train()
     optimizer = make_optimizer(model, cfg)

@@ -28,7 +28,8 @@ from tiny_vlm import save_tiny_vlm
 
 import app
 from benchmarks import stress
-from mmgpt.engine import Engine
+from mmgpt import inputs
+from mmgpt.engine import AskRequest, Engine, HeardQuestionRequest
 from mmgpt.inputs import MAX_CONVERSATION_MESSAGES, MAX_MESSAGE_CHARS, SPOKEN_MARK
 from mmgpt.presets import PRESETS
 from mmgpt.ui import image_tab
@@ -38,6 +39,7 @@ EXAMPLES = ROOT / "assets" / "examples"
 RANDOM = "mmgpt-random"  # hears its questions; 48 sampled tokens, about half a second
 ENDLESS = "mmgpt-endless"  # the same checkpoint, 2,000 tokens: still talking when a test stops it
 VLM = "smolvlm-random"  # cannot hear
+WRITER = "mmgpt-writes-down"  # RANDOM's checkpoint as one that writes a spoken question down before it answers
 WORKER_PREFIXES = ("mmgpt-generate-", "mmgpt-stream-")
 STATS = re.compile(r"first token after [0-9.]+ s · [0-9.–]+ tokens/s · \d+ tokens")
 pytestmark = pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated",
@@ -52,10 +54,15 @@ def served(tmp_path_factory):
                                                      {"max_new_tokens": 48, "temperature": 1.0, "seed": 0},
                                                      n_embd=256, n_layer=6)
     vlm_dir = save_tiny_vlm(tmp_path_factory.mktemp("smolvlm"), end_of_answer=False)
+    writer_dir = shutil.copytree(random_preset.source, tmp_path_factory.mktemp("writer") / "checkpoint")
+    processor_config = json.loads((writer_dir / "processor_config.json").read_text())
+    (writer_dir / "processor_config.json").write_text(
+        json.dumps({**processor_config, "transcribes_spoken_questions": True}))
     presets = {
         **PRESETS,
         RANDOM: random_preset,
         ENDLESS: dataclasses.replace(random_preset, name=ENDLESS, defaults={"max_new_tokens": 2000}),
+        WRITER: dataclasses.replace(random_preset, name=WRITER, source=str(writer_dir)),
         VLM: dataclasses.replace(PRESETS["smolvlm-256m-instruct"], name=VLM, source=str(vlm_dir),
                                  defaults={"max_new_tokens": 16}),
     }
@@ -213,6 +220,23 @@ def test_a_spoken_question_shows_its_transcript_and_where_the_model_listened(ser
     assert Image.open(heatmap["path"]).size == (256, 256)
     assert curve["visible"] and Image.open(curve["value"]["path"]).size[0] >= 400  # the question's spectrogram,
     # with the curve of the word picked
+
+
+@needs_espeak
+def test_a_model_that_writes_down_what_it_heard_shows_its_words_and_answers_from_them(served, tmp_path):
+    """mmgpt-tiny from v4.14 writes a spoken question down itself, with the picture and the conversation before
+    it, and answers those words with the recording before them: the chat shows the words the asking model wrote."""
+    client, engine = served
+    picture, recording = scene_png(tmp_path / "scene.png"), speech_wav(tmp_path / "question.wav", "what colour")
+    job = ask(client, handle_file(str(picture)), recording=handle_file(str(recording)), preset=WRITER)
+    answers_streamed(job)
+    conversation = job.outputs()[-1][0]
+    image, audio = inputs.load_image(str(picture)), inputs.load_audio(str(recording)).waveform
+    params = engine.preset(WRITER).params()
+    heard = list(engine.stream(WRITER, HeardQuestionRequest(image, audio=audio), params))[-1].text.strip()
+    said = list(engine.stream(WRITER, AskRequest(image, question=heard, audio=audio), params))[-1].text
+    assert [(role, plain(text)) for role, text in texts(conversation)[:2]] == [
+        ("user", plain(SPOKEN_MARK + heard)), ("assistant", plain(said))]
 
 
 @needs_espeak

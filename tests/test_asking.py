@@ -18,7 +18,7 @@ from transformers.utils import logging as hf_logging
 
 from mmgpt import read_aloud
 from mmgpt.audio import SAMPLE_RATE
-from mmgpt.engine import AskRequest, Engine, GenerationParams, ImageRequest, fit_conversation
+from mmgpt.engine import AskRequest, Engine, GenerationParams, HeardQuestionRequest, ImageRequest, fit_conversation
 from mmgpt.inputs import (
     MAX_CONVERSATION_MESSAGES,
     MAX_MESSAGE_CHARS,
@@ -169,6 +169,65 @@ def test_a_spoken_question_is_heard_with_the_picture_and_explained_over_both(eng
         assert curve.weights.size == pytest.approx(1.0 / 0.04, abs=2)  # one step per 40 ms of the 1 s question
     typed = engine.explain("mmgpt", AskRequest(PICTURE, "what colour"), last.token_ids, GREEDY)
     assert typed.image_maps and typed.audio_curves is None
+
+
+@pytest.fixture(scope="module")
+def writer(mmgpt_dir, tmp_path_factory):
+    """(engine, preset name) for the random mmgpt as a checkpoint that writes a spoken question down before it
+    answers (`transcribes_spoken_questions`, mmgpt-tiny from v4.14)."""
+    directory = shutil.copytree(mmgpt_dir, tmp_path_factory.mktemp("writer") / "checkpoint")
+    processor_config = json.loads((directory / "processor_config.json").read_text())
+    (directory / "processor_config.json").write_text(
+        json.dumps({**processor_config, "transcribes_spoken_questions": True}))
+    presets = {"writer": dataclasses.replace(PRESETS["mmgpt-tiny"], name="writer", source=str(directory))}
+    return Engine(device="cpu", timeout_s=60, presets=presets, update_interval_s=0), "writer"
+
+
+def test_a_model_that_writes_down_what_it_heard_streams_the_words_up_to_where_its_answer_would_begin(writer):
+    engine, name = writer
+    adapter = engine.load(name)
+    request = HeardQuestionRequest(PICTURE, audio=spoken(), history=HISTORY)
+    ids = adapter.prepare(request)["input_ids"][0].tolist()
+    frames = adapter.processor.audio_to_features(spoken(), SAMPLE_RATE).shape[1]
+    assert ids == adapter.processor.ask_ids("", frames, [(t.question, t.answer) for t in HISTORY])
+    assert ids[-1] == adapter.processor.token_ids["<|ask|>"]  # the model writes the question from here
+    answer_starts = adapter.processor.token_ids["<|answer|>"]
+    assert adapter.extra_generate_kwargs(request)["eos_token_id"] == [answer_starts]
+    last = answer(engine, name, request)[-1]
+    inputs = adapter.prepare(request)
+    direct = adapter.model.generate(**inputs, max_new_tokens=GREEDY.max_new_tokens, do_sample=False,
+                                    eos_token_id=[answer_starts])
+    assert list(last.token_ids) == direct[0, inputs["input_ids"].shape[-1]:].tolist()
+
+
+def test_then_it_answers_from_the_words_it_wrote_with_the_recording_before_them(writer):
+    engine, name = writer
+    adapter = engine.load(name)
+    request = AskRequest(PICTURE, question="What colour is the square?", audio=spoken())
+    frames = adapter.processor.audio_to_features(spoken(), SAMPLE_RATE).shape[1]
+    assert adapter.prepare(request)["input_ids"][0].tolist() == adapter.processor.ask_ids(
+        "what colour is the square?", frames)  # picture, audio, the words, then <|answer|>: one sequence
+    last = answer(engine, name, request)[-1]
+    assert list(last.token_ids) == generated_directly(adapter, request) and last.confidence is not None
+
+
+def test_each_kind_of_checkpoint_refuses_the_spoken_question_the_other_kind_takes(engine, writer):
+    writer_engine, name = writer
+    with pytest.raises(ValueError, match="writes a spoken question down before it answers"):
+        answer(writer_engine, name, AskRequest(PICTURE, audio=spoken()))
+    with pytest.raises(ValueError, match="does not write the question down"):
+        answer(engine, "mmgpt", HeardQuestionRequest(PICTURE, audio=spoken()))
+    with pytest.raises(ValueError, match="send the recording without words"):
+        answer(engine, "mmgpt", AskRequest(PICTURE, question="what colour", audio=spoken()))
+
+
+def test_a_question_to_write_down_is_a_recording_with_no_words_yet():
+    with pytest.raises(ValueError, match="a recording, with no words yet"):
+        HeardQuestionRequest(PICTURE, question="what colour", audio=spoken())
+    with pytest.raises(ValueError, match="a recording, with no words yet"):
+        HeardQuestionRequest(PICTURE)
+    with pytest.raises(ValueError, match="type it or record it"):
+        AskRequest(PICTURE, question="  ")
 
 
 def test_a_spoken_question_longer_than_the_model_hears_is_refused(engine):

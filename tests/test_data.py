@@ -335,3 +335,37 @@ def test_missing_corpus_says_where_it_should_be(tmp_path):
     with pytest.raises(FileNotFoundError, match="shared/data/text/tinyshakespeare.txt") as error:
         load_shakespeare(missing)
     assert str(missing) in str(error.value)
+
+
+PLAY = """ROMEO:
+But, soft! what light through yonder window breaks?
+It is the east, and Juliet is the sun.
+
+JULIET:
+Ay me!
+O Romeo, Romeo! wherefore art thou Romeo?
+"""
+
+
+def test_lines_of_text_to_speak_are_runs_of_two_to_eight_words_of_one_line_written_as_transcripts_are():
+    runs = speech.text_lines(PLAY, 200, seed=1)
+    lines = [" ".join(re.findall(r"[a-z']+", line.lower())) for line in PLAY.splitlines()]
+    assert len(runs) == 200 and runs == speech.text_lines(PLAY, 200, seed=1) != speech.text_lines(PLAY, 200, seed=2)
+    for run in runs:
+        assert 2 <= len(run.split()) <= 8 and re.fullmatch(r"[a-z']+( [a-z']+)*", run)
+        assert any(f" {run} " in f" {line} " for line in lines)  # one line's words, in order
+    assert not any(name in run for run in runs for name in ("juliet ay", "romeo but"))  # never a speaker's name
+    spoken_lines = {line for line in lines for run in runs if f" {run} " in f" {line} "}
+    assert spoken_lines == {line for line in lines if len(line.split()) >= 2} - {"romeo", "juliet"}
+
+
+def test_text_with_no_line_to_speak_is_refused():
+    with pytest.raises(ValueError, match="no line of 2 or more words"):
+        speech.text_lines("ROMEO:\nAy!\n", 3, seed=0)
+
+
+@needs_espeak
+def test_spoken_lines_of_text_are_training_speech_of_their_own_kind(tmp_path):
+    spoken = speech.spoken_text_lines(PLAY, 4, seed=0, cache_dir=tmp_path, clean_share=1.0)
+    assert [u.transcript for u in spoken] == speech.text_lines(PLAY, 4, seed=0)
+    assert all(u.kind == "text" and u.voice in TRAIN_VOICES and u.snr_db is None for u in spoken)

@@ -180,17 +180,23 @@ def test_the_card_says_when_answers_first_say_what_the_model_sees():
     assert "so red" not in _data_section(asking), "runs from before the setting answered straight away"
 
 
-def test_the_card_says_which_share_of_questions_came_in_pairs_and_of_speech_had_no_noise():
+def test_the_card_says_which_questions_came_in_pairs_were_written_down_and_which_speech_was_clean_or_text():
     import dataclasses
 
     from mmgpt.ship import _data_section
     from mmgpt.train import TrainConfig
 
     plain = dataclasses.asdict(TrainConfig(ask_batch=32))
-    card = _data_section({**plain, "paired_share": 0.4, "clean_speech_share": 0.3})
+    card = _data_section({**plain, "paired_share": 0.4, "clean_speech_share": 0.3, "speech_text_share": 0.2,
+                          "transcribe_spoken_questions": True})
     assert "40% of the typed questions come in pairs" in card and "(30% with no noise)" in card
-    for before in (plain, {k: v for k, v in plain.items() if k not in ("paired_share", "clean_speech_share")}):
-        assert "in pairs" not in _data_section(before) and "no noise" not in _data_section(before)
+    assert "20% of the training utterances are runs of 2 to 8 words of the training text" in card
+    assert "first writes the words it heard" in card
+    settings = ("paired_share", "clean_speech_share", "speech_text_share", "transcribe_spoken_questions")
+    for before in (plain, {k: v for k, v in plain.items() if k not in settings}):
+        card = _data_section(before)
+        assert not any(said in card for said in (
+            "in pairs", "no noise", "words of the training text", "first writes the words it heard"))
 
 
 def test_the_card_counts_the_spoken_questions_only_for_a_run_that_heard_them():
@@ -292,3 +298,32 @@ def test_no_pairs_are_reported_not_available_rather_than_as_a_figure():
     result = paired_scores(model=None, processor=None, pairs=[], batch=8, is_right=answer_is_right)
     assert result["available"] is False and "two objects" in result["reason"]
     assert "### The same question about each of two objects" not in _evaluation_section(results(qa_paired=result), {})
+
+
+@pytest.mark.parametrize("writes_down", [False, True])
+def test_spoken_questions_are_answered_as_the_app_asks_them_and_words_written_down_are_scored_apart(writes_down,
+                                                                                                 tmp_path):
+    """A checkpoint that writes a spoken question down is asked for the words first, then answers them with the
+    recording before them, as the app does; how well it heard is reported beside how well it answered."""
+    import numpy as np
+    from transformers import AutoModelForCausalLM, AutoProcessor
+
+    from mmgpt.evaluate import ANSWER_TOKENS, Asked, answer_scores, greedy_answers, greedy_texts, heard_questions
+    from mmgpt.model.testing import save_random_checkpoint
+
+    directory = save_random_checkpoint(tmp_path)
+    model, processor = AutoModelForCausalLM.from_pretrained(directory), AutoProcessor.from_pretrained(directory)
+    processor.transcribes_spoken_questions = writes_down
+    tone = (0.3 * np.sin(np.arange(8000) / 10)).astype(np.float32)
+    asked = [Asked(Image.new("RGB", (40, 40), colour), "colour", "what colour is it?", "red", tone, TEST_VOICES[0])
+             for colour in ("red", "blue")]
+    result = answer_scores(model, processor, asked, batch=2, is_right=lambda predicted, truth: True)
+    heard = heard_questions(model, processor, asked, batch=2)
+    if not writes_down:
+        assert heard is None and "heard_wer" not in result
+        return
+    assert len(heard) == 2 and result["heard_wer"] >= 0
+    answers = greedy_texts(model, processor, [processor(images=[a.image for a in asked], text=heard,
+                                                        audio=[tone, tone], sampling_rate=16000, task="ask")],
+                           ANSWER_TOKENS)
+    assert greedy_answers(model, processor, asked, batch=2) == (answers, heard)

@@ -214,7 +214,7 @@ def test_paired_questions_share_a_picture_and_fill_that_share_of_the_batch():
     assert not torch.equal(pixels[4], pixels[5])  # then conversations, one picture each
 
 
-@pytest.mark.parametrize("setting", ["paired_share", "clean_speech_share"])
+@pytest.mark.parametrize("setting", ["paired_share", "clean_speech_share", "speech_text_share"])
 def test_a_share_outside_zero_to_one_is_refused_before_training(setting, tmp_path):
     with pytest.raises(ValueError, match=f"{setting} 1.5"):
         train(TrainConfig(out_dir=str(tmp_path), **{setting: 1.5}))
@@ -256,6 +256,13 @@ def test_tiny_config_overfits_one_batch(task, tmp_path):
 # --- conversations about a picture --------------------------------------------------------------------------
 
 
+def collating_batches(processor, cfg: TrainConfig) -> training.TaskBatches:
+    """TaskBatches with only `cfg` and the collation: none of the data pools."""
+    batches = object.__new__(training.TaskBatches)
+    batches.processor, batches.eos, batches.cfg = processor, processor.token_ids["<|endoftext|>"], cfg
+    return batches
+
+
 @pytest.mark.parametrize("describe_first", [False, True])
 @pytest.mark.parametrize("spoken_frames", [0, 300])
 def test_training_conversations_are_the_prompts_the_app_builds_with_every_answer_learned(spoken_frames,
@@ -266,9 +273,7 @@ def test_training_conversations_are_the_prompts_the_app_builds_with_every_answer
 
     _, processor = tiny_model_and_processor(seed=0)
     eos = processor.token_ids["<|endoftext|>"]
-    batches = object.__new__(training.TaskBatches)
-    batches.processor, batches.eos = processor, eos
-    batches.cfg = TrainConfig(describe_first=describe_first)
+    batches = collating_batches(processor, TrainConfig(describe_first=describe_first))
     rng = random.Random(1)
     for scene in scene_dataset("train", 20, seed=4):
         talk = conversation(scene, rng, 3)
@@ -286,6 +291,31 @@ def test_training_conversations_are_the_prompts_the_app_builds_with_every_answer
         assert processor.decode(labels[labels != -100]) == "<|endoftext|>".join(learned) + "<|endoftext|>"
 
 
+def test_a_checkpoint_that_transcribes_spoken_questions_learns_to_write_the_words_then_answer_them():
+    """The words come where the app stops the prompt for them, and with them the prompt is the one the app sends
+    for the answer: picture, audio, the words, `<|answer|>`."""
+    import random
+
+    from mmgpt.data.questions import conversation
+
+    _, processor = tiny_model_and_processor(seed=0)
+    processor.transcribes_spoken_questions = True
+    batches = collating_batches(processor, TrainConfig(transcribe_spoken_questions=True))
+    rng = random.Random(3)
+    for scene in scene_dataset("train", 10, seed=5):
+        talk = conversation(scene, rng, 3)
+        rows = batches.conversation_rows(talk, scene, spoken_frames=300)
+        *earlier, (prompt, _), (words, words_learned), (answer, answer_learned) = rows
+        history = [(qa.question, qa.answer) for qa in talk[:-1]]
+        before = [token for ids, _ in earlier for token in ids]
+        assert before + prompt == processor.ask_ids("", 300, history)
+        assert words_learned and processor.decode(words) == talk[-1].question + "<|answer|>"
+        assert before + prompt + words == processor.ask_ids(talk[-1].question, 300, history)
+        assert answer_learned and processor.decode(answer) == talk[-1].answer + "<|endoftext|>"
+    typed = batches.conversation_rows(talk, scene)  # typed questions are as before: only answers learned
+    assert [learned for _, learned in typed][-2:] == [False, True]
+
+
 @pytest.mark.parametrize("describe_first", [False, True])
 def test_the_warm_up_teaches_answers_written_after_the_objects_name(describe_first):
     import random
@@ -293,9 +323,7 @@ def test_the_warm_up_teaches_answers_written_after_the_objects_name(describe_fir
     from mmgpt.data.questions import conversation, named_answer
 
     _, processor = tiny_model_and_processor(seed=0)
-    batches = object.__new__(training.TaskBatches)
-    batches.processor, batches.eos = processor, processor.token_ids["<|endoftext|>"]
-    batches.cfg = TrainConfig(named_answers=True, describe_first=describe_first)
+    batches = collating_batches(processor, TrainConfig(named_answers=True, describe_first=describe_first))
     rng, named = random.Random(2), 0
     for scene in scene_dataset("train", 20, seed=4):
         talk = conversation(scene, rng, 3)
@@ -407,9 +435,7 @@ def test_a_picture_that_is_no_scene_is_described_as_unrecognised_before_the_answ
     from mmgpt.data.questions import unrecognised_questions
 
     _, processor = tiny_model_and_processor(seed=0)
-    batches = object.__new__(training.TaskBatches)
-    batches.processor, batches.eos = processor, processor.token_ids["<|endoftext|>"]
-    batches.cfg = TrainConfig(describe_first=True)
+    batches = collating_batches(processor, TrainConfig(describe_first=True))
     rows = batches.conversation_rows(unrecognised_questions(random.Random(0), 1), None)
     assert processor.decode(rows[-1][0]) == "i do not recognise this picture, so i do not know<|endoftext|>"
 

@@ -27,7 +27,9 @@ The package, by concern:
 
 from ..loaders import PresetUnavailableError
 from ..presets import UnknownPresetError
-from ..requests import AskRequest, AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
+from ..requests import (
+    AskRequest, AudioRequest, GenerationParams, HeardQuestionRequest, ImageRequest, StreamUpdate, TextRequest,
+)
 from .engine import Engine, GenerationTimeout
 from .process import EngineProcess, LoadedModel, WorkerDiedError
 from .remote import RemoteError
@@ -42,6 +44,7 @@ __all__ = [
     "EventStop",
     "GenerationParams",
     "GenerationTimeout",
+    "HeardQuestionRequest",
     "ImageRequest",
     "LoadedModel",
     "PresetUnavailableError",

@@ -13,7 +13,9 @@ import torch
 from ..i18n import translate
 from ..loaders import ModelAdapter, dtype_for, pick_device
 from ..presets import PRESETS, Preset, get_preset
-from ..requests import AskRequest, AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
+from ..requests import (
+    AskRequest, AudioRequest, GenerationParams, HeardQuestionRequest, ImageRequest, StreamUpdate, TextRequest,
+)
 from .batching import DecodingBatch, can_batch
 from .cache import ModelCache
 from .remote import RemoteBackend
@@ -23,7 +25,8 @@ from .worker import EventStop, Worker
 
 logger = logging.getLogger(__name__)
 
-TASK_OF_REQUEST = {ImageRequest: "image", AudioRequest: "audio", TextRequest: "text", AskRequest: "image"}
+TASK_OF_REQUEST = {ImageRequest: "image", AudioRequest: "audio", TextRequest: "text", AskRequest: "image",
+                   HeardQuestionRequest: "image"}
 
 
 def check_request(preset: Preset, preset_name: str, request) -> Preset:

@@ -45,6 +45,7 @@ class LoadedModel:
 
     name: str
     max_audio_seconds: float | None
+    writes_heard_questions: bool = False  # see `MMGPTAdapter.writes_heard_questions`
 
 
 class WorkerDiedError(RuntimeError):
@@ -278,7 +279,8 @@ def serve(connection, engine_kwargs: dict, log_level: int):
                 send(number, "result", engine.explain(*args))
             else:  # load
                 adapter = engine.load(args[0])
-                send(number, "result", adapter and LoadedModel(args[0], adapter.max_audio_seconds))
+                send(number, "result", adapter and LoadedModel(args[0], adapter.max_audio_seconds,
+                                                                   getattr(adapter, "writes_heard_questions", False)))
         except BaseException as exc:  # noqa: BLE001 - every error belongs to its request, in the server's process
             send(number, "error", portable(exc))
         finally:

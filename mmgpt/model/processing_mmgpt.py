@@ -7,7 +7,9 @@ A prompt is `[marker][placeholders][task token][optional text]`:
 - ask:        `<|image|> <|patch|> x num_patches` then, per earlier turn, `<|ask|> question <|answer|> answer
               <|endoftext|>`, then the new question: `[<|audio|> <|frame|> x audio_tokens] <|ask|> [question text]
               <|answer|>`. A spoken question puts its audio before its `<|ask|>` and has no text.
-The model writes the answer after it and ends with `<|endoftext|>`.
+The model writes the answer after it and ends with `<|endoftext|>`. A checkpoint that `transcribes_spoken_questions`
+(mmgpt-tiny v4.14 on) is prompted up to the `<|ask|>` after a spoken question's audio, writes the question's words and
+`<|answer|>`, and from there reads it as the typed question it has become: `[audio] <|ask|> question <|answer|>`.
 """
 
 from collections.abc import Iterable, Sequence
@@ -64,13 +66,16 @@ class MMGPTProcessor(ProcessorMixin):
     """Tokenizer plus the image and audio preprocessing; sizes come from `MMGPTConfig` via `from_config`."""
 
     def __init__(self, tokenizer=None, image_size: int = 64, patch_size: int = 8, max_audio_frames: int = 1000,
-                 answer_after: str | None = None, **kwargs):
+                 answer_after: str | None = None, transcribes_spoken_questions: bool = False, **kwargs):
         self.image_size = image_size
         self.patch_size = patch_size
         self.max_audio_frames = max_audio_frames
         # A checkpoint trained to say what it sees before it answers ("a large red circle at the top, so red")
         # ends the description with this; None: it answers straight away.
         self.answer_after = answer_after
+        # True: a spoken question's prompt ends at its `<|ask|>`, and the model first writes the words it heard
+        # (see the module docstring), so that it answers from text, as it does typed questions.
+        self.transcribes_spoken_questions = transcribes_spoken_questions
         super().__init__(tokenizer, **kwargs)
         vocabulary = tokenizer.get_vocab()
         self.token_ids = {token: vocabulary[token] for token in SPECIAL_TOKENS if token in vocabulary}
@@ -155,6 +160,8 @@ class MMGPTProcessor(ProcessorMixin):
                        ids["<|endoftext|>"]]
         if audio_frames:
             prompt += [ids["<|audio|>"]] + [ids["<|frame|>"]] * MMGPTConfig.audio_tokens_for_frames(audio_frames)
+            if self.transcribes_spoken_questions and not question:
+                return prompt + [ids["<|ask|>"]]  # the model writes the question, then `<|answer|>`
         return prompt + [ids["<|ask|>"], *encode(question), ids["<|answer|>"]]
 
     def _encode(self, text: str) -> list[int]:

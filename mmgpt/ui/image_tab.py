@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from mmgpt import inputs, overlays, read_aloud
-from mmgpt.engine import AskRequest, AudioRequest, GenerationParams, ImageRequest, StreamUpdate
+from mmgpt.engine import AskRequest, AudioRequest, GenerationParams, HeardQuestionRequest, ImageRequest, StreamUpdate
 from mmgpt.i18n import translate
 from mmgpt.inputs import SPOKEN_MARK, InputError, Message
 from mmgpt.presets import Preset, default_ask_preset
@@ -108,9 +108,10 @@ class ImageHandlers(TabHandlers):
         empties the question box and the recorder.
 
         A spoken question is heard by `listener`, a speech preset (None: `listener_for(preset)`). When that is the
-        asking model and it hears questions, it hears the question with the picture, in one sequence; any other
-        listener writes the question down first and the asking model reads the transcript. Either way the chat
-        shows the transcript as the user's turn. The answer streams into the conversation; notes follow it when
+        asking model and it hears questions, it hears the question with the picture, in one sequence, and a model
+        that writes down what it heard before it answers (mmgpt-tiny from v4.14) does so there, with the picture and
+        the conversation before it; any other listener writes the question down first and the asking model reads
+        the transcript. Either way the chat shows the transcript as the user's turn. The answer streams into the conversation; notes follow it when
         earlier turns no longer fit the model or when it was unsure. With `show_maps`, the last update adds where
         the model looked for each word of the answer and, for a question it heard, where it listened."""
         preset = inputs.check_choice(preset, [p.name for p in self.asking_presets()], "preset_unknown")
@@ -132,10 +133,16 @@ class ImageHandlers(TabHandlers):
         warn(notes, lang)
         messages = [*chat.messages, {"role": "user", "content": typed or SPOKEN_MARK + HEARD_PLACEHOLDER}]
         outputs = _ChatOutputs(messages)
+        writes_down = hears and getattr(self.engine.load(preset), "writes_heard_questions", False)
         if clip is not None:
-            typed = yield from self._transcribe_question(listener, clip, outputs, lang)
-        request = AskRequest(picture, audio=clip.waveform, history=chat.turns) if hears else AskRequest(
-            picture, question=typed, history=chat.turns)
+            hearing = HeardQuestionRequest(picture, audio=clip.waveform, history=chat.turns) if writes_down \
+                else AudioRequest(clip.waveform)
+            typed = yield from self._transcribe_question(listener, hearing, outputs, lang)
+        if hears:  # the model hears the recording itself, with the words it wrote for it if it writes them
+            request = AskRequest(picture, question=typed if writes_down else "", audio=clip.waveform,
+                                 history=chat.turns)
+        else:
+            request = AskRequest(picture, question=typed, history=chat.turns)
         params = self.engine.preset(preset).params()
         answer_at = len(messages)
         messages.append({"role": "assistant", "content": ""})
@@ -165,11 +172,12 @@ class ImageHandlers(TabHandlers):
             raise InputError("question_audio_too_long", seconds=f"{seconds:.1f}", preset=listener,
                              max_seconds=f"{limit:.1f}")
 
-    def _transcribe_question(self, listener: str, clip, outputs: "_ChatOutputs", lang: str):
-        """Stream the spoken question's transcript by `listener` into the user's turn; return it."""
+    def _transcribe_question(self, listener: str, hearing, outputs: "_ChatOutputs", lang: str):
+        """Stream the spoken question's transcript by `listener` (for `hearing`, an `AudioRequest` or a
+        `HeardQuestionRequest`) into the user's turn; return it."""
         params = self.engine.preset(listener).params()
-        transcript, _, _ = yield from relay(stream_text(self.engine, listener, AudioRequest(clip.waveform), params,
-                                                        lang), outputs.question)
+        transcript, _, _ = yield from relay(stream_text(self.engine, listener, hearing, params, lang),
+                                            outputs.question)
         if not transcript.strip():
             raise InputError("question_no_speech")
         return transcript.strip()
