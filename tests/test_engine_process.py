@@ -105,6 +105,7 @@ def test_load_gives_what_the_app_reads_of_a_model(worker, in_process):
     loaded = worker.load(TRAINED)
     assert isinstance(loaded, LoadedModel)
     assert loaded.max_audio_seconds == in_process.load(TRAINED).max_audio_seconds > 0
+    assert loaded.writes_heard_questions == in_process.load(TRAINED).writes_heard_questions
 
 
 def test_a_wrong_request_is_refused_here_before_the_worker_hears_of_it(presets):
