@@ -89,7 +89,8 @@ def greedy_texts(model, processor, batches, max_new_tokens: int, stop_at: tuple[
     """Greedy answers for an iterable of processor batches; each ends at end-of-text or at any of `stop_at`."""
     outputs = []
     model.eval()
-    stops = {"eos_token_id": [model.generation_config.eos_token_id, *stop_at]} if stop_at else {}
+    ends = [model.generation_config.eos_token_id] if model.generation_config.eos_token_id is not None else []
+    stops = {"eos_token_id": [*ends, *stop_at]} if stop_at else {}
     with torch.no_grad():
         for inputs in batches:
             generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **stops)
@@ -324,9 +325,15 @@ def greedy_answers(model, processor, asked: list[Asked], batch: int) -> tuple[li
         return processor(images=[a.image for a in chunk], text=questions, audio=audio, sampling_rate=SAMPLE_RATE,
                          task="ask")
 
-    questions = heard if heard is not None else (None if spoken else [a.question for a in asked])
-    chunks = zip(_chunks(asked, batch), _chunks(questions, batch) if questions else repeat(None))
-    return greedy_texts(model, processor, (inputs(*c) for c in chunks), ANSWER_TOKENS), heard
+    if heard is None:
+        questions = None if spoken else [a.question for a in asked]
+        chunks = zip(_chunks(asked, batch), _chunks(questions, batch) if questions else repeat(None))
+        return greedy_texts(model, processor, (inputs(*c) for c in chunks), ANSWER_TOKENS), None
+    # Words written down as nothing get no answer, as in the app, which says it heard no question.
+    kept = [i for i, words in enumerate(heard) if words.strip()]
+    chunks = zip(_chunks([asked[i] for i in kept], batch), _chunks([heard[i] for i in kept], batch))
+    answers = dict(zip(kept, greedy_texts(model, processor, (inputs(*c) for c in chunks), ANSWER_TOKENS)))
+    return [answers.get(i, "") for i in range(len(asked))], heard
 
 
 def heard_questions(model, processor, asked: list[Asked], batch: int) -> list[str] | None:
@@ -366,9 +373,8 @@ def answer_scores(model, processor, asked: list[Asked], batch: int, is_right) ->
         result["by_voice"] = {voice: {"accuracy": _percent(oks), "n": len(oks)}
                               for voice, oks in sorted(by_voice.items())}
     if heard is not None:  # how well the question was heard, apart from how well it was answered
-        result["heard_wer"] = _wer([normalize_transcript(a.question) for a in asked],
-                                   [normalize_transcript(h) for h in heard])
-        result["mistakes"] = [(a.kind, a.question, h, a.answer, p)
+        result["heard_wer"] = _wer([a.question for a in asked], heard)
+        result["mistakes"] = [(a.kind, a.question, a.answer, p, h)  # the words written down come last
                               for a, h, p, ok in zip(asked, heard, predicted, right) if not ok][:MISTAKES_KEPT]
     return result
 

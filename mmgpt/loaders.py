@@ -387,16 +387,14 @@ class MMGPTAdapter:
             raise ValueError(f"The spoken question is {len(request.audio) / SAMPLE_RATE:.1f} s long; this model "
                              f"hears at most {self.max_audio_seconds:.1f} s at once. Ask it in fewer words.")
         words = request.question.strip()
-        if isinstance(request, HeardQuestionRequest) and not self.writes_heard_questions:
-            raise ValueError("This mmgpt checkpoint answers a spoken question straight from its audio; it does not "
-                             "write the question down first. Ask it with the recording alone.")
-        if request.audio is not None and not isinstance(request, HeardQuestionRequest) \
-                and bool(words) != self.writes_heard_questions:
+        spoken_answer = request.audio is not None and not isinstance(request, HeardQuestionRequest)
+        if self.writes_heard_questions and spoken_answer and not words:
             raise ValueError("This mmgpt checkpoint writes a spoken question down before it answers: send the "
-                             "recording as a HeardQuestionRequest first, then ask with the words it wrote and the "
-                             "same recording." if self.writes_heard_questions else
-                             "This mmgpt checkpoint answers a spoken question straight from its audio: send the "
-                             "recording without words.")
+                             "recording as a HeardQuestionRequest first, then an AskRequest with the words it wrote "
+                             "and the same recording.")
+        if not self.writes_heard_questions and (isinstance(request, HeardQuestionRequest) or spoken_answer and words):
+            raise ValueError("This mmgpt checkpoint answers a spoken question straight from its audio and does not "
+                             "write it down: send an AskRequest with the recording and no words.")
         history = [(turn.question, turn.answer) for turn in request.history]
         return self.processor(images=request.image, text=words or None, audio=request.audio,
                               sampling_rate=SAMPLE_RATE, task="ask", history=[history], return_tensors="pt")

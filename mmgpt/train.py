@@ -82,7 +82,7 @@ class TrainConfig:
     # True: after a spoken question the model first writes the words it heard, then `<|answer|>` and the answer, so
     # that it answers from text as it does typed questions (the processor's `transcribes_spoken_questions`). v4.13
     # answered typed test questions 75.7% right and the same spoken 62.5%, though it transcribed them at 1.5% WER;
-    # transcribed by its transcribe task and then asked typed, they got 71.4% (scratch check, session 19).
+    # transcribed by its transcribe task and then asked typed, they got 71.4% (v4.14's model card).
     transcribe_spoken_questions: bool = False
     # Each answer first says what the model sees, then answers from that: "a small red circle left of a large blue
     # square, so red" (`questions.described_answer`). Questions about one object among several are answered more

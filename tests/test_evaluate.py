@@ -302,12 +302,14 @@ def test_no_pairs_are_reported_not_available_rather_than_as_a_figure():
 
 @pytest.mark.parametrize("writes_down", [False, True])
 def test_spoken_questions_are_answered_as_the_app_asks_them_and_words_written_down_are_scored_apart(writes_down,
-                                                                                                 tmp_path):
+                                                                                                 tmp_path,
+                                                                                                 monkeypatch):
     """A checkpoint that writes a spoken question down is asked for the words first, then answers them with the
     recording before them, as the app does; how well it heard is reported beside how well it answered."""
     import numpy as np
     from transformers import AutoModelForCausalLM, AutoProcessor
 
+    from mmgpt import evaluate
     from mmgpt.evaluate import ANSWER_TOKENS, Asked, answer_scores, greedy_answers, greedy_texts, heard_questions
     from mmgpt.model.testing import save_random_checkpoint
 
@@ -317,13 +319,18 @@ def test_spoken_questions_are_answered_as_the_app_asks_them_and_words_written_do
     tone = (0.3 * np.sin(np.arange(8000) / 10)).astype(np.float32)
     asked = [Asked(Image.new("RGB", (40, 40), colour), "colour", "what colour is it?", "red", tone, TEST_VOICES[0])
              for colour in ("red", "blue")]
-    result = answer_scores(model, processor, asked, batch=2, is_right=lambda predicted, truth: True)
+    result = answer_scores(model, processor, asked, batch=2, is_right=lambda predicted, truth: False)
     heard = heard_questions(model, processor, asked, batch=2)
     if not writes_down:
         assert heard is None and "heard_wer" not in result
         return
-    assert len(heard) == 2 and result["heard_wer"] >= 0
     answers = greedy_texts(model, processor, [processor(images=[a.image for a in asked], text=heard,
                                                         audio=[tone, tone], sampling_rate=16000, task="ask")],
                            ANSWER_TOKENS)
     assert greedy_answers(model, processor, asked, batch=2) == (answers, heard)
+    assert result["heard_wer"] > 0  # a random model's words are not the question's
+    assert result["mistakes"][0] == ("colour", "what colour is it?", "red", answers[0], heard[0])
+    monkeypatch.setattr(evaluate, "heard_questions", lambda *args: ["", heard[1]])  # nothing written for the first
+    alone = greedy_texts(model, processor, [processor(images=[asked[1].image], text=[heard[1]], audio=[tone],
+                                                      sampling_rate=16000, task="ask")], ANSWER_TOKENS)
+    assert greedy_answers(model, processor, asked, batch=2) == (["", alone[0]], ["", heard[1]])  # no answer to none

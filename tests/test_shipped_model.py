@@ -205,6 +205,36 @@ def test_answers_typed_questions_about_fresh_test_scenes(shipped):
 
 
 @needs_questions
+@pytest.mark.skipif(shutil.which("espeak-ng") is None,
+                    reason="espeak-ng is not installed (apt-get install -y espeak-ng)")
+def test_a_spoken_question_is_written_down_in_held_out_voices_and_stops_where_the_answer_begins(shipped, tmp_path):
+    """From v4.14 the model writes a spoken question's words before it answers them (the app shows them)."""
+    import random
+
+    from mmgpt.data.questions import ask_about
+    from mmgpt.evaluate import speak
+
+    _, model, processor = shipped
+    if not processor.transcribes_spoken_questions:
+        pytest.skip("this checkpoint answers spoken questions straight from the audio (before v4.14)")
+    rng = random.Random(FRESH_SEED)
+    scenes = scene_dataset("test", TEST_UTTERANCES, seed=FRESH_SEED)
+    questions = [ask_about(scene, rng).question for scene in scenes]
+    clips = speak(questions, [TEST_VOICES[i % len(TEST_VOICES)] for i in range(len(questions))], FRESH_SEED, tmp_path)
+    batch = processor(images=[s.image for s in scenes], audio=[c.waveform for c in clips], sampling_rate=SAMPLE_RATE,
+                      task="ask", return_tensors="pt")
+    answer_starts = processor.token_ids["<|answer|>"]
+    with torch.no_grad():
+        generated = model.generate(**batch, max_new_tokens=MAX_NEW_TOKENS, do_sample=False,
+                                   eos_token_id=[model.generation_config.eos_token_id, answer_starts])
+    rows = generated[:, batch["input_ids"].shape[1]:].tolist()
+    assert all(answer_starts in row for row in rows), "each question's words should end where its answer begins"
+    written = [processor.decode(row, skip_special_tokens=True).strip() for row in rows]
+    wer = jiwer.wer([q.rstrip("?") for q in questions], [w.rstrip("?") or "<empty>" for w in written])
+    assert wer <= MAX_CLEAN_WER, f"WER {wer:.1%}; (said, written): {list(zip(questions, written))[:5]}"
+
+
+@needs_questions
 def test_a_follow_up_question_is_answered_from_the_earlier_turn(shipped):
     from mmgpt.data.questions import answer_is_right
     from mmgpt.data.scenes import COLOURS

@@ -108,10 +108,10 @@ class ImageHandlers(TabHandlers):
         empties the question box and the recorder.
 
         A spoken question is heard by `listener`, a speech preset (None: `listener_for(preset)`). When that is the
-        asking model and it hears questions, it hears the question with the picture, in one sequence, and a model
-        that writes down what it heard before it answers (mmgpt-tiny from v4.14) does so there, with the picture and
-        the conversation before it; any other listener writes the question down first and the asking model reads
-        the transcript. Either way the chat shows the transcript as the user's turn. The answer streams into the conversation; notes follow it when
+        asking model and it hears questions, it hears the question with the picture, in one sequence; one that
+        writes down what it heard before answering (mmgpt-tiny from v4.14) writes it there, after the picture and
+        the conversation. Any other listener writes the question down first and the asking model reads the
+        transcript. Either way the chat shows the transcript as the user's turn. The answer streams into the conversation; notes follow it when
         earlier turns no longer fit the model or when it was unsure. With `show_maps`, the last update adds where
         the model looked for each word of the answer and, for a question it heard, where it listened."""
         preset = inputs.check_choice(preset, [p.name for p in self.asking_presets()], "preset_unknown")
@@ -176,8 +176,10 @@ class ImageHandlers(TabHandlers):
         """Stream the spoken question's transcript by `listener` (for `hearing`, an `AudioRequest` or a
         `HeardQuestionRequest`) into the user's turn; return it."""
         params = self.engine.preset(listener).params()
-        transcript, _, _ = yield from relay(stream_text(self.engine, listener, hearing, params, lang),
-                                            outputs.question)
+        # A note on the words (the oldest turns left out) comes again with the answer, which reads the same turns.
+        said_with_answer = isinstance(hearing, HeardQuestionRequest)
+        transcript, _, _ = yield from relay(stream_text(self.engine, listener, hearing, params, lang,
+                                                        warn_notes=not said_with_answer), outputs.question)
         if not transcript.strip():
             raise InputError("question_no_speech")
         return transcript.strip()
