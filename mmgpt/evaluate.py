@@ -36,7 +36,6 @@ import time
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
-from itertools import repeat
 from pathlib import Path
 
 import jiwer
@@ -319,20 +318,19 @@ def greedy_answers(model, processor, asked: list[Asked], batch: int) -> tuple[li
     question's words before it answers (`transcribes_spoken_questions`), the words it heard (else None)."""
     spoken = asked[0].waveform is not None
     heard = heard_questions(model, processor, asked, batch) if spoken else None
+    # The words each prompt holds: typed, written down, or none (answered from the audio alone).
+    questions = heard if heard is not None else (None if spoken else [a.question for a in asked])
+    # Words written down as nothing get no answer, as in the app, which says it heard no question.
+    kept = [i for i in range(len(asked)) if heard is None or heard[i].strip()]
 
-    def inputs(chunk: list[Asked], questions: list[str] | None):
-        audio = [a.waveform for a in chunk] if spoken else None
-        return processor(images=[a.image for a in chunk], text=questions, audio=audio, sampling_rate=SAMPLE_RATE,
+    def inputs(rows: list[int]):
+        return processor(images=[asked[i].image for i in rows],
+                         text=None if questions is None else [questions[i] for i in rows],
+                         audio=[asked[i].waveform for i in rows] if spoken else None, sampling_rate=SAMPLE_RATE,
                          task="ask")
 
-    if heard is None:
-        questions = None if spoken else [a.question for a in asked]
-        chunks = zip(_chunks(asked, batch), _chunks(questions, batch) if questions else repeat(None))
-        return greedy_texts(model, processor, (inputs(*c) for c in chunks), ANSWER_TOKENS), None
-    # Words written down as nothing get no answer, as in the app, which says it heard no question.
-    kept = [i for i, words in enumerate(heard) if words.strip()]
-    chunks = zip(_chunks([asked[i] for i in kept], batch), _chunks([heard[i] for i in kept], batch))
-    answers = dict(zip(kept, greedy_texts(model, processor, (inputs(*c) for c in chunks), ANSWER_TOKENS)))
+    answers = dict(zip(kept, greedy_texts(model, processor, (inputs(rows) for rows in _chunks(kept, batch)),
+                                          ANSWER_TOKENS)))
     return [answers.get(i, "") for i in range(len(asked))], heard
 
 

@@ -395,11 +395,13 @@ class TaskBatches:
         audio = [ids["<|audio|>"]] + [ids["<|frame|>"]] * MMGPTConfig.audio_tokens_for_frames(spoken_frames) \
             if spoken_frames else []
         question = self.processor._encode(talk[-1].question)
-        if spoken_frames and self.processor.transcribes_spoken_questions:
+        if not spoken_frames:
+            rows.append(([ids["<|ask|>"], *question, ids["<|answer|>"]], False))
+        elif self.processor.transcribes_spoken_questions:
             rows.append((audio + [ids["<|ask|>"]], False))
             rows.append((question + [ids["<|answer|>"]], True))  # the words heard, learned like an answer
         else:
-            rows.append((audio + [ids["<|ask|>"], *([] if spoken_frames else question), ids["<|answer|>"]], False))
+            rows.append((audio + [ids["<|ask|>"], ids["<|answer|>"]], False))
         rows.append((self.encode(answers[-1]), True))
         return rows
 

@@ -6,10 +6,11 @@ A prompt is `[marker][placeholders][task token][optional text]`:
 - continue:   `<|text|> prompt`
 - ask:        `<|image|> <|patch|> x num_patches` then, per earlier turn, `<|ask|> question <|answer|> answer
               <|endoftext|>`, then the new question: `[<|audio|> <|frame|> x audio_tokens] <|ask|> [question text]
-              <|answer|>`. A spoken question puts its audio before its `<|ask|>`, and no text unless written down (below).
+              <|answer|>`. A spoken question puts its audio before its `<|ask|>`, and no text unless written
+              down (below).
 The model writes the answer after it and ends with `<|endoftext|>`. A checkpoint that `transcribes_spoken_questions`
-(mmgpt-tiny v4.14 on) is prompted up to the `<|ask|>` after a spoken question's audio, writes the question's words and
-`<|answer|>`, and from there reads it as the typed question it has become: `[audio] <|ask|> question <|answer|>`.
+(mmgpt-tiny v4.14 on) is prompted up to the `<|ask|>` after a spoken question's audio, writes the question's words
+and `<|answer|>`, and from there reads it as the typed question it has become: `[audio] <|ask|> question <|answer|>`.
 """
 
 from collections.abc import Iterable, Sequence
