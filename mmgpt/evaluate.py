@@ -84,12 +84,12 @@ def text_nats_per_char(model, processor, text: str, windows: int, block: int) ->
     return total_nll / total_chars
 
 
-def greedy_texts(model, processor, batches, max_new_tokens: int, stop_at: tuple[int, ...] = ()) -> list[str]:
-    """Greedy answers for an iterable of processor batches; each ends at end-of-text or at any of `stop_at`."""
+def greedy_texts(model, processor, batches, max_new_tokens: int, ends: list[int] | None = None) -> list[str]:
+    """Greedy answers for an iterable of processor batches; each ends at end-of-text, or, when `ends` is given, at
+    any of those tokens instead (`MMGPTProcessor.heard_question_ends` holds end-of-text too)."""
     outputs = []
     model.eval()
-    ends = [model.generation_config.eos_token_id] if model.generation_config.eos_token_id is not None else []
-    stops = {"eos_token_id": [*ends, *stop_at]} if stop_at else {}
+    stops = {"eos_token_id": ends} if ends else {}
     with torch.no_grad():
         for inputs in batches:
             generated = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False, **stops)
@@ -341,7 +341,7 @@ def heard_questions(model, processor, asked: list[Asked], batch: int) -> list[st
         return None
     batches = (processor(images=[a.image for a in c], audio=[a.waveform for a in c], sampling_rate=SAMPLE_RATE,
                          task="ask") for c in _chunks(asked, batch))
-    return greedy_texts(model, processor, batches, TRANSCRIPT_TOKENS, stop_at=(processor.token_ids["<|answer|>"],))
+    return greedy_texts(model, processor, batches, TRANSCRIPT_TOKENS, ends=processor.heard_question_ends)
 
 
 def answer_scores(model, processor, asked: list[Asked], batch: int, is_right) -> dict:

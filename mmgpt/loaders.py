@@ -419,9 +419,8 @@ class MMGPTAdapter:
         """Text continuation never ends with end-of-text in training (it reads windows of a long corpus), so it
         must not end there now: left free, it often stops at once after caption-like words, answering nothing."""
         config = self.model.generation_config
-        if isinstance(request, HeardQuestionRequest):  # the question's words end where its answer would begin
-            ends = [config.eos_token_id] if config.eos_token_id is not None else []
-            return {"eos_token_id": [*ends, self.processor.token_ids["<|answer|>"]]}
+        if isinstance(request, HeardQuestionRequest):
+            return {"eos_token_id": self.processor.heard_question_ends}
         if not isinstance(request, TextRequest) or config.eos_token_id is None:
             return {}
         return {"suppress_tokens": [*(config.suppress_tokens or []), config.eos_token_id]}

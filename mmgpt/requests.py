@@ -4,6 +4,7 @@ Plain frozen dataclasses with no torch in them, so the UI and the CLI can build 
 """
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
@@ -18,12 +19,16 @@ MAX_SEED = 2**32 - 1
 
 @dataclass(frozen=True, eq=False)
 class ImageRequest:
+    preset_task: ClassVar[str] = "image"  # which of a preset's tasks (`presets.TASKS`) serves such a request
+
     image: Image.Image
     prompt: str = ""  # optional start of the caption (blip, mmgpt); ignored by models that take no text
 
 
 @dataclass(frozen=True, eq=False)
 class AudioRequest:
+    preset_task: ClassVar[str] = "audio"
+
     waveform: np.ndarray  # float32 `(n_samples,)`, mono, 16 kHz, already validated by mmgpt.inputs
     language: str | None = None  # e.g. "en" or "english"; None lets a multilingual model detect it
     task: str = "transcribe"  # "transcribe" or "translate" (into English); whisper only
@@ -46,6 +51,8 @@ class Turn:
 @dataclass(frozen=True, eq=False)
 class AskRequest:
     """A question about a picture, typed or spoken, after the conversation's earlier turns."""
+
+    preset_task: ClassVar[str] = "image"  # a picture's presets answer questions about it (and hear spoken ones)
 
     image: Image.Image
     # The typed question; for a spoken one, the words the asking model wrote down for it (`HeardQuestionRequest`),
@@ -76,6 +83,8 @@ class HeardQuestionRequest(AskRequest):
 
 @dataclass(frozen=True)
 class TextRequest:
+    preset_task: ClassVar[str] = "text"
+
     prompt: str  # the text to continue, the message, the text to summarize or translate, or the question
     task: str = "continue"  # one of TEXT_TASKS; all but "continue" need an instruction-tuned (chat-lm) preset
     target_language: str = "French"  # for "translate"

@@ -367,6 +367,40 @@ def test_text_with_no_line_to_speak_is_refused():
         speech.text_lines("ROMEO:\nAy!\n", 3, seed=0)
 
 
+def test_the_speech_sets_words_are_every_word_it_says_but_digits():
+    words = speech.speech_set_words()
+    assert {"circle", "crosses", "purple", "above", "turn", "light", "weather", "many", "where"} <= set(words)
+    assert not any(word.isdigit() for word in words) and list(words) == sorted(set(words))
+
+
+def test_the_words_to_speak_are_the_speech_sets_and_the_texts_most_frequent_others():
+    own, everyday = speech.word_vocabulary(PLAY, everyday=6)
+    assert own == speech.speech_set_words()
+    # romeo (3 times), is, me, the (twice), and, any lead: all but romeo are words of the speech set
+    assert everyday == ("romeo",)
+    assert "citizen" not in speech.word_vocabulary(PLAY, everyday=1000)[1]
+
+
+def test_runs_of_words_draw_each_word_on_its_own_from_groups_taken_in_equal_shares():
+    groups = (("red", "blue"), tuple(f"w{i}" for i in range(100)))
+    runs = speech.word_runs(groups, 400, seed=1)
+    assert runs == speech.word_runs(groups, 400, seed=1) != speech.word_runs(groups, 400, seed=2)
+    assert all(2 <= len(run.split()) <= 8 for run in runs)
+    words = [word for run in runs for word in run.split()]
+    assert set(words) <= set(groups[0]) | set(groups[1])
+    assert 0.4 < sum(word in groups[0] for word in words) / len(words) < 0.6  # the small group is half the words
+    with pytest.raises(ValueError, match="at least two words"):
+        speech.word_runs((("alone",), ()), 3, seed=0)
+
+
+@needs_espeak
+def test_spoken_runs_of_words_are_training_speech_of_their_own_kind(tmp_path):
+    groups = (("red", "circle"), ("light", "door"))
+    spoken = speech.spoken_word_runs(groups, 3, seed=0, cache_dir=tmp_path, clean_share=1.0)
+    assert [u.transcript for u in spoken] == speech.word_runs(groups, 3, seed=0)
+    assert all(u.kind == "words" and u.voice in TRAIN_VOICES and u.snr_db is None for u in spoken)
+
+
 @needs_espeak
 def test_spoken_lines_of_text_are_training_speech_of_their_own_kind(tmp_path):
     spoken = speech.spoken_text_lines(PLAY, 4, seed=0, cache_dir=tmp_path, clean_share=1.0)

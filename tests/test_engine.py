@@ -7,6 +7,7 @@ import functools
 import threading
 import time
 
+import numpy as np
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -19,6 +20,7 @@ from mmgpt.engine import (
     Engine,
     GenerationParams,
     GenerationTimeout,
+    HeardQuestionRequest,
     ImageRequest,
     PresetUnavailableError,
     TextRequest,
@@ -165,6 +167,9 @@ def test_request_the_preset_cannot_serve_raises_before_anything_loads(engine):
 
     with pytest.raises(ValueError, match='"tiny" does not take image input'):
         engine.stream("tiny", ImageRequest(Image.new("RGB", (8, 8))), GenerationParams())
+    heard = HeardQuestionRequest(Image.new("RGB", (8, 8)), audio=np.zeros(160, np.float32))
+    with pytest.raises(ValueError, match='"tiny" does not take image input'):  # a kind of question is one too
+        engine.stream("tiny", heard, GenerationParams())
     with pytest.raises(ValueError, match='"tiny" cannot summarize'):
         engine.stream("tiny", TextRequest("some text", task="summarize"), GenerationParams())
     assert engine.loaded == []

@@ -180,7 +180,7 @@ def test_the_card_says_when_answers_first_say_what_the_model_sees():
     assert "so red" not in _data_section(asking), "runs from before the setting answered straight away"
 
 
-def test_the_card_says_which_questions_came_in_pairs_were_written_down_and_which_speech_was_clean_or_text():
+def test_the_card_says_which_questions_came_in_pairs_were_written_down_and_which_speech_was_clean_text_or_words():
     import dataclasses
 
     from mmgpt.ship import _data_section
@@ -188,15 +188,17 @@ def test_the_card_says_which_questions_came_in_pairs_were_written_down_and_which
 
     plain = dataclasses.asdict(TrainConfig(ask_batch=32))
     card = _data_section({**plain, "paired_share": 0.4, "clean_speech_share": 0.3, "speech_text_share": 0.2,
-                          "transcribe_spoken_questions": True})
+                          "speech_word_share": 0.25, "transcribe_spoken_questions": True})
     assert "40% of the typed questions come in pairs" in card and "(30% with no noise)" in card
     assert "20% of the training utterances are runs of 2 to 8 words of the training text" in card
+    assert "25% of the training utterances are runs of 2 to 8 words drawn one by one" in card
     assert "first writes the words it heard" in card
-    settings = ("paired_share", "clean_speech_share", "speech_text_share", "transcribe_spoken_questions")
+    settings = ("paired_share", "clean_speech_share", "speech_text_share", "speech_word_share",
+                "transcribe_spoken_questions")
     for before in (plain, {k: v for k, v in plain.items() if k not in settings}):
         card = _data_section(before)
-        assert not any(said in card for said in (
-            "in pairs", "no noise", "words of the training text", "first writes the words it heard"))
+        assert not any(said in card for said in ("in pairs", "no noise", "words of the training text",
+                                                 "drawn one by one", "first writes the words it heard"))
 
 
 def test_the_card_counts_the_spoken_questions_only_for_a_run_that_heard_them():

@@ -197,3 +197,12 @@ def test_save_pretrained_and_from_pretrained_round_trip(processor, tmp_path, loa
         assert expected.keys() == got.keys()
         for key in expected:
             assert torch.equal(got[key], expected[key]), key
+
+
+def test_the_words_written_down_for_a_spoken_question_end_where_its_answer_would_begin():
+    model, processor = tiny_model_and_processor(seed=0)
+    with pytest.raises(ValueError, match="answers spoken questions from the audio"):
+        _ = processor.heard_question_ends
+    processor.transcribes_spoken_questions = True
+    assert sorted(processor.heard_question_ends) == sorted([processor.token_ids["<|answer|>"],
+                                                            model.generation_config.eos_token_id])

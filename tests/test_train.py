@@ -214,10 +214,29 @@ def test_paired_questions_share_a_picture_and_fill_that_share_of_the_batch():
     assert not torch.equal(pixels[4], pixels[5])  # then conversations, one picture each
 
 
-@pytest.mark.parametrize("setting", ["paired_share", "clean_speech_share", "speech_text_share"])
+@pytest.mark.parametrize("setting", ["paired_share", "clean_speech_share", "speech_text_share", "speech_word_share"])
 def test_a_share_outside_zero_to_one_is_refused_before_training(setting, tmp_path):
     with pytest.raises(ValueError, match=f"{setting} 1.5"):
         train(TrainConfig(out_dir=str(tmp_path), **{setting: 1.5}))
+
+
+def test_lines_of_text_and_runs_of_words_together_fit_in_the_speech_pool(tmp_path):
+    with pytest.raises(ValueError, match="together at most the whole speech pool"):
+        train(TrainConfig(out_dir=str(tmp_path), speech_text_share=0.6, speech_word_share=0.5))
+
+
+@needs_espeak
+def test_the_speech_pool_holds_the_shares_of_lines_of_text_and_runs_of_words_asked_for(tmp_path):
+    from mmgpt.data import speech
+
+    cfg = tiny_train_config(tmp_path, tasks="transcribe", speech_pool=6, speech_text_share=1 / 6,
+                            speech_word_share=0.5)
+    _, processor = tiny_model_and_processor(seed=0)
+    text = open(cfg.text_path, encoding="utf-8").read()
+    batches = training.TaskBatches(cfg, processor, text, seed=0, pool_seed=7, log=lambda *args: None)
+    heard = [processor.tokenizer.decode(ids[:-1]) for _, ids in batches.speech]  # each transcript, then eos
+    runs, lines = speech.word_runs(speech.word_vocabulary(text), 3, 7), speech.text_lines(text, 1, 7)
+    assert len(heard) == 6 and set(runs) <= set(heard) and set(lines) <= set(heard)
 
 
 def encode(processor, text: str, eos: int) -> list[int]:

@@ -13,9 +13,7 @@ import torch
 from ..i18n import translate
 from ..loaders import ModelAdapter, dtype_for, pick_device
 from ..presets import PRESETS, Preset, get_preset
-from ..requests import (
-    AskRequest, AudioRequest, GenerationParams, HeardQuestionRequest, ImageRequest, StreamUpdate, TextRequest,
-)
+from ..requests import AskRequest, AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
 from .batching import DecodingBatch, can_batch
 from .cache import ModelCache
 from .remote import RemoteBackend
@@ -25,13 +23,10 @@ from .worker import EventStop, Worker
 
 logger = logging.getLogger(__name__)
 
-TASK_OF_REQUEST = {ImageRequest: "image", AudioRequest: "audio", TextRequest: "text", AskRequest: "image",
-                   HeardQuestionRequest: "image"}
-
 
 def check_request(preset: Preset, preset_name: str, request) -> Preset:
     """`preset` if it can serve `request`; else ValueError naming what it takes."""
-    task = TASK_OF_REQUEST.get(type(request))
+    task = getattr(request, "preset_task", None)
     if task not in preset.tasks:
         raise ValueError(f'"{preset_name}" does not take {task or type(request).__name__} input; '
                          f'it takes: {", ".join(preset.tasks)}')

@@ -86,6 +86,14 @@ class MMGPTProcessor(ProcessorMixin):
         """Whether this checkpoint's tokenizer has the question tokens (mmgpt-tiny v4 and later)."""
         return "<|ask|>" in self.token_ids
 
+    @property
+    def heard_question_ends(self) -> list[int]:
+        """The tokens where the words written down for a spoken question end: `<|answer|>`, where the answer would
+        begin, or end-of-text. Only for a checkpoint that `transcribes_spoken_questions`."""
+        if not self.transcribes_spoken_questions:
+            raise ValueError("this mmgpt checkpoint answers spoken questions from the audio; it writes no words down")
+        return [self.token_ids["<|endoftext|>"], self.token_ids["<|answer|>"]]
+
     @classmethod
     def from_config(cls, config: MMGPTConfig, tokenizer) -> "MMGPTProcessor":
         return cls(tokenizer, image_size=config.image_size, patch_size=config.patch_size,
