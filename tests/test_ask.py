@@ -435,7 +435,6 @@ def test_mmgpt_tiny_answers_typed_questions_about_the_example_pictures(served):
     assert len(wrong) <= max(1, len(cases) // 10), wrong  # the issue's target is 90%: at most one of a few examples
 
 
-@pytest.mark.xfail(strict=True, reason="mmgpt-tiny v4.14 gets 2 of the 6 spoken example questions wrong (v4.13: 3, v4.11: 2, v4.10: 4, v4.9: 3, v4.6: 4; target: at most one); 71.4% of spoken test questions right (v4.13 62.5%); see assets/mmgpt-tiny/README.md")
 @needs_espeak
 def test_mmgpt_tiny_answers_spoken_questions_about_the_example_pictures(served, tmp_path):
     """The recorded example questions, and the typed ones spoken by voices the model never heard in training."""
