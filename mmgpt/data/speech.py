@@ -274,8 +274,14 @@ def spoken_text_lines(text: str, n: int, seed: int, cache_dir: str | Path | None
 
     The speech set's own words are few (shapes, colours, numbers, 40 commands); a model that hears nothing else
     writes one of them for any word it does not know (held-out phrases: 76.7% WER for mmgpt-tiny v4.13)."""
-    rng = random.Random(split_seed("spoken-text", seed))
-    specs = [spoken_spec(rng, line, "text", TRAIN_VOICES) for line in text_lines(text, n, seed)]
+    return _spoken_by_training_voices(text_lines(text, n, seed), "text", random.Random(split_seed("spoken-text", seed)),
+                                      cache_dir, clean_share)
+
+
+def _spoken_by_training_voices(texts: list[str], kind: str, rng: random.Random, cache_dir: str | Path | None,
+                               clean_share: float) -> list[Utterance]:
+    """`texts` spoken by the training voices, each said as `spoken_spec` draws from `rng` (noise, room, ...)."""
+    specs = [spoken_spec(rng, text, kind, TRAIN_VOICES) for text in texts]
     return render_specs(specs, cache_dir, clean_share=clean_share)
 
 
@@ -323,9 +329,8 @@ def spoken_word_runs(groups: tuple[tuple[str, ...], ...], n: int, seed: int, cac
     Every utterance of the speech set follows one of a few frames, and mmgpt-tiny v4.14 wrote a frame it knew for
     speech in any other: "turn the light on" became "41", and held-out phrases, mostly of words it knows, stayed at
     77% WER. In a run of independent words only the sound tells the next word."""
-    rng = random.Random(split_seed("spoken-words", seed))
-    specs = [spoken_spec(rng, run, "words", TRAIN_VOICES) for run in word_runs(groups, n, seed)]
-    return render_specs(specs, cache_dir, clean_share=clean_share)
+    return _spoken_by_training_voices(word_runs(groups, n, seed), "words",
+                                      random.Random(split_seed("spoken-words", seed)), cache_dir, clean_share)
 
 
 def spoken_spec(rng: random.Random, text: str, kind: str, voices: tuple[str, ...]) -> _Spec:
