@@ -97,7 +97,6 @@ def test_a_typed_and_a_spoken_question_stream_into_the_chat(asking_page, questio
     assert "conversation about the previous one was cleared" in wait_for_toast(asking_page)
 
 
-@pytest.mark.xfail(strict=True, reason="mmgpt-tiny v4.15, v4.14, v4.13, v4.11 and v4.10 answer the typed colour question about the example scene's white square right, but not the spoken one (v4.15, v4.14 and v4.13 'square', v4.11 'yellow'; v4.9 and v4.6 answered both wrongly); see assets/mmgpt-tiny/README.md")
 def test_mmgpt_tiny_answers_the_typed_and_the_spoken_question(asking_page, question_wav):
     if not shipped_can_ask():
         pytest.skip("the shipped mmgpt-tiny cannot answer questions yet (its tokenizer has no <|ask|>); v4 can")
