@@ -159,6 +159,27 @@ def object_questions(scene, rng: random.Random, kinds: tuple[str, ...]) -> list[
     return asked
 
 
+def caption_batch(processor: MMGPTProcessor, scenes, count: int) -> dict:
+    """The next `count` scenes of `scenes`, captioned as training captions them."""
+    chosen = [next(scenes) for _ in range(count)]
+    eos, prompt = processor.token_ids["<|endoftext|>"], processor.prompt_ids("caption")
+    rows = [prompt + processor._encode(s.caption) + [eos] for s in chosen]
+    padded = training.pad_right(rows, [len(prompt)] * len(rows), eos)
+    padded["pixel_values"] = torch.from_numpy(np.stack([processor.image_to_pixels(s.image) for s in chosen]))
+    return padded
+
+
+def question_batch(processor: MMGPTProcessor, asked: list[tuple]) -> dict:
+    """(picture, question, answer) triples laid out as training lays out a typed question, loss on the answer only."""
+    ids, eos = processor.token_ids, processor.token_ids["<|endoftext|>"]
+    picture = [ids["<|image|>"]] + [ids["<|patch|>"]] * processor.num_patches
+    rows = [[(picture + [ids["<|ask|>"], *processor._encode(question), ids["<|answer|>"]], False),
+             (processor._encode(answer) + [eos], True)] for _, question, answer in asked]
+    padded = training.pad_segments(rows, eos)
+    padded["pixel_values"] = torch.from_numpy(np.stack([processor.image_to_pixels(im) for im, _, _ in asked]))
+    return padded
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--answer", choices=ANSWERS, default="plain")
@@ -193,8 +214,6 @@ def main() -> None:
     torch.manual_seed(0)
     model = MMGPTForCausalLM.from_pretrained(args.init_from)
     processor = MMGPTProcessor.from_pretrained(args.init_from)
-    ids, eos = processor.token_ids, processor.token_ids["<|endoftext|>"]
-    picture = [ids["<|image|>"]] + [ids["<|patch|>"]] * processor.num_patches
 
     several = [s for s in scene_dataset("validation", 700, 11) if len(s.objects) >= 2]
     rng = random.Random(3)
@@ -229,14 +248,6 @@ def main() -> None:
     scenes, draw = iter_scenes("train", 123), random.Random(7)
     caption_scenes = iter_scenes("train", 456)
 
-    def caption_batch() -> dict:
-        chosen = [next(caption_scenes) for _ in range(args.captions)]
-        prompt = processor.prompt_ids("caption")
-        rows = [prompt + processor._encode(s.caption) + [eos] for s in chosen]
-        padded = training.pad_right(rows, [len(prompt)] * len(rows), eos)
-        padded["pixel_values"] = torch.from_numpy(np.stack([processor.image_to_pixels(s.image) for s in chosen]))
-        return padded
-
     def chosen_questions(scene) -> list[tuple[str, str, str]]:
         if len(scene.objects) < 2:
             return []
@@ -247,17 +258,12 @@ def main() -> None:
         return [draw.choice(candidates)] if candidates else []
 
     def batch(answer_format: str) -> dict:
-        rows, images = [], []
-        while len(rows) < BATCH:
+        asked = []
+        while len(asked) < BATCH:
             scene = next(scenes)
-            for question, truth, name in chosen_questions(scene):
-                answer = ANSWERS[answer_format].format(colour=truth, shape=name)
-                rows.append([(picture + [ids["<|ask|>"], *processor._encode(question), ids["<|answer|>"]], False),
-                             (processor._encode(answer) + [eos], True)])
-                images.append(scene.image)
-        padded = training.pad_segments(rows, eos)
-        padded["pixel_values"] = torch.from_numpy(np.stack([processor.image_to_pixels(im) for im in images]))
-        return padded
+            asked += [(scene.image, question, ANSWERS[answer_format].format(colour=truth, shape=name))
+                      for question, truth, name in chosen_questions(scene)]
+        return question_batch(processor, asked)
 
     if args.freeze_image:
         model.transformer.image_encoder.requires_grad_(False)
@@ -270,7 +276,7 @@ def main() -> None:
         plain = args.plain_after is not None and step > args.plain_after
         loss = model(**batch("plain" if plain else args.answer)).loss
         if args.captions:
-            loss = (loss + model(**caption_batch()).loss) / 2
+            loss = (loss + model(**caption_batch(processor, caption_scenes, args.captions)).loss) / 2
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
