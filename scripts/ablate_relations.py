@@ -48,15 +48,10 @@ BATCH, CAPTIONS = 32, 16
 def mirrored_relation_questions(scene, rng: random.Random) -> list[tuple[str, str]]:
     """A relation question about two objects of `scene` and the same question with the objects swapped, whose answer
     is the other one; none when the objects cannot be named or lie too close along the relation's axis."""
-    if len(scene.objects) < 2:
+    drawn = questions.relation_between_two(scene, rng)
+    if drawn is None:
         return []
-    a, b = rng.sample(scene.objects, 2)
-    name_a, name_b = questions.reference(a, scene), questions.reference(b, scene)
-    relation = questions.RELATIONS[rng.choice(tuple(questions.RELATIONS))]
-    gap = b.centre[relation.axis] - a.centre[relation.axis]
-    if name_a is None or name_b is None or abs(gap) < questions.CLEAR_RELATION_PIXELS:
-        return []
-    answer = "yes" if (gap > 0) == relation.first_smaller else "no"
+    name_a, name_b, relation, answer = drawn
     template, wording = rng.choice(questions.TEMPLATES["relation"]), rng.choice(relation.wordings)
 
     def ask(first: str, second: str) -> str:

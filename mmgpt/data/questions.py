@@ -188,7 +188,9 @@ def _exists(scene: Scene, rng: random.Random) -> QA:
     return QA("exists", rng.choice(TEMPLATES["exists"]).format(colour=colour, shape=shape), answer)
 
 
-def _relation(scene: Scene, rng: random.Random) -> QA | None:
+def relation_between_two(scene: Scene, rng: random.Random) -> tuple[str, str, Relation, str] | None:
+    """Two objects of `scene` by name, a relation, and whether the first stands in it to the second ("yes"/"no");
+    None when the scene has one object, a name is ambiguous, or the centres are too close to tell."""
     if len(scene.objects) < 2:
         return None
     a, b = rng.sample(scene.objects, 2)
@@ -197,7 +199,14 @@ def _relation(scene: Scene, rng: random.Random) -> QA | None:
     gap = b.centre[relation.axis] - a.centre[relation.axis]
     if ref_a is None or ref_b is None or abs(gap) < CLEAR_RELATION_PIXELS:
         return None
-    answer = "yes" if (gap > 0) == relation.first_smaller else "no"
+    return ref_a, ref_b, relation, "yes" if (gap > 0) == relation.first_smaller else "no"
+
+
+def _relation(scene: Scene, rng: random.Random) -> QA | None:
+    drawn = relation_between_two(scene, rng)
+    if drawn is None:
+        return None
+    ref_a, ref_b, relation, answer = drawn
     question = rng.choice(TEMPLATES["relation"]).format(
         a=_in_other_words(ref_a, rng), relation=rng.choice(relation.wordings), b=_in_other_words(ref_b, rng))
     return QA("relation", question, answer)
