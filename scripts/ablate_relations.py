@@ -41,6 +41,7 @@ cells it writes as well as the yes/no.
 
 import argparse
 import random
+import re
 import sys
 import time
 from pathlib import Path
@@ -77,6 +78,21 @@ def positions_first(scene, name_a: str, name_b: str, answer: str) -> str:
     where = {questions.reference(obj, scene): questions.cell_of(*obj.centre) for obj in scene.objects}
     return questions.described_answer(f"the {name_a} is at the {where[name_a]} and the {name_b} is at the "
                                       f"{where[name_b]}", answer)
+
+
+def cells_written(answer: str, scene) -> list[bool]:
+    """For an answer in the form of `positions_first`, whether each of the two cells it writes is where the object it
+    names is (a name that no object of `scene` has, or an answer in another form, counts as wrong)."""
+    said = re.match(r"the (.+?) is at the (.+?) and the (.+?) is at the (.+?)(,|$)", answer)
+    if said is None:
+        return [False, False]
+    where = {questions.reference(obj, scene): questions.cell_of(*obj.centre) for obj in scene.objects}
+    plain = {"big": "large", "little": "small"}  # names as a question may say them, as answers name them
+
+    def right(name: str, cell: str) -> bool:
+        return where.get(" ".join(plain.get(word, word) for word in name.split())) == cell
+
+    return [right(said[1], said[2]), right(said[3], said[4])]
 
 
 def mirrored_relation_questions(scene, rng: random.Random, describe: str | None = None) -> list[tuple[str, str]]:
@@ -157,6 +173,7 @@ def main() -> None:
     parser.add_argument("--train-image", action="store_true", help="let the questions train the image encoder too")
     parser.add_argument("--describe", choices=("layout", "positions"), default=None,
                         help="answers say first how the two lie (`layout_first`) or where each is (`positions_first`)")
+    parser.add_argument("--save", default=None, help="write the trained model and processor here at the end")
     parser.add_argument("--breakdown", action="store_true",
                         help="only print where the starting checkpoint's guessing is (`guessing_breakdown`)")
     args = parser.parse_args()
@@ -182,8 +199,10 @@ def main() -> None:
         model.train()
         right = np.mean([questions.answer_is_right(a, qa.answer) for a, (_, qa) in zip(answers, asked)])
         said_yes = sum(questions.normalize_answer(a) == "yes" for a in answers)
-        return (f"relations {100 * right:.1f}%, 'yes' {said_yes} of {len(asked)}, caption exact match {captions:.1f}, "
-                f"e.g. {asked[0][1].question!r} -> {answers[0]!r}")
+        cells = (f"cells written right {100 * np.mean([cells_written(a, s) for a, (s, _) in zip(answers, asked)]):.1f}%"
+                 ", " if args.describe == "positions" else "")
+        return (f"relations {100 * right:.1f}%, 'yes' {said_yes} of {len(asked)}, {cells}caption exact match "
+                f"{captions:.1f}, e.g. {asked[0][1].question!r} -> {answers[0]!r}")
 
     scenes, caption_scenes, draw = iter_scenes("train", 123), iter_scenes("train", 456), random.Random(7)
 
@@ -210,6 +229,9 @@ def main() -> None:
         if step % 100 == 0:
             print(step, f"loss {np.mean(losses[-100:]):.3f}", scores(),
                   f"{(time.time() - started) / step:.2f} s/step", flush=True)
+    if args.save:
+        model.save_pretrained(args.save)
+        processor.save_pretrained(args.save)
 
 
 if __name__ == "__main__":
