@@ -64,12 +64,26 @@ EVAL_QUESTIONS = 200
 BATCH, CAPTIONS = 32, 16
 
 
+def first_comes_first(relation: questions.Relation, answer: str) -> bool:
+    """Whether the first object a relation question names lies left of (axis 0) or above (axis 1) the second one."""
+    return relation.first_smaller == (answer == "yes")
+
+
 def layout_first(name_a: str, name_b: str, relation: questions.Relation, answer: str) -> str:
     """The answer after how the two objects really lie along the question's axis: ("star", "circle", above, "no")
     -> "the star is below the circle, so no". The yes/no is then a comparison of two written relations."""
-    holds = [word for word, other in questions.RELATIONS.items() if other.axis == relation.axis
-             and other.first_smaller == (relation.first_smaller == (answer == "yes"))][0]
+    holds = [word for word, other in questions.RELATIONS.items()
+             if other.axis == relation.axis and other.first_smaller == first_comes_first(relation, answer)][0]
     return questions.described_answer(f"the {name_a} is {holds} the {name_b}", answer)
+
+
+def caption_order_first(name_a: str, name_b: str, relation: questions.Relation, answer: str) -> str:
+    """The answer after the two objects in the order and words a caption of two objects uses, the one on the left
+    (or top) first: ("star", "circle", right of, "no") -> "the star left of the circle, so no". Which to name first
+    is what the model decides when it captions two objects, and it captions them right."""
+    first, second = (name_a, name_b) if first_comes_first(relation, answer) else (name_b, name_a)
+    return questions.described_answer(f"the {first} {'left of' if relation.axis == 0 else 'above'} the {second}",
+                                      answer)
 
 
 def positions_first(scene, name_a: str, name_b: str, answer: str) -> str:
@@ -80,6 +94,12 @@ def positions_first(scene, name_a: str, name_b: str, answer: str) -> str:
                                       f"{where[name_b]}", answer)
 
 
+def plain_name(name: str) -> str:
+    """A name as a question may say it ("big circle") as captions and `questions.reference` say it ("large circle")."""
+    plain = {said: word for word, sayings in questions.SYNONYMS.items() for said in sayings}
+    return " ".join(plain.get(word, word) for word in name.split())
+
+
 def cells_written(answer: str, scene) -> list[bool]:
     """For an answer in the form of `positions_first`, whether each of the two cells it writes is where the object it
     names is (a name that no object of `scene` has, or an answer in another form, counts as wrong)."""
@@ -87,18 +107,29 @@ def cells_written(answer: str, scene) -> list[bool]:
     if said is None:
         return [False, False]
     where = {questions.reference(obj, scene): questions.cell_of(*obj.centre) for obj in scene.objects}
-    plain = {"big": "large", "little": "small"}  # names as a question may say them, as answers name them
-
     def right(name: str, cell: str) -> bool:
-        return where.get(" ".join(plain.get(word, word) for word in name.split())) == cell
+        return where.get(plain_name(name)) == cell
 
     return [right(said[1], said[2]), right(said[3], said[4])]
+
+
+def order_written(answer: str, scene) -> bool:
+    """For an answer in the form of `caption_order_first`, whether the object it names first does lie left of (above)
+    the one it names second, by a clear gap (a name that no object of `scene` has counts as wrong)."""
+    said = re.match(r"the (.+?) (left of|above) the (.+?)(,|$)", answer)
+    if said is None:
+        return False
+    where = {questions.reference(obj, scene): obj.centre for obj in scene.objects}
+    first, second = (where.get(plain_name(name)) for name in (said[1], said[3]))
+    axis = 0 if said[2] == "left of" else 1
+    return first is not None and second is not None and second[axis] - first[axis] >= questions.CLEAR_RELATION_PIXELS
 
 
 def mirrored_relation_questions(scene, rng: random.Random, describe: str | None = None) -> list[tuple[str, str]]:
     """A relation question about two objects of `scene` and the same question with the objects swapped, whose answer
     is the other one; none when the objects cannot be named or lie too close along the relation's axis. With
-    `describe` ("layout", "positions"), each answer first says what decides it (`layout_first`, `positions_first`)."""
+    `describe` ("layout", "positions", "caption"), each answer first says what decides it (`layout_first`,
+    `positions_first`, `caption_order_first`)."""
     drawn = questions.relation_between_two(scene, rng)
     if drawn is None:
         return []
@@ -113,6 +144,8 @@ def mirrored_relation_questions(scene, rng: random.Random, describe: str | None 
     def said(first: str, second: str, truth: str) -> str:
         if describe == "positions":
             return positions_first(scene, first, second, truth)
+        if describe == "caption":
+            return caption_order_first(first, second, relation, truth)
         return layout_first(first, second, relation, truth) if describe == "layout" else truth
 
     return [(ask(name_a, name_b), said(name_a, name_b, answer)), (ask(name_b, name_a), said(name_b, name_a, mirrored))]
@@ -171,8 +204,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=1.5e-4)
     parser.add_argument("--train-image", action="store_true", help="let the questions train the image encoder too")
-    parser.add_argument("--describe", choices=("layout", "positions"), default=None,
-                        help="answers say first how the two lie (`layout_first`) or where each is (`positions_first`)")
+    parser.add_argument("--describe", choices=("layout", "positions", "caption"), default=None,
+                        help="answers say first how the two lie (`layout_first`), where each is (`positions_first`) "
+                             "or the two in a caption's order (`caption_order_first`)")
     parser.add_argument("--save", default=None, help="write the trained model and processor here at the end")
     parser.add_argument("--breakdown", action="store_true",
                         help="only print where the starting checkpoint's guessing is (`guessing_breakdown`)")
@@ -199,9 +233,13 @@ def main() -> None:
         model.train()
         right = np.mean([questions.answer_is_right(a, qa.answer) for a, (_, qa) in zip(answers, asked)])
         said_yes = sum(questions.normalize_answer(a) == "yes" for a in answers)
-        cells = (f"cells written right {100 * np.mean([cells_written(a, s) for a, (s, _) in zip(answers, asked)]):.1f}%"
-                 ", " if args.describe == "positions" else "")
-        return (f"relations {100 * right:.1f}%, 'yes' {said_yes} of {len(asked)}, {cells}caption exact match "
+        described = ""
+        checks = {"positions": ("cells", cells_written), "caption": ("order", order_written)}
+        if args.describe in checks:
+            what, check = checks[args.describe]
+            written = np.mean([check(answer, scene) for answer, (scene, _) in zip(answers, asked)])
+            described = f"{what} written right {100 * written:.1f}%, "
+        return (f"relations {100 * right:.1f}%, 'yes' {said_yes} of {len(asked)}, {described}caption exact match "
                 f"{captions:.1f}, e.g. {asked[0][1].question!r} -> {answers[0]!r}")
 
     scenes, caption_scenes, draw = iter_scenes("train", 123), iter_scenes("train", 456), random.Random(7)
