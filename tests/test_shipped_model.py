@@ -82,7 +82,6 @@ def test_loads_offline_through_the_auto_classes(shipped):
     assert processor.image_size == config.image_size and processor.max_audio_frames == config.max_audio_frames
 
 
-@pytest.mark.xfail(strict=True, reason='mmgpt-tiny v4.16 misses this: 75% exact match here (v4.15: 80%, v4.14: 75%, v4.13: 80%, v4.11: 70%, of 20 scenes), 83.2% in its evaluation (target 98%); see assets/mmgpt-tiny/README.md')
 def test_captions_fresh_test_scenes(shipped):
     _, model, processor = shipped
     scenes = scene_dataset("test", TEST_SCENES, seed=FRESH_SEED)
