@@ -23,16 +23,16 @@ the caption loss (about 0.05), so the question half is about 0.37 nats a token, 
 the answer's one token and its end). The model writes these layouts in its captions ("a large green diamond above
 a small blue triangle") but does not learn to answer a yes/no question about them from yes/no answers alone.
 
-Nor when the answer first says what decides it. With `--describe layout` the answer first says how the two really
-lie along the question's axis ("the star is below the circle, so yes"), so the yes/no is only a comparison of two
-written relations; by step 300 the two parts agree (the first question's answer above) but the relation written is
-still a guess. With `--describe positions` it first says where each object is, on the grid that position questions
-answer ("the star is at the top and the circle is at the top, so yes"; the circle is at the center): after 300 steps
-in this new format the cells it writes are still often wrong, though it answers position questions about one named
-object among others well (below). With `--describe caption` it first names the two in a caption's order and words
-("the circle above the star, so no"): the order it writes is right for 0, 47.0, 58.5 and 66.0% of the 200 questions
-at steps 0-300 (`order_written`; a wrong name counts as wrong), the one rising signal so far, while the yes/no after
-it stays at chance. The losses are lower only because the names are copied.
+Nor when the answer first says what decides it. With `--describe layout` the answer first says how the two really lie
+along the question's axis ("the star is below the circle, so yes"), so the yes/no is only a comparison of two written
+relations; by step 300 the two parts agree in the first question's answer (above), yet the yes/no over all 200 stays at
+chance (how often the relation written is right was not scored). With `--describe positions` it first says where each
+object is, on the grid that position questions answer ("the star is at the top and the circle is at the top, so yes";
+the circle is at the center): after 300 steps in this new format the cells it writes are still often wrong, though it
+answers position questions about one named object among others well (below). With `--describe caption` it first names
+the two in a caption's order and words ("the circle above the star, so no"): the order it writes is right for 0, 47.0,
+58.5 and 66.0% of the 200 questions at steps 0-300 (`order_written`; a wrong name counts as wrong), the one rising
+signal so far, while the yes/no after it stays at chance. The losses are lower only because the names are copied.
 
 Where the guessing is (`--breakdown`, v4.16): of 400 fresh relation questions in each relation's first wording,
 46.8% are right, and no more when the centres lie 30 pixels or more apart along the axis (41.4% of 111, in a
