@@ -155,6 +155,13 @@ def mirrored_relation_questions(scene, rng: random.Random, describe: str | None 
     return [(ask(name_a, name_b), said(name_a, name_b, answer)), (ask(name_b, name_a), said(name_b, name_a, mirrored))]
 
 
+def answers_to(model, processor, pictures: list, asked: list[str], batch: int = 50) -> list[str]:
+    """Greedy answers to `asked[i]` about `pictures[i]`, `batch` questions at a time."""
+    inputs = (processor(images=pictures[i:i + batch], text=asked[i:i + batch], task="ask")
+              for i in range(0, len(asked), batch))
+    return greedy_texts(model, processor, inputs, ANSWER_TOKENS)
+
+
 def guessing_breakdown(model, processor, count: int = 400) -> None:
     """Prints the % right of `count` fresh relation questions in each relation's first wording, by how far apart the
     two centres lie along the question's axis, and by whether that axis is the one where they lie farther apart
@@ -173,11 +180,7 @@ def guessing_breakdown(model, processor, count: int = 400) -> None:
         rows.append((scene, question, answer, apart[relation.axis], apart[relation.axis] >= apart[1 - relation.axis],
                      len(scene.objects)))
     rows = rows[:count]
-    answers = []
-    for i in range(0, len(rows), 50):
-        chunk = rows[i:i + 50]
-        inputs = processor(images=[r[0].image for r in chunk], text=[r[1] for r in chunk], task="ask")
-        answers += greedy_texts(model, processor, [inputs], ANSWER_TOKENS)
+    answers = answers_to(model, processor, [r[0].image for r in rows], [r[1] for r in rows])
     right = np.array([questions.answer_is_right(a, r[2]) for a, r in zip(answers, rows)])
     apart, farther, objects = (np.array([r[i] for r in rows]) for i in (3, 4, 5))
     print(f"all: {100 * right.mean():.1f}% of {len(rows)}")
@@ -196,8 +199,7 @@ def guessing_breakdown(model, processor, count: int = 400) -> None:
             qa = questions._about_object("position", rng.choice(scene.objects), scene, rng)
             located[len(scene.objects)] += [(scene, qa)] if qa else []
     for count_, asked in located.items():
-        inputs = processor(images=[s.image for s, _ in asked], text=[qa.question for _, qa in asked], task="ask")
-        answers = greedy_texts(model, processor, [inputs], ANSWER_TOKENS)
+        answers = answers_to(model, processor, [s.image for s, _ in asked], [qa.question for _, qa in asked])
         right = np.mean([questions.answer_is_right(a, qa.answer) for a, (_, qa) in zip(answers, asked)])
         print(f"position of one of {count_} objects: {100 * right:.1f}% of {len(asked)}")
 
@@ -228,11 +230,7 @@ def main() -> None:
 
     def scores() -> str:
         model.eval()
-        answers = []
-        for i in range(0, len(asked), 50):
-            chunk = asked[i:i + 50]
-            inputs = processor(images=[s.image for s, _ in chunk], text=[qa.question for _, qa in chunk], task="ask")
-            answers += greedy_texts(model, processor, [inputs], ANSWER_TOKENS)
+        answers = answers_to(model, processor, [s.image for s, _ in asked], [qa.question for _, qa in asked])
         captions = caption_scores(model, processor, probe_scenes, batch=50)["exact_match"]
         model.train()
         right = np.mean([questions.answer_is_right(a, qa.answer) for a, (_, qa) in zip(answers, asked)])
