@@ -291,6 +291,9 @@ def _data_section(train_cfg: dict) -> str:
             + (" Every answer first says what the model sees, then answers from it: \"a small red circle left of "
                "a large blue square, so red\"; answers are judged on what follows \"so\"."
                if train_cfg.get("describe_first") else "")
+            + (" A relation answer first says, step by step, what decides it: \"the star above the circle, so the "
+               "star is above the circle, so you asked below, so no\"."
+               if train_cfg.get("relation_reasoning") else "")
             + (f" {paired:.0%} of the typed questions come in pairs: the same question about two objects of one "
                "picture, with different answers, so an answer that ignores the object named is wrong for one."
                if (paired := train_cfg.get("paired_share")) else "")

@@ -94,6 +94,11 @@ class TrainConfig:
     # often right when read off the model's own caption than straight from the picture (v4.4, test scenes: colour
     # 84% vs 76%, shape 78% vs 60%, "is there" 78% vs 57%, count 90% vs 75%), so the description does the looking.
     describe_first: bool = False
+    # Relation answers first say, step by step, what decides them: "the star above the circle, so the star is above
+    # the circle, so you asked below, so no" (`questions.relation_reasoning`). Answered straight away they stayed at
+    # the rate of guessing (v4.17: 50.0%), with or without one or two of these steps; with all three, 500 steps of
+    # relation questions took them to 91.0% (`scripts/ablate_relations.py --describe asked`).
+    relation_reasoning: bool = False
     # Answers to questions about one object written after its name, "circle red" (`questions.named_answer`): for
     # ablations and warm-ups; `ship` refuses such a checkpoint. Not measured as set here (every kind, full names);
     # in `scripts/ablate_questions.py` (colour questions, objects named by shape) the answer "circle red" was
@@ -395,6 +400,9 @@ class TaskBatches:
         ids = self.processor.token_ids
         seen = scene.caption if scene else UNRECOGNISED_CAPTION
         answers = [named_answer(qa) if self.cfg.named_answers else qa.answer for qa in talk]
+        if self.cfg.relation_reasoning:
+            answers = [described_answer(qa.reasoning, answer) if qa.reasoning else answer
+                       for qa, answer in zip(talk, answers)]
         if self.cfg.describe_first:
             answers = [described_answer(seen, answer) for answer in answers]
         rows = [([ids["<|image|>"]] + [ids["<|patch|>"]] * self.processor.num_patches, False)]
@@ -630,11 +638,12 @@ def typed_question_accuracy(model, processor, n: int, seed: int = 7, named: bool
     return 100.0 * float(np.mean([answer_is_right(a, truth) for a, truth in zip(answers, truths)]))
 
 
-def answer_after(describe_first: bool) -> str | None:
-    """What a checkpoint's processor records as the end of an answer's description (None: no description)."""
+def answer_after(describes: bool) -> str | None:
+    """What a checkpoint's processor records as the end of what an answer says before the answer itself (None:
+    its answers say nothing before it)."""
     from .data.questions import ANSWER_AFTER
 
-    return ANSWER_AFTER if describe_first else None
+    return ANSWER_AFTER if describes else None
 
 
 def warm_start(location: str, image_stem_blocks: int = 0):
@@ -736,7 +745,7 @@ def train(cfg: TrainConfig) -> Path:
         processor = MMGPTProcessor.from_config(config, tokenizer)
         state = {"step": 0, "train_seconds": 0.0, "history": [], "evals": [], "config": dataclasses.asdict(cfg)}
     # The checkpoint says whether its answers describe the picture first, and how the description ends.
-    processor.answer_after = answer_after(cfg.describe_first)
+    processor.answer_after = answer_after(cfg.describe_first or cfg.relation_reasoning)
     processor.transcribes_spoken_questions = cfg.transcribe_spoken_questions
     broadcast_parameters(model, world)
     model.train()

@@ -180,6 +180,14 @@ def question_batch(processor: MMGPTProcessor, asked: list[tuple]) -> dict:
     return padded
 
 
+def ablation_step(model, optimizer, loss: torch.Tensor, grad_clip: float = 1.0) -> None:
+    """One optimizer step on `loss`, its gradient clipped as training clips it."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--answer", choices=ANSWERS, default="plain")
@@ -277,10 +285,7 @@ def main() -> None:
         loss = model(**batch("plain" if plain else args.answer)).loss
         if args.captions:
             loss = (loss + model(**caption_batch(processor, caption_scenes, args.captions)).loss) / 2
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        ablation_step(model, optimizer, loss)
         losses.append(loss.item())
         if step % 50 == 0:
             print(args.answer, step, f"loss {np.mean(losses[-50:]):.3f}", accuracy(),

@@ -3,44 +3,47 @@
 Each training question comes with its mirror in the same batch ("is the star left of the circle?" yes, "is the
 circle left of the star?" no), so an answer that ignores which object is named first is wrong for one of the two.
 Captions share every step, as in `ablate_questions.py --captions 16`. Prints, every 100 steps, the loss, the % of 200
-relation questions about fresh test scenes answered right, how many of them got "yes", and the caption exact match
-of 100 validation scenes.
+relation questions about fresh test scenes answered right, how many of them got "yes", how often each clause an
+answer writes before its yes/no is right (and the yes/no after a right one), and the caption exact match of 100
+validation scenes.
 
-Session 21, from v4.16, two threads, alone on the machine, lr 1.5e-4, 32 questions and 16 captions a step (made
-by a scratch copy; this script gives its first 100 steps exactly: loss 0.209, 52.5%, 'yes' 141 of 200):
+Two threads, alone on the machine, lr 1.5e-4, 32 questions and 16 captions a step, image encoder frozen:
 
-| run | step 0 | 100 | 200 | 300 | loss | captions, step 0 -> 300 |
-|---|---|---|---|---|---|---|
-| image encoder frozen (default) | 48.5 | 52.5 | 52.0 | 47.0 | 0.21 | 84 -> 77 |
-| `--train-image` | 48.5 | 52.0 | 55.0 | 49.0 | 0.22 | 84 -> 72 |
-| `--describe layout` (session 22) | 48.5 | 53.5 | 54.0 | 48.5 | 0.11 | 84 -> 78 |
-| `--describe positions` (session 22) | 48.5 | 48.0 | 52.5 | 49.0 | 0.13 | 84 -> 77 |
-| `--describe caption` (session 22) | 48.5 | 47.0 | 48.5 | 49.0 | 0.16 | 84 -> 76 |
+| run | from | step 0 | 100 | 200 | 300 | 400 | 500 | 1000 | captions at the end |
+|---|---|---|---|---|---|---|---|---|---|
+| yes/no alone (session 21) | v4.16 | 48.5 | 52.5 | 52.0 | 47.0 | | | | 77 |
+| `--train-image` (session 21) | v4.16 | 48.5 | 52.0 | 55.0 | 49.0 | | | | 72 |
+| `--describe layout` (session 22) | v4.16 | 48.5 | 53.5 | 54.0 | 48.5 | | | | 78 |
+| `--describe positions` (session 22) | v4.16 | 48.5 | 48.0 | 52.5 | 49.0 | | | | 77 |
+| `--describe caption` (session 22) | v4.16 | 48.5 | 47.0 | 48.5 | 49.0 | | | | 76 |
+| `--describe caption` | v4.17 | 48.0 | 54.0 | 54.0 | 49.5 | 45.5 | 46.0 | 47.5 | 82 |
+| `--describe restated` | the run above | 47.5 | 55.0 | 50.0 | 53.0 | 56.5 | 51.0 | | 88 |
+| `--describe asked` | the run above | 51.0 | 53.0 | 55.0 | 56.5 | 69.0 | **91.0** | | 85 |
 
-Two hundred questions give a standard error of about 3.5 points: every run stays at the rate of guessing. v4.16
-itself says "no" to 145 of the 200, where the truth is about even. The loss is the mean of the question loss and
-the caption loss (about 0.05), so the question half is about 0.37 nats a token, and guessing gives 0.35 (ln 2 over
-the answer's one token and its end). The model writes these layouts in its captions ("a large green diamond above
-a small blue triangle") but does not learn to answer a yes/no question about them from yes/no answers alone.
+Two hundred questions give a standard error of about 3.5 points. Answered straight away, relation questions stay at
+the rate of guessing, though the model writes these layouts in its captions and finds one named object well: asked
+where one named object is, v4.17 answers 98% right alone, 93% among two and 83% among three (`--breakdown`; v4.16
+99/85/70), and a wider gap between the two does not help (v4.16: 41.4% of the 111 questions whose centres lie 30
+pixels or more apart).
 
-Nor when the answer first says what decides it. With `--describe layout` the answer first says how the two really lie
-along the question's axis ("the star is below the circle, so yes"), so the yes/no is only a comparison of two written
-relations; by step 300 the two parts agree in the first question's answer (above), yet the yes/no over all 200 stays at
-chance (how often the relation written is right was not scored). With `--describe positions` it first says where each
-object is, on the grid that position questions answer ("the star is at the top and the circle is at the top, so yes";
-the circle is at the center): after 300 steps in this new format the cells it writes are still often wrong, though it
-answers position questions about one named object among others well (below). With `--describe caption` it first names
-the two in a caption's order and words ("the circle above the star, so no"): the order it writes is right for 0, 47.0,
-58.5 and 66.0% of the 200 questions at steps 0-300 (`order_written`; a wrong name counts as wrong), the one rising
-signal so far, while the yes/no after it stays at chance. The losses are lower only because the names are copied.
+What the answer writes first (`DESCRIBED`, each clause joined by ", so "):
+- `caption`: the two in a caption's order and words, "the circle above the star". The order written is right for
+  0 -> 51 -> 65 -> 65 -> 69 -> 72.5 -> 82.5 (step 600) -> 89.0 (800) -> 86.5% at step 1000, but the yes/no after a right
+  order stays at chance (47.4% at step 1000), swinging between nearly all "no" (4 "yes" of 200 at step 500) and
+  nearly all "yes" (196 at step 700).
+- `restated`: that, then how the question's first object lies to its second in the question's words, "the star is
+  below the circle". From the caption run above, the relation written is right 52 -> 64 -> 84 -> 89.5 -> 90.5% at
+  steps 100-500, yet the yes/no after a right one stays at chance (51.4% at step 500).
+- `asked`: that, then the relation the question asked in the same words, "you asked below" (for "under", "beneath"
+  or "below"), so the yes/no is whether the last two relations written are the same word. From the restated run, the yes/no was at chance for 300 steps, then 69.0% at step 400 and 91.0% at step 500,
+  where it is right after 99.5% of the right relations written: 199 of the 200 answers say "yes" exactly when the
+  two words agree. The errors left are in the relation written (91.5% right), mostly a wrong name.
 
-Where the guessing is (`--breakdown`, v4.16): of 400 fresh relation questions in each relation's first wording,
-46.8% are right, and no more when the centres lie 30 pixels or more apart along the axis (41.4% of 111, in a
-64-pixel square), nor for two objects asked along the axis where they lie farther apart (45.8% of 118), the very
-relation their caption writes. Yet asked where one named object is, v4.16 answers 99% right alone, 85% among two
-and 70% among three. It finds a named object and reads its place; what it has not learned is to hold two such
-places and compare them in one answer. The next thing to try is `--describe caption` (and `positions`) for 1000
-steps or more, to see whether the order written keeps rising and the yes/no then follows it.
+So the model did not fail to see the relation: it wrote it right 90% of the time and still could not turn it into a
+yes/no. The yes/no is an exclusive-or of which way the objects lie and which way the question asks, and neither half
+alone says anything about it; it was learned only once both halves were written as the same kind of word, side by
+side. `questions.relation_reasoning` is the `asked` form, and `train --relation-reasoning` writes it before every
+relation answer.
 """
 
 import argparse
@@ -62,40 +65,24 @@ from mmgpt.evaluate import ANSWER_TOKENS, caption_scores, greedy_texts  # noqa: 
 from mmgpt.model import MMGPTForCausalLM, MMGPTProcessor  # noqa: E402
 
 # this folder is on sys.path when a script runs
-from ablate_questions import caption_batch, question_batch  # noqa: E402
+from ablate_questions import ablation_step, caption_batch, question_batch  # noqa: E402
 
 EVAL_QUESTIONS = 200
 BATCH, CAPTIONS = 32, 16
 
 
-def first_comes_first(relation: questions.Relation, answer: str) -> bool:
-    """Whether the first object a relation question names lies left of (axis 0) or above (axis 1) the second one."""
-    return relation.first_smaller == (answer == "yes")
-
-
-def layout_first(name_a: str, name_b: str, relation: questions.Relation, answer: str) -> str:
-    """The answer after how the two objects really lie along the question's axis: ("star", "circle", above, "no")
-    -> "the star is below the circle, so no". The yes/no is then a comparison of two written relations."""
-    holds = [word for word, other in questions.RELATIONS.items()
-             if other.axis == relation.axis and other.first_smaller == first_comes_first(relation, answer)][0]
-    return questions.described_answer(f"the {name_a} is {holds} the {name_b}", answer)
-
-
-def caption_order_first(name_a: str, name_b: str, relation: questions.Relation, answer: str) -> str:
-    """The answer after the two objects in the order and words a caption of two objects uses, the one on the left
-    (or top) first: ("star", "circle", right of, "no") -> "the star left of the circle, so no". Which to name first
-    is what the model decides when it captions two objects, and it captions them right."""
-    first, second = (name_a, name_b) if first_comes_first(relation, answer) else (name_b, name_a)
-    return questions.described_answer(f"the {first} {'left of' if relation.axis == 0 else 'above'} the {second}",
-                                      answer)
-
-
-def positions_first(scene, name_a: str, name_b: str, answer: str) -> str:
-    """The answer after where each object is on the grid of position answers: "the star is at the top left and the
-    circle is at the bottom, so no", what the model already answers about one object (position questions)."""
+def positions_clause(scene, name_a: str, name_b: str) -> str:
+    """Where each object is on the grid of position answers: "the star is at the top left and the circle is at the
+    bottom", what the model already answers about one object (position questions)."""
     where = {questions.reference(obj, scene): questions.cell_of(*obj.centre) for obj in scene.objects}
-    return questions.described_answer(f"the {name_a} is at the {where[name_a]} and the {name_b} is at the "
-                                      f"{where[name_b]}", answer)
+    return f"the {name_a} is at the {where[name_a]} and the {name_b} is at the {where[name_b]}"
+
+
+# What an answer says before its yes/no, for each --describe: clauses joined by ", so ", then ", so yes". The
+# clauses are `questions.layout_clause`, `questions.caption_order_clause`, `questions.asked_clause` and
+# `positions_clause`; "asked" is `questions.relation_reasoning`, which training writes (`relation_reasoning`).
+DESCRIBED = {"layout": ("layout",), "positions": ("positions",), "caption": ("caption",),
+             "restated": ("caption", "layout"), "asked": ("caption", "layout", "asked")}
 
 
 def plain_name(name: str) -> str:
@@ -105,7 +92,7 @@ def plain_name(name: str) -> str:
 
 
 def cells_written(answer: str, scene) -> list[bool]:
-    """For an answer in the form of `positions_first`, whether each of the two cells it writes is where the object it
+    """For an answer in the form of `positions_clause`, whether each of the two cells it writes is where the object it
     names is (a name that no object of `scene` has, or an answer in another form, counts as wrong)."""
     said = re.match(r"the (.+?) is at the (.+?) and the (.+?) is at the (.+?)(,|$)", answer)
     if said is None:
@@ -118,22 +105,39 @@ def cells_written(answer: str, scene) -> list[bool]:
 
 
 def order_written(answer: str, scene) -> bool:
-    """For an answer in the form of `caption_order_first`, whether the object it names first does lie left of (above)
-    the one it names second, by a clear gap (a name that no object of `scene` has counts as wrong)."""
-    said = re.match(r"the (.+?) (left of|above) the (.+?)(,|$)", answer)
-    if said is None:
-        return False
+    """For an answer that opens with a `caption_order_clause`, whether the object it names first does lie left of
+    (above) the one it names second, by a clear gap (a name that no object of `scene` has counts as wrong)."""
+    said = re.match(r"the ([^,]+?) (left of|above) the ([^,]+?)(,|$)", answer)
+    return said is not None and relation_holds(scene, said[1], said[2], said[3])
+
+
+def layout_written(answer: str, scene) -> bool:
+    """For an answer with a `layout_clause`, whether the relation it writes holds between the two objects it names."""
+    said = re.search(r"the ([^,]+?) is (left of|right of|above|below) the ([^,]+?)(,|$)", answer)
+    return said is not None and relation_holds(scene, said[1], said[2], said[3])
+
+
+def relation_holds(scene, name_a: str, relation: str, name_b: str) -> bool:
+    """Whether "the <name_a> <relation> the <name_b>" is true of `scene` by a clear gap (a name that no object of
+    `scene` has makes it false)."""
     where = {questions.reference(obj, scene): obj.centre for obj in scene.objects}
-    first, second = (where.get(plain_name(name)) for name in (said[1], said[3]))
-    axis = 0 if said[2] == "left of" else 1
-    return first is not None and second is not None and second[axis] - first[axis] >= questions.CLEAR_RELATION_PIXELS
+    a, b = (where.get(plain_name(name)) for name in (name_a, name_b))
+    if a is None or b is None:
+        return False
+    holds = questions.RELATIONS[relation]
+    gap = b[holds.axis] - a[holds.axis]
+    return (gap if holds.first_smaller else -gap) >= questions.CLEAR_RELATION_PIXELS
+
+
+# How to score each clause an answer writes: (what it writes, whether that is right of the scene).
+WRITTEN = {"positions": ("cells", lambda answer, scene: all(cells_written(answer, scene))),
+           "caption": ("order", order_written), "layout": ("relation", layout_written)}
 
 
 def mirrored_relation_questions(scene, rng: random.Random, describe: str | None = None) -> list[tuple[str, str]]:
     """A relation question about two objects of `scene` and the same question with the objects swapped, whose answer
     is the other one; none when the objects cannot be named or lie too close along the relation's axis. With
-    `describe` ("layout", "positions", "caption"), each answer first says what decides it (`layout_first`,
-    `positions_first`, `caption_order_first`)."""
+    `describe` (a key of DESCRIBED), each answer first says what decides it."""
     drawn = questions.relation_between_two(scene, rng)
     if drawn is None:
         return []
@@ -146,11 +150,14 @@ def mirrored_relation_questions(scene, rng: random.Random, describe: str | None 
                                b=questions._in_other_words(second, rng))
 
     def said(first: str, second: str, truth: str) -> str:
-        if describe == "positions":
-            return positions_first(scene, first, second, truth)
-        if describe == "caption":
-            return caption_order_first(first, second, relation, truth)
-        return layout_first(first, second, relation, truth) if describe == "layout" else truth
+        if describe is None:
+            return truth
+        clauses = {"layout": lambda: questions.layout_clause(first, second, relation, truth),
+                   "caption": lambda: questions.caption_order_clause(first, second, relation, truth),
+                   "positions": lambda: positions_clause(scene, first, second),
+                   "asked": lambda: questions.asked_clause(relation)}
+        return questions.described_answer(questions.ANSWER_AFTER.join(clauses[c]() for c in DESCRIBED[describe]),
+                                          truth)
 
     return [(ask(name_a, name_b), said(name_a, name_b, answer)), (ask(name_b, name_a), said(name_b, name_a, mirrored))]
 
@@ -210,9 +217,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=1.5e-4)
     parser.add_argument("--train-image", action="store_true", help="let the questions train the image encoder too")
-    parser.add_argument("--describe", choices=("layout", "positions", "caption"), default=None,
-                        help="answers say first how the two lie (`layout_first`), where each is (`positions_first`) "
-                             "or the two in a caption's order (`caption_order_first`)")
+    parser.add_argument("--describe", choices=tuple(DESCRIBED), default=None,
+                        help="what answers say before the yes/no (DESCRIBED): how the two lie, where each is, the "
+                             "two in a caption's order, that and then how they lie, or all that and the relation "
+                             "asked")
     parser.add_argument("--save", default=None, help="write the trained model and processor here at the end")
     parser.add_argument("--breakdown", action="store_true",
                         help="only print where the starting checkpoint's guessing is (`guessing_breakdown`)")
@@ -236,11 +244,13 @@ def main() -> None:
         right = np.mean([questions.answer_is_right(a, qa.answer) for a, (_, qa) in zip(answers, asked)])
         said_yes = sum(questions.normalize_answer(a) == "yes" for a in answers)
         described = ""
-        checks = {"positions": ("cells", cells_written), "caption": ("order", order_written)}
-        if args.describe in checks:
-            what, check = checks[args.describe]
-            written = np.mean([check(answer, scene) for answer, (scene, _) in zip(answers, asked)])
-            described = f"{what} written right {100 * written:.1f}%, "
+        for clause in [c for c in DESCRIBED.get(args.describe, ()) if c in WRITTEN]:
+            what, check = WRITTEN[clause]
+            written = np.array([check(answer, scene) for answer, (scene, _) in zip(answers, asked)])
+            right_after = np.mean([questions.answer_is_right(a, qa.answer)
+                                   for a, (_, qa), w in zip(answers, asked, written) if w] or [np.nan])
+            described += (f"{what} written right {100 * written.mean():.1f}% (the yes/no after it right "
+                          f"{100 * right_after:.1f}%), ")
         return (f"relations {100 * right:.1f}%, 'yes' {said_yes} of {len(asked)}, {described}caption exact match "
                 f"{captions:.1f}, e.g. {asked[0][1].question!r} -> {answers[0]!r}")
 
@@ -261,10 +271,7 @@ def main() -> None:
     started, losses = time.time(), []
     for step in range(1, args.steps + 1):
         loss = (model(**relation_batch()).loss + model(**caption_batch(processor, caption_scenes, CAPTIONS)).loss) / 2
-        optimizer.zero_grad()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
+        ablation_step(model, optimizer, loss)
         losses.append(loss.item())
         if step % 100 == 0:
             print(step, f"loss {np.mean(losses[-100:]):.3f}", scores(),

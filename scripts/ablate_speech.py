@@ -28,6 +28,9 @@ from mmgpt.data import load_shakespeare, speech_dataset, split_text  # noqa: E40
 from mmgpt.evaluate import transcription_scores  # noqa: E402
 from mmgpt.model import MMGPTConfig, MMGPTForCausalLM, MMGPTProcessor, train_tokenizer  # noqa: E402
 
+# this folder is on sys.path when a script runs
+from ablate_questions import ablation_step  # noqa: E402
+
 EVAL_UTTERANCES = 64
 
 
@@ -55,10 +58,7 @@ def train_one_task(model, cfg: training.TrainConfig, next_batch) -> tuple[list[f
             group["lr"] = training.learning_rate(step, cfg)
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
             loss = model(**next_batch()).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        ablation_step(model, optimizer, loss, cfg.grad_clip)
         losses.append(loss.item())
     return losses, time.time() - started
 

@@ -180,6 +180,17 @@ def test_the_card_says_when_answers_first_say_what_the_model_sees():
     assert "so red" not in _data_section(asking), "runs from before the setting answered straight away"
 
 
+def test_the_card_says_when_relation_answers_first_say_what_decides_them():
+    import dataclasses
+
+    from mmgpt.ship import _data_section
+    from mmgpt.train import TrainConfig
+
+    asking = dataclasses.asdict(TrainConfig(ask_batch=32, max_turns=3))
+    assert "you asked below, so no" in _data_section({**asking, "relation_reasoning": True})
+    assert "you asked" not in _data_section(asking)
+
+
 def test_the_card_says_which_questions_came_in_pairs_were_written_down_and_which_speech_was_clean_text_or_words():
     import dataclasses
 

@@ -101,6 +101,30 @@ def test_every_wording_of_a_relation_is_answered_by_where_the_objects_are(test_s
     assert seen == set(wordings)
 
 
+def test_the_reasoning_before_a_relation_answer_is_true_of_the_picture_and_decides_the_answer(test_scenes):
+    """"the star above the circle, so the star is above the circle, so you asked below": the two in a caption's order,
+    then how the question's first object lies to its second, then the relation asked; yes exactly when the last two
+    relations written are the same."""
+    def lies(scene, name_a: str, relation: str, name_b: str) -> bool:
+        where = {questions.reference(obj, scene): obj.centre for obj in scene.objects}
+        axis, first_smaller = ENGLISH[relation]
+        return (where[name_a][axis] < where[name_b][axis]) == first_smaller
+
+    asked = list(_asked(test_scenes, "relation", per_scene=3))
+    assert len(asked) > 100
+    for scene, qa in asked:
+        order, layout, relation_asked = qa.reasoning.split(", so ")
+        first, along, second = re.fullmatch(r"the (.+) (left of|above) the (.+)", order).groups()
+        assert lies(scene, first, along, second), (qa, scene)
+        name_a, holds, name_b = re.fullmatch(r"the (.+) is (left of|right of|above|below) the (.+)", layout).groups()
+        assert lies(scene, name_a, holds, name_b) and {name_a, name_b} == {first, second}, (qa, scene)
+        wording = relation_asked.removeprefix("you asked ")
+        assert any(f" {said} the " in qa.question for said in questions.RELATIONS[wording].wordings), qa
+        assert qa.answer == ("yes" if holds == wording else "no"), qa
+    assert {qa.answer for _, qa in asked} == {"yes", "no"}
+    assert all(qa.reasoning is None for kind in ("colour", "count", "exists") for _, qa in _asked(test_scenes, kind))
+
+
 def test_the_only_object_in_a_picture_may_be_asked_about_as_it(test_scenes):
     pointing = {q for qs in questions.ABOUT_THE_ONLY_ONE.values() for q in qs}
     lone = [s for s in test_scenes if len(s.objects) == 1]

@@ -282,18 +282,20 @@ def collating_batches(processor, cfg: TrainConfig) -> training.TaskBatches:
     return batches
 
 
-@pytest.mark.parametrize("describe_first", [False, True])
+@pytest.mark.parametrize("describe_first, relation_reasoning", [(False, False), (True, False), (False, True)])
 @pytest.mark.parametrize("spoken_frames", [0, 300])
 def test_training_conversations_are_the_prompts_the_app_builds_with_every_answer_learned(spoken_frames,
-                                                                                         describe_first):
+                                                                                         describe_first,
+                                                                                         relation_reasoning):
     import random
 
     from mmgpt.data.questions import conversation, short_answer
 
     _, processor = tiny_model_and_processor(seed=0)
     eos = processor.token_ids["<|endoftext|>"]
-    batches = collating_batches(processor, TrainConfig(describe_first=describe_first))
-    rng = random.Random(1)
+    batches = collating_batches(processor, TrainConfig(describe_first=describe_first,
+                                                       relation_reasoning=relation_reasoning))
+    rng, relations = random.Random(1), 0
     for scene in scene_dataset("train", 20, seed=4):
         talk = conversation(scene, rng, 3)
         rows = batches.conversation_rows(talk, scene, spoken_frames)
@@ -304,10 +306,14 @@ def test_training_conversations_are_the_prompts_the_app_builds_with_every_answer
         prompt = [token for ids, _ in rows[:-1] for token in ids]
         assert prompt == processor.ask_ids(question, spoken_frames, history)
         assert [short_answer(a).strip() for a in learned] == [qa.answer for qa in talk]
-        expected = [f"{scene.caption}, so {qa.answer}" if describe_first else qa.answer for qa in talk]
+        expected = [f"{qa.reasoning}, so {qa.answer}" if relation_reasoning and qa.kind == "relation" else qa.answer
+                    for qa in talk]
+        expected = [f"{scene.caption}, so {answer}" if describe_first else answer for answer in expected]
         assert learned == expected
         labels = training.pad_segments([rows], eos)["labels"][0]
         assert processor.decode(labels[labels != -100]) == "<|endoftext|>".join(learned) + "<|endoftext|>"
+        relations += sum(qa.kind == "relation" for qa in talk)
+    assert relations > 0
 
 
 def test_a_checkpoint_that_transcribes_spoken_questions_learns_to_write_the_words_then_answer_them():

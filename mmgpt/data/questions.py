@@ -109,6 +109,7 @@ class QA:
     question: str
     answer: str
     subject: str | None = None  # the words that name the object asked about ("big circle"); None: no one object
+    reasoning: str | None = None  # what decides the answer, step by step (`relation_reasoning`); None: nothing to say
 
 
 def named_answer(qa: QA) -> str:
@@ -202,6 +203,45 @@ def relation_between_two(scene: Scene, rng: random.Random) -> tuple[str, str, Re
     return ref_a, ref_b, relation, "yes" if (gap > 0) == relation.first_smaller else "no"
 
 
+def first_comes_first(relation: Relation, answer: str) -> bool:
+    """Whether the first object a relation question names lies left of (axis 0) or above (axis 1) the second one."""
+    return relation.first_smaller == (answer == "yes")
+
+
+def caption_order_clause(name_a: str, name_b: str, relation: Relation, answer: str) -> str:
+    """The two objects in the order and words a caption of two objects uses, the one on the left (or top) first:
+    ("star", "circle", right of, "no") -> "the star left of the circle". Which to name first is what the model
+    decides when it captions two objects, and it captions them right."""
+    first, second = (name_a, name_b) if first_comes_first(relation, answer) else (name_b, name_a)
+    return f"the {first} {'left of' if relation.axis == 0 else 'above'} the {second}"
+
+
+def layout_clause(name_a: str, name_b: str, relation: Relation, answer: str) -> str:
+    """How the two objects really lie along the question's axis, its first object first: ("star", "circle", above,
+    "no") -> "the star is below the circle"."""
+    holds = [word for word, other in RELATIONS.items()
+             if other.axis == relation.axis and other.first_smaller == first_comes_first(relation, answer)][0]
+    return f"the {name_a} is {holds} the {name_b}"
+
+
+def asked_clause(relation: Relation) -> str:
+    """The relation a question asks about, in the words `layout_clause` uses: "you asked below" for "under"."""
+    return "you asked " + [word for word, other in RELATIONS.items() if other == relation][0]
+
+
+def relation_reasoning(name_a: str, name_b: str, relation: Relation, answer: str) -> str:
+    """What decides a relation question, one step at a time: ("star", "circle", under, "no") -> "the star above the
+    circle, so the star is above the circle, so you asked below" (then ", so no").
+
+    Each step is one lookup: which of the two comes first, as a caption says; then how the question's first object
+    lies to its second; then which relation was asked. The yes/no is then whether the last two relations written
+    are the same word. Answered straight away, it is an exclusive-or of what the picture shows and which way the
+    question asks, and a model that finds each named object and captions two objects in the right order still
+    answers at the rate of guessing; so it did with any one or two of these steps (`scripts/ablate_relations.py`)."""
+    return ANSWER_AFTER.join((caption_order_clause(name_a, name_b, relation, answer),
+                              layout_clause(name_a, name_b, relation, answer), asked_clause(relation)))
+
+
 def _relation(scene: Scene, rng: random.Random) -> QA | None:
     drawn = relation_between_two(scene, rng)
     if drawn is None:
@@ -209,7 +249,7 @@ def _relation(scene: Scene, rng: random.Random) -> QA | None:
     ref_a, ref_b, relation, answer = drawn
     question = rng.choice(TEMPLATES["relation"]).format(
         a=_in_other_words(ref_a, rng), relation=rng.choice(relation.wordings), b=_in_other_words(ref_b, rng))
-    return QA("relation", question, answer)
+    return QA("relation", question, answer, reasoning=relation_reasoning(ref_a, ref_b, relation, answer))
 
 
 OBJECT_KINDS = ("colour", "shape", "size", "position")  # questions about one object, which a follow-up can repeat
