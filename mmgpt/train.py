@@ -96,8 +96,9 @@ class TrainConfig:
     describe_first: bool = False
     # Relation answers first say, step by step, what decides them: "the star above the circle, so the star is above
     # the circle, so you asked below, so no" (`questions.relation_reasoning`). Answered straight away they stayed at
-    # the rate of guessing (v4.17: 50.0%), with or without one or two of these steps; with all three, 500 steps of
-    # relation questions took them to 91.0% (`scripts/ablate_relations.py --describe asked`).
+    # the rate of guessing (v4.17: 50.0%), and so with the first one or two of these steps, though the model wrote
+    # those right 90% of the time; after all three, the yes/no went 51.0 -> 91.0% in 500 steps of relation questions
+    # (`scripts/ablate_relations.py --describe asked`, from a model that had learned the first two).
     relation_reasoning: bool = False
     # Answers to questions about one object written after its name, "circle red" (`questions.named_answer`): for
     # ablations and warm-ups; `ship` refuses such a checkpoint. Not measured as set here (every kind, full names);
