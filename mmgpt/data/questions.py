@@ -237,7 +237,8 @@ def relation_reasoning(name_a: str, name_b: str, relation: Relation, answer: str
     lies to its second; then which relation was asked. The yes/no is then whether the last two relations written
     are the same word. Answered straight away, it is an exclusive-or of what the picture shows and which way the
     question asks, and a model that finds each named object and captions two objects in the right order still
-    answers at the rate of guessing; so it did with any one or two of these steps (`scripts/ablate_relations.py`)."""
+    answers at the rate of guessing; so it did after the first step alone, the second alone, or the first two
+    (`scripts/ablate_relations.py`)."""
     return ANSWER_AFTER.join((caption_order_clause(name_a, name_b, relation, answer),
                               layout_clause(name_a, name_b, relation, answer), asked_clause(relation)))
 
