@@ -85,10 +85,17 @@ EVAL_QUESTIONS = 200
 BATCH, CAPTIONS = 32, 16
 
 
+def where_is(scene, on_grid: bool = False) -> dict:
+    """Each object of `scene` by its name (`questions.reference`): its centre, or with `on_grid` its cell on the grid
+    of position answers ("top left")."""
+    return {questions.reference(obj, scene): questions.cell_of(*obj.centre) if on_grid else obj.centre
+            for obj in scene.objects}
+
+
 def positions_clause(scene, name_a: str, name_b: str) -> str:
     """Where each object is on the grid of position answers: "the star is at the top left and the circle is at the
     bottom", what the model already answers about one object (position questions)."""
-    where = {questions.reference(obj, scene): questions.cell_of(*obj.centre) for obj in scene.objects}
+    where = where_is(scene, on_grid=True)
     return f"the {name_a} is at the {where[name_a]} and the {name_b} is at the {where[name_b]}"
 
 
@@ -111,7 +118,8 @@ def cells_written(answer: str, scene) -> list[bool]:
     said = re.match(r"the (.+?) is at the (.+?) and the (.+?) is at the (.+?)(,|$)", answer)
     if said is None:
         return [False, False]
-    where = {questions.reference(obj, scene): questions.cell_of(*obj.centre) for obj in scene.objects}
+    where = where_is(scene, on_grid=True)
+
     def right(name: str, cell: str) -> bool:
         return where.get(plain_name(name)) == cell
 
@@ -134,7 +142,7 @@ def layout_written(answer: str, scene) -> bool:
 def relation_holds(scene, name_a: str, relation: str, name_b: str) -> bool:
     """Whether "the <name_a> <relation> the <name_b>" is true of `scene` by a clear gap (a name that no object of
     `scene` has makes it false)."""
-    where = {questions.reference(obj, scene): obj.centre for obj in scene.objects}
+    where = where_is(scene)
     a, b = (where.get(plain_name(name)) for name in (name_a, name_b))
     if a is None or b is None:
         return False
@@ -166,10 +174,11 @@ def mirrored_relation_questions(scene, rng: random.Random, describe: str | None 
     def said(first: str, second: str, truth: str) -> str:
         if describe is None:
             return truth
+        if describe == "asked":  # the chain that training writes, from its one source
+            return questions.described_answer(questions.relation_reasoning(first, second, relation, truth), truth)
         clauses = {"layout": lambda: questions.layout_clause(first, second, relation, truth),
                    "caption": lambda: questions.caption_order_clause(first, second, relation, truth),
-                   "positions": lambda: positions_clause(scene, first, second),
-                   "asked": lambda: questions.asked_clause(relation)}
+                   "positions": lambda: positions_clause(scene, first, second)}
         return questions.described_answer(questions.ANSWER_AFTER.join(clauses[c]() for c in DESCRIBED[describe]),
                                           truth)
 
@@ -194,7 +203,7 @@ def guessing_breakdown(model, processor, count: int = 400) -> None:
         if drawn is None:
             continue
         name_a, name_b, relation, answer = drawn
-        where = {questions.reference(obj, scene): obj.centre for obj in scene.objects}
+        where = where_is(scene)
         apart = [abs(where[name_a][axis] - where[name_b][axis]) for axis in (0, 1)]
         question = questions.TEMPLATES["relation"][len(rows) % 4].format(a=name_a, relation=relation.wordings[0],
                                                                          b=name_b)
