@@ -51,13 +51,17 @@ side. `questions.relation_reasoning` is the `asked` form, and `train --relation-
 relation answer.
 
 Then every task, 40 minutes from the `asked` run above with `train --relation-reasoning` (437 steps, otherwise v4.17's
-command, seed 18; not shipped): relation questions stay learned, 92.2% of 400 fresh ones (`--breakdown`; 96.4% when the
-centres lie 30+ pixels apart, 88-89% under 20), and typed questions go 84.6 -> 88.2% (relation 50.0 -> 92.5%). But
+command, seed 18; mmgpt-tiny v4.18, not shipped): relation questions stay learned, 92.2% of 400 fresh ones
+(`--breakdown`; 96.4% when the centres lie 30+ pixels apart, 88-89% under 20), and typed questions go 84.6 -> 88.2%
+(relation 50.0 -> 92.5%). But
 2000 steps of relations and captions alone had cost the other tasks more than 40 minutes won back: Shakespeare
 1.657 -> 1.706 nats/char (the target is 1.69), test-scene captions 87.0 -> 84.0%, spoken questions in held-out wording
 56.4 -> 50.7%, both answers of a pair right 78.1 -> 74.4%. Resumed to 60 minutes (661 steps) it won most of that back:
 Shakespeare 1.685, test-scene captions 87.25%, pairs 80.0%, and typed questions 90.7% (relation 95.0%), though spoken
-questions in held-out wording fell further (48.2%). A cleaner recipe would mix the other tasks into the relation steps.
+questions in held-out wording fell further (48.2%). 60 minutes more with spoken questions weighted as typed ones
+made v4.19, the first shipped checkpoint to answer relations: typed 95.0%, spoken 77.5% (v4.17: 50.0 and 52.5%), and
+83.3% of pairs about two shapes painted with plain PIL calls both right (`painted_pairs.py`; v4.17: 7.3%). A cleaner
+recipe would mix the other tasks into the relation steps.
 """
 
 import argparse

@@ -408,46 +408,73 @@ def example_questions(kind: str) -> list[dict]:
     return [case for case in json.loads((EXAMPLES / "questions.json").read_text()) if kind in case]
 
 
+# The example questions that the shipped mmgpt-tiny answers wrongly, by (typed or spoken, picture, question or
+# recording), and why. Each is an expected failure, so a newly wrong answer fails its own test, and an answer that
+# a later checkpoint gets right fails too, until it leaves this list. The evaluation's figures are the measure of
+# the model (assets/mmgpt-tiny/README.md); these say which answers a user clicking the examples sees go wrong.
+KNOWN_MISSES = {
+    ("typed", "scene_2.png", "what kind of shape is the small one?"):
+        "mmgpt-tiny v4.19 calls the small, turned red triangle a square (v4.17 named it), typed and spoken alike",
+    ("spoken", "scene_2.png", "what kind of shape is the small one?"):
+        "mmgpt-tiny v4.19 calls the small, turned red triangle a square, typed and spoken alike (so did v4.17 spoken)",
+    ("spoken", "scene_1.png", "question_0.wav"):
+        "mmgpt-tiny v4.19 writes the recording down right, 'which colour is the square?', then answers 'yellow', the "
+        "cross's colour, where typed it answers 'white' (v4.17 answered it right)",
+}
+
+
+def example_cases(how: str) -> list:
+    """(picture, question or recording, answer) for each example question, typed or spoken, its known miss marked."""
+    asked = [(case["picture"], case["question"], case["answer"]) for case in example_questions("question")]
+    if how == "spoken":  # the recorded questions, then the typed ones as speech
+        recorded = example_questions("recording")
+        asked = [(case["picture"], case["recording"], case["answer"]) for case in recorded] + asked
+    params = []
+    for picture, question, answer in asked:
+        why = KNOWN_MISSES.get((how, picture, question))
+        params.append(pytest.param(picture, question, answer, id=f"{picture}: {question}",
+                                   marks=[pytest.mark.xfail(strict=True, reason=why)] if why else []))
+    return params
+
+
 def last_answer(conversation: list[dict]) -> str:
     return [text for role, text in texts(conversation) if role == "assistant"][-1]
 
 
-def wrong_answers(client, cases: list[tuple[str, str, object, str]]) -> list[tuple]:
-    """(picture, question, answer, expected) for each case (picture, typed question, recording, expected) that
-    mmgpt-tiny answers wrongly through /ask."""
+def asked_through_the_app(client, picture: str, question: str, recording) -> tuple[str, str]:
+    """mmgpt-tiny's last answer to a typed `question` or a `recording` about `picture`, through /ask, and the
+    question as the chat shows it (for a recording, the words the model wrote down)."""
+    conversation = client.predict(handle_file(str(EXAMPLES / picture)), question, recording, None, "mmgpt-tiny",
+                                  False, "en", api_name="/ask")[0]
+    return last_answer(conversation), texts(conversation)[0][1]
+
+
+@pytest.mark.parametrize("picture, question, expected", example_cases("typed"))
+def test_mmgpt_tiny_answers_typed_questions_about_the_example_pictures(served, picture, question, expected):
     from mmgpt.data.questions import answer_is_right
 
-    wrong = []
-    for picture, question, recording, expected in cases:
-        conversation = client.predict(handle_file(str(EXAMPLES / picture)), question, recording, None, "mmgpt-tiny",
-                                      False, "en", api_name="/ask")[0]
-        if not answer_is_right(last_answer(conversation), expected):
-            wrong.append((picture, question or texts(conversation)[0][1], last_answer(conversation), expected))
-    return wrong
-
-
-def test_mmgpt_tiny_answers_typed_questions_about_the_example_pictures(served):
     client, engine = served
     if not can_ask(engine):
         pytest.skip("the shipped mmgpt-tiny cannot answer questions yet (its tokenizer has no <|ask|>); v4 can")
-    cases = [(case["picture"], case["question"], None, case["answer"]) for case in example_questions("question")]
-    wrong = wrong_answers(client, cases)
-    assert len(wrong) <= max(1, len(cases) // 10), wrong  # the issue's target is 90%: at most one of a few examples
+    answer, _ = asked_through_the_app(client, picture, question, None)
+    assert answer_is_right(answer, expected), (question, answer, expected)
 
 
 @needs_espeak
-def test_mmgpt_tiny_answers_spoken_questions_about_the_example_pictures(served, tmp_path):
-    """The recorded example questions, and the typed ones spoken by voices the model never heard in training."""
+@pytest.mark.parametrize("picture, question, expected", example_cases("spoken"))
+def test_mmgpt_tiny_answers_spoken_questions_about_the_example_pictures(served, tmp_path, picture, question,
+                                                                         expected):
+    """The recorded example questions, and the typed ones spoken by a voice the model never heard in training."""
+    from mmgpt.data.questions import answer_is_right
     from mmgpt.data.speech import TEST_VOICES
 
     client, engine = served
     if not can_ask(engine):
         pytest.skip("the shipped mmgpt-tiny cannot answer questions yet (its tokenizer has no <|ask|>); v4 can")
-    cases = [(case["picture"], "", handle_file(str(EXAMPLES / case["recording"])), case["answer"])
-             for case in example_questions("recording")]
-    for index, case in enumerate(example_questions("question")):
-        voice = TEST_VOICES[index % len(TEST_VOICES)]
-        spoken = speech_wav(tmp_path / f"question-{index}.wav", case["question"].rstrip("?"), voice)
-        cases.append((case["picture"], "", handle_file(str(spoken)), case["answer"]))
-    wrong = wrong_answers(client, cases)
-    assert len(wrong) <= max(1, len(cases) * 15 // 100), wrong  # the issue's target is 85%: at most one of a few
+    if (EXAMPLES / question).is_file():
+        recording = EXAMPLES / question
+    else:  # each typed question in its own held-out voice, the same one every run
+        voice = TEST_VOICES[[c["question"] for c in example_questions("question")].index(question) % len(TEST_VOICES)]
+        recording = speech_wav(tmp_path / "question.wav", question.rstrip("?"), voice)
+    answer, heard = asked_through_the_app(client, picture, "", handle_file(str(recording)))
+    assert answer_is_right(answer, expected), (question, heard, answer, expected)
