@@ -29,6 +29,7 @@ from tiny_vlm import save_tiny_vlm
 import app
 from benchmarks import stress
 from mmgpt import inputs
+from mmgpt.data.speech import TEST_VOICES
 from mmgpt.engine import AskRequest, Engine, HeardQuestionRequest
 from mmgpt.inputs import MAX_CONVERSATION_MESSAGES, MAX_MESSAGE_CHARS, SPOKEN_MARK
 from mmgpt.presets import PRESETS
@@ -424,15 +425,19 @@ KNOWN_MISSES = {
 
 
 def example_cases(how: str) -> list:
-    """(picture, question or recording, answer) for each example question, typed or spoken, its known miss marked."""
-    asked = [(case["picture"], case["question"], case["answer"]) for case in example_questions("question")]
-    if how == "spoken":  # the recorded questions, then the typed ones as speech
-        recorded = example_questions("recording")
-        asked = [(case["picture"], case["recording"], case["answer"]) for case in recorded] + asked
+    """(picture, question or recording, answer) for each example question, typed or spoken, its known miss marked.
+    Spoken cases also name their voice: None for a recording, else a held-out voice, each typed question its own."""
+    typed = example_questions("question")
+    if how == "typed":
+        asked = [(case["picture"], case["question"], case["answer"]) for case in typed]
+    else:  # the recorded questions, then the typed ones as speech
+        asked = [(case["picture"], case["recording"], None, case["answer"]) for case in example_questions("recording")]
+        asked += [(case["picture"], case["question"], TEST_VOICES[index % len(TEST_VOICES)], case["answer"])
+                  for index, case in enumerate(typed)]
     params = []
-    for picture, question, answer in asked:
+    for picture, question, *rest in asked:
         why = KNOWN_MISSES.get((how, picture, question))
-        params.append(pytest.param(picture, question, answer, id=f"{picture}: {question}",
+        params.append(pytest.param(picture, question, *rest, id=f"{picture}: {question}",
                                    marks=[pytest.mark.xfail(strict=True, reason=why)] if why else []))
     return params
 
@@ -461,20 +466,16 @@ def test_mmgpt_tiny_answers_typed_questions_about_the_example_pictures(served, p
 
 
 @needs_espeak
-@pytest.mark.parametrize("picture, question, expected", example_cases("spoken"))
-def test_mmgpt_tiny_answers_spoken_questions_about_the_example_pictures(served, tmp_path, picture, question,
+@pytest.mark.parametrize("picture, question, voice, expected", example_cases("spoken"))
+def test_mmgpt_tiny_answers_spoken_questions_about_the_example_pictures(served, tmp_path, picture, question, voice,
                                                                          expected):
     """The recorded example questions, and the typed ones spoken by a voice the model never heard in training."""
     from mmgpt.data.questions import answer_is_right
-    from mmgpt.data.speech import TEST_VOICES
 
     client, engine = served
     if not can_ask(engine):
         pytest.skip("the shipped mmgpt-tiny cannot answer questions yet (its tokenizer has no <|ask|>); v4 can")
-    if (EXAMPLES / question).is_file():
-        recording = EXAMPLES / question
-    else:  # each typed question in its own held-out voice, the same one every run
-        voice = TEST_VOICES[[c["question"] for c in example_questions("question")].index(question) % len(TEST_VOICES)]
-        recording = speech_wav(tmp_path / "question.wav", question.rstrip("?"), voice)
+    recording = (EXAMPLES / question if voice is None
+                 else speech_wav(tmp_path / "question.wav", question.rstrip("?"), voice))
     answer, heard = asked_through_the_app(client, picture, "", handle_file(str(recording)))
     assert answer_is_right(answer, expected), (question, heard, answer, expected)
