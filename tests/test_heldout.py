@@ -287,6 +287,33 @@ def test_held_out_wording_is_not_the_training_wording(drawings):
     assert not training_phrases & held_out_phrases, sorted(training_phrases & held_out_phrases)
 
 
+# Everyday words that any wording of these questions needs; the held-out wording shares no other word with training.
+SHARED_QUESTION_WORDS = {
+    "any", "are", "big", "can", "color", "colour", "count", "do", "does", "have", "here", "how", "image", "in", "is",
+    "large", "left", "many", "me", "number", "objects", "of", "on", "or", "part", "picture", "right", "say", "see",
+    "shape", "shapes", "size", "small", "tell", "the", "there", "this", "to", "what", "where", "which", "would", "you",
+}
+
+
+def _words(templates) -> set[str]:
+    return {w for t in templates for w in re.findall(r"[a-z]+", re.sub(r"\{\w+\}", " ", t.lower()))}
+
+
+def test_training_questions_borrow_no_word_of_the_held_out_wording_but_everyday_ones():
+    """The held-out questions measure wording never seen in training: not their frames (above), and not their words
+    ("whereabouts", "underneath", "further left than") either, beyond the everyday words in SHARED_QUESTION_WORDS."""
+    held_out = _words([*heldout.COLOUR_QUESTIONS, *heldout.SHAPE_QUESTIONS, *heldout.SIZE_QUESTIONS,
+                       *heldout.POSITION_QUESTIONS, *heldout.EXISTS_QUESTIONS,
+                       *(q for qs in heldout.COUNT_QUESTIONS.values() for q in qs),
+                       *(q for qs in heldout.RELATION_QUESTIONS.values() for q in qs)])
+    training = _words([*(t for ts in questions.TEMPLATES.values() for t in ts),
+                       *(t for ts in questions.ABOUT_THE_ONLY_ONE.values() for t in ts), *questions.FOLLOW_UPS,
+                       *(w for r in questions.RELATIONS.values() for w in r.wordings),
+                       *(w for ws in questions.SYNONYMS.values() for w in ws)])
+    assert {"underneath", "whereabouts", "further"} <= held_out - training
+    assert held_out & training <= SHARED_QUESTION_WORDS, sorted(held_out & training - SHARED_QUESTION_WORDS)
+
+
 def test_phrases_follow_the_transcript_convention():
     phrases = heldout_phrases(200, seed=0)
     assert all(re.fullmatch(r"[a-z0-9]+( [a-z0-9]+)*", p) for p in phrases)

@@ -79,8 +79,9 @@ def test_a_count_of_one_size_counts_the_objects_of_that_size(test_scenes):
 
 
 # What each wording means in English: (axis, whether the first object has the smaller coordinate); y grows downwards.
-ENGLISH = {"left of": (0, True), "to the left of": (0, True), "right of": (0, False), "to the right of": (0, False),
-           "above": (1, True), "below": (1, False), "beneath": (1, False), "under": (1, False)}
+ENGLISH = {"left of": (0, True), "to the left of": (0, True), "on the left of": (0, True), "right of": (0, False),
+           "to the right of": (0, False), "on the right of": (0, False), "above": (1, True), "below": (1, False),
+           "beneath": (1, False), "under": (1, False)}
 
 
 def test_every_wording_of_a_relation_is_answered_by_where_the_objects_are(test_scenes):

@@ -108,7 +108,9 @@ def test_transcribes_held_out_voices(shipped, tmp_path):
 WHITE_PAPER_SIZES = ((256, 256), (400, 300), (300, 420))
 MIN_WHITE_PAPER_KEYWORDS = 0.9
 MIN_TYPED_ANSWERS = 0.8
-TEST_QUESTIONS = 30
+# 30 questions were too few for an 80% floor: once the training wording widened, this seed's first 30 held 7 that
+# v4.21 answers wrongly (v4.19 9), though it answers 92.5% of the evaluation's typed questions (87 of these 100).
+TEST_QUESTIONS = 100
 MAX_REPEATS = 2  # a word may come at most twice in a row
 needs_questions = pytest.mark.skipif(
     SHIPPED_DIR.is_dir() and "<|ask|>" not in (SHIPPED_DIR / "tokenizer.json").read_text(encoding="utf-8"),

@@ -16,8 +16,9 @@ A model may say what it sees before it answers, "a small red circle left of a la
 (`described_answer`); `short_answer` takes the answer back out, and answers are judged on it alone.
 
 These are the training phrasings (the only object in a picture may be "it" or "this"), with everyday synonyms for
-the names in a question ("the big circle", "how many objects"). Evaluation also asks in wording of its own
-(`mmgpt.data.heldout`), none of it a training phrasing.
+the names in a question ("the big circle", "how many objects"): a dozen to two dozen per kind, since a model that
+knew ten per kind wrote new wording down as the nearest training question. Evaluation also asks in wording of its
+own (`mmgpt.data.heldout`), none of it a training phrasing, and sharing only everyday words with these.
 """
 
 import random
@@ -41,38 +42,82 @@ TEMPLATES = {
     "colour": ("what colour is the {ref}?", "what color is the {ref}?", "which colour is the {ref}?",
                "the {ref} is what colour?", "tell me the colour of the {ref}", "what is the colour of the {ref}?",
                "can you tell me the colour of the {ref}?", "what colour would you say the {ref} is?",
-               "colour of the {ref}?", "the {ref}, what colour is it?"),
+               "colour of the {ref}?", "the {ref}, what colour is it?",
+               "what's the colour of the {ref}?", "which colour does the {ref} come in?",
+               "tell me what colour the {ref} is", "do you know what colour the {ref} is?",
+               "what colour is the {ref} in this image?", "how is the {ref} coloured?", "what is the {ref}'s colour?",
+               "i would like to know the colour of the {ref}", "what color is the {ref} here?",
+               "please tell me the colour of the {ref}", "what colour does the {ref} look?",
+               "the {ref} looks what colour?", "what is the color of the {ref}?", "which color is the {ref}?",
+               "what colour do you see on the {ref}?"),
     "shape": ("what shape is the {ref}?", "what is the {ref}?", "which shape is the {ref}?",
               "what kind of shape is the {ref}?", "what is the shape of the {ref}?", "the {ref} is what shape?",
               "what sort of shape is the {ref}?", "can you tell me the shape of the {ref}?",
-              "what is the {ref} shaped like?"),
+              "what is the {ref} shaped like?",
+              "what's the {ref}?", "what's the shape of the {ref}?", "tell me what the {ref} is",
+              "which kind of shape is the {ref}?", "what shape would you say the {ref} is?",
+              "what is the {ref} exactly?", "do you know what shape the {ref} is?",
+              "what shape is the {ref} in this image?", "the {ref} looks like what shape?",
+              "please tell me the shape of the {ref}", "what figure is the {ref}?", "the {ref}, what shape is it?",
+              "what does the {ref} look like?", "i would like to know the shape of the {ref}"),
     "size": ("is the {ref} small or large?", "how big is the {ref}?", "is the {ref} large or small?",
              "what size is the {ref}?", "how large is the {ref}?", "what is the size of the {ref}?",
-             "is the {ref} a small one or a large one?", "the {ref} is what size?"),
+             "is the {ref} a small one or a large one?", "the {ref} is what size?",
+             "what's the size of the {ref}?", "tell me how big the {ref} is", "does the {ref} look small or large?",
+             "how large would you say the {ref} is?", "would you say the {ref} is small or large?",
+             "is the {ref} small or is it large?", "do you know how big the {ref} is?",
+             "how big does the {ref} look?", "how big is the {ref} in the picture?", "small or large, the {ref}?",
+             "is the {ref} one of the small ones or the large ones?"),
     "count": ("how many {things} are there?", "how many {things} can you see?", "count the {things}",
               "how many {things} are in the picture?", "how many {things} do you see?",
               "how many {things} are there in the image?", "can you count the {things}?", "number of {things}?",
-              "tell me how many {things} there are"),
+              "tell me how many {things} there are",
+              "how many {things} does the picture show?", "how many {things} are shown?",
+              "how many {things} are visible?", "how many {things} can i see?",
+              "how many {things} appear in the image?", "do you know how many {things} there are?",
+              "how many {things} are in this image?", "please count the {things}", "how many {things} are here?",
+              "how many {things} does this image have?", "how many {things} would you say there are?"),
     "position": ("where is the {ref}?", "where is the {ref} in the picture?", "in which part is the {ref}?",
                  "where can you see the {ref}?", "where is the {ref} located?",
-                 "what is the position of the {ref}?", "where is the {ref} placed?"),
+                 "what is the position of the {ref}?", "where is the {ref} placed?",
+                 "where's the {ref}?", "where does the {ref} appear?", "where would you find the {ref}?",
+                 "tell me where the {ref} is", "where exactly is the {ref}?",
+                 "in which area of the image is the {ref}?", "where is the {ref} in this image?",
+                 "do you know where the {ref} is?", "where is the {ref} found?", "where does the {ref} lie?",
+                 "can you tell me where the {ref} is?", "where is the {ref} shown?"),
     "relation": ("is the {a} {relation} the {b}?", "is the {a} {relation} the {b} in the picture?",
-                 "is the {a} placed {relation} the {b}?", "would you say the {a} is {relation} the {b}?"),
+                 "is the {a} placed {relation} the {b}?", "would you say the {a} is {relation} the {b}?",
+                 "does the {a} lie {relation} the {b}?", "is the {a} located {relation} the {b}?",
+                 "is the {a} found {relation} the {b}?", "tell me if the {a} is {relation} the {b}",
+                 "is it true that the {a} is {relation} the {b}?", "the {a} is {relation} the {b}, right?",
+                 "do you see the {a} {relation} the {b}?", "does the {a} appear {relation} the {b}?",
+                 "is the {a} positioned {relation} the {b}?", "can you tell me if the {a} is {relation} the {b}?"),
     "exists": ("is there a {colour} {shape}?", "can you see a {colour} {shape}?", "is there a {colour} {shape} in "
                "the picture?", "do you see a {colour} {shape}?", "is there any {colour} {shape}?",
-               "does the picture have a {colour} {shape}?", "is there a {colour} {shape} here?"),
+               "does the picture have a {colour} {shape}?", "is there a {colour} {shape} here?",
+               "is a {colour} {shape} present?", "does the image show a {colour} {shape}?",
+               "do we have a {colour} {shape}?", "are there any {colour} {shapes}?", "is a {colour} {shape} shown?",
+               "does a {colour} {shape} appear?", "any {colour} {shape} in the picture?",
+               "can i see a {colour} {shape} here?", "is there a {colour} {shape} in this image?",
+               "do you notice a {colour} {shape}?", "are there {colour} {shapes} in the image?"),
 }
 # About the only object in a picture, people point rather than name: "what colour is it?"
 ABOUT_THE_ONLY_ONE = {
     "colour": ("what colour is it?", "what color is it?", "what colour is this?", "what colour is this shape?",
-               "which colour is it?"),
-    "shape": ("what shape is it?", "what shape is this?", "what is this?", "what is it?", "what is this shape?"),
-    "size": ("is it small or large?", "how big is it?", "is this shape small or large?", "what size is it?"),
-    "position": ("where is it?", "where is the shape?", "where is this shape?"),
+               "which colour is it?", "what's its colour?", "what colour is that?", "which color is it?"),
+    "shape": ("what shape is it?", "what shape is this?", "what is this?", "what is it?", "what is this shape?",
+              "what's this?", "what shape is that?", "what is that?"),
+    "size": ("is it small or large?", "how big is it?", "is this shape small or large?", "what size is it?",
+             "how big is this?", "is that small or large?"),
+    "position": ("where is it?", "where is the shape?", "where is this shape?", "where's the shape?",
+                 "where is that shape?"),
 }
 ABOUT_THE_ONLY_ONE_PROBABILITY = 0.3
 FOLLOW_UPS = ("and the {ref}?", "what about the {ref}?", "and the {ref}", "how about the {ref}?",
-              "and what about the {ref}?")
+              "and what about the {ref}?", "and how about the {ref}?", "the {ref}?", "same for the {ref}?",
+              "and for the {ref}?", "now the {ref}?")
+
+
 class Relation(NamedTuple):
     """What "A <relation> B" means: along `axis` (0: x, 1: y, which grows downwards), A's centre has the smaller
     coordinate when `first_smaller`; `wordings` are the ways people say it."""
@@ -83,8 +128,8 @@ class Relation(NamedTuple):
 
 
 RELATIONS = {
-    "left of": Relation(0, True, ("left of", "to the left of")),
-    "right of": Relation(0, False, ("right of", "to the right of")),
+    "left of": Relation(0, True, ("left of", "to the left of", "on the left of")),
+    "right of": Relation(0, False, ("right of", "to the right of", "on the right of")),
     "above": Relation(1, True, ("above",)),
     "below": Relation(1, False, ("below", "beneath", "under")),
 }
@@ -177,6 +222,11 @@ def _count(scene: Scene, rng: random.Random) -> QA:
     return QA("count", rng.choice(TEMPLATES["count"]).format(things=_in_other_words(things, rng)), COUNT_WORDS[n])
 
 
+def _is_there(colour: str, shape: str, rng: random.Random) -> str:
+    """"is there a red circle?", or in the plural, "are there any red circles?"."""
+    return rng.choice(TEMPLATES["exists"]).format(colour=colour, shape=shape, shapes=plural(shape))
+
+
 def _exists(scene: Scene, rng: random.Random) -> QA:
     present = {(o.colour, o.shape) for o in scene.objects}
     if rng.random() < 0.5:
@@ -186,7 +236,7 @@ def _exists(scene: Scene, rng: random.Random) -> QA:
                       HELD_OUT_PAIRS and any(c == pc or s == ps for pc, ps in present)]
         colour, shape = rng.choice(candidates)
     answer = "yes" if (colour, shape) in present else "no"
-    return QA("exists", rng.choice(TEMPLATES["exists"]).format(colour=colour, shape=shape), answer)
+    return QA("exists", _is_there(colour, shape, rng), answer)
 
 
 def relation_between_two(scene: Scene, rng: random.Random) -> tuple[str, str, Relation, str] | None:
@@ -325,7 +375,7 @@ def unrecognised_questions(rng: random.Random, turns: int) -> list[QA]:
         kind = rng.choice(("colour", "shape", "count", "position", "exists"))
         ref = f"{rng.choice(tuple(COLOURS))} {rng.choice(SHAPES)}"
         question = {"count": rng.choice(TEMPLATES["count"]).format(things="shapes"),
-                    "exists": rng.choice(TEMPLATES["exists"]).format(colour=ref.split()[0], shape=ref.split()[1])
+                    "exists": _is_there(*ref.split(), rng)
                     }.get(kind) or rng.choice(TEMPLATES[kind]).format(ref=ref)
         talk.append(QA(kind, question, UNRECOGNISED_ANSWER))
     return talk
@@ -372,7 +422,7 @@ def random_question(rng: random.Random) -> str:
         things = _in_other_words(rng.choice(("shapes", plural(shape), f"{colour} shapes", f"{size} shapes")), rng)
         return rng.choice(TEMPLATES[kind]).format(things=things)
     if kind == "exists":
-        return rng.choice(TEMPLATES[kind]).format(colour=colour, shape=shape)
+        return _is_there(colour, shape, rng)
     if kind == "relation":
         other = rng.choice([s for s in SHAPES if s != shape])
         relation = rng.choice(rng.choice([r.wordings for r in RELATIONS.values()]))

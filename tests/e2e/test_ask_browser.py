@@ -97,6 +97,11 @@ def test_a_typed_and_a_spoken_question_stream_into_the_chat(asking_page, questio
     assert "conversation about the previous one was cleared" in wait_for_toast(asking_page)
 
 
+@pytest.mark.xfail(strict=True, reason="mmgpt-tiny v4.21 hears the fake microphone's 'which colour is the square?' "
+                   "as 'which shape is it?' and answers 'square'; it answers the typed question 'white', and the same "
+                   "recording sent to /ask is heard and answered right. Over 36 variants of the recording (lead-in, "
+                   "gain, 48 kHz, noise: scripts/recording_variants.py) v4.21 answers 18 right, v4.19, which passed "
+                   "here, 0; see assets/mmgpt-tiny/README.md")
 def test_mmgpt_tiny_answers_the_typed_and_the_spoken_question(asking_page, question_wav):
     if not shipped_can_ask():
         pytest.skip("the shipped mmgpt-tiny cannot answer questions yet (its tokenizer has no <|ask|>); v4 can")
