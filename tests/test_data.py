@@ -19,6 +19,8 @@ from mmgpt.data.text import load_shakespeare, split_text
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
 CORPUS = text.default_corpus_path()
+# What a transcript may hold: lowercase words and digits, one space apart, an apostrophe only inside a word ("what's")
+TRANSCRIPT = r"[a-z0-9]+('[a-z]+)?( [a-z0-9]+('[a-z]+)?)*"
 needs_corpus = pytest.mark.skipif(not CORPUS.is_file(), reason=f"Tiny Shakespeare is not at {CORPUS}")
 
 
@@ -210,7 +212,7 @@ def test_speech_dataset_is_valid_and_deterministic(tmp_path):
     for u in first:
         assert u.waveform.dtype == np.float32 and u.waveform.ndim == 1 and np.isfinite(u.waveform).all()
         assert 0 < u.waveform.size <= speech.MAX_UTTERANCE_SECONDS * SAMPLE_RATE
-        assert re.fullmatch(r"[a-z0-9]+( [a-z0-9]+)*", u.transcript), u.transcript
+        assert re.fullmatch(TRANSCRIPT, u.transcript), u.transcript
         assert u.voice in TRAIN_VOICES and speech.SPEED_WPM[0] <= u.speed <= speech.SPEED_WPM[1]
         assert speech.PITCH[0] <= u.pitch <= speech.PITCH[1]
         assert 10 <= u.snr_db <= 30
@@ -275,7 +277,7 @@ def test_utterances_are_captions_phrases_questions_numbers_and_commands():
     specs = [speech._sample_spec(rng, "train", captions) for _ in range(400)]
     assert {s.kind for s in specs} == set(speech.CONTENT_WEIGHTS)
     for spec in specs:
-        assert re.fullmatch(r"[a-z0-9]+( [a-z0-9]+)*", spec.text), spec.text
+        assert re.fullmatch(TRANSCRIPT, spec.text), spec.text
     phrases = {s.text for s in specs if s.kind == "phrase"}
     assert len(phrases) > 50 and any(len(p.split()) <= 2 for p in phrases)  # short ones too, like "blue circle"
     assert any(s.reverb_rt60 for s in specs) and not all(s.reverb_rt60 for s in specs)

@@ -78,7 +78,7 @@ COUNT_WORDS = ("two", "three", "four", "five")
 @dataclass(frozen=True, eq=False)
 class Utterance:
     waveform: np.ndarray  # float32 (n_samples,) at 16 kHz, at most MAX_UTTERANCE_SECONDS
-    transcript: str  # exactly the text espeak spoke: lowercase, no punctuation, numbers as digits
+    transcript: str  # exactly the text espeak spoke: lowercase, numbers as digits, no punctuation but "what's"
     voice: str  # espeak voice, e.g. "en-us+m3"
     speed: int  # words per minute
     pitch: int  # espeak pitch, 0-99
@@ -222,7 +222,8 @@ def free_phrase(rng: random.Random) -> str:
 
 
 def spoken_form(text: str) -> str:
-    """What a transcript holds of a written text: lowercase words, no punctuation."""
+    """What a transcript holds of a written text: lowercase words, no punctuation but the apostrophe inside a word
+    ("what's", "the star's"), which `evaluate.normalize_transcript` keeps too."""
     return " ".join(text.lower().replace(",", " ").replace("?", " ").replace(".", " ").split())
 
 
