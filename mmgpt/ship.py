@@ -287,7 +287,7 @@ def _data_section(train_cfg: dict) -> str:
             "or spoken (`mmgpt/data/questions.py`). Each kind is asked in "
             f"{min(map(len, TEMPLATES.values()))} to {max(map(len, TEMPLATES.values()))} phrasings, objects are "
             "named in everyday synonyms (\"the big circle\", \"how many objects\"), and the only object in a picture "
-            f"also as \"it\" or \"this\" ({sum(map(len, ABOUT_THE_ONLY_ONE.values()))} more phrasings)."
+            f"also as \"it\", \"this\" or \"that\" ({sum(map(len, ABOUT_THE_ONLY_ONE.values()))} more phrasings)."
             + (" Every answer first says what the model sees, then answers from it: \"a small red circle left of "
                "a large blue square, so red\"; answers are judged on what follows \"so\"."
                if train_cfg.get("describe_first") else "")

@@ -2,9 +2,9 @@
 
 `assets/examples/question_0.wav` (a recording of "which colour is the square?" about `scene_1.png`, answer white) is
 heard in 36 variants: 0, 0.3, 0.6 or 1 s of silence before it, gain 0.5, 1 or 1.5, and each as it is, after a 48 kHz
-round trip, or with white noise 30 dB below the speech. The browser test plays the recording through Chromium's fake
-microphone once; one pass through one path says little about a checkpoint, and these say how often it hears the words
-right and how often it answers them right.
+round trip, or with white noise 30 dB below the clip (its RMS, pauses included). The browser test plays the
+recording through Chromium's fake microphone once; one pass through one path says little about a checkpoint, and
+these say how often it hears the words right and how often it answers them right.
 
     python scripts/recording_variants.py assets/mmgpt-tiny runs/mmgpt-tiny-v419/checkpoint
 """
@@ -23,13 +23,14 @@ from transformers import AutoModelForCausalLM, AutoProcessor  # noqa: E402
 import mmgpt  # noqa: E402, F401  (registers mmgpt with the Auto classes)
 from mmgpt.audio import SAMPLE_RATE  # noqa: E402
 from mmgpt.data.questions import answer_is_right  # noqa: E402
-from mmgpt.evaluate import Asked, greedy_answers  # noqa: E402
+from mmgpt.evaluate import Asked, greedy_answers, normalize_transcript  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 RECORDING, PICTURE, SAID, ANSWER = "question_0.wav", "scene_1.png", "which colour is the square", "white"
 
 
 def variants(waveform: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
+    """The 36 variants of `waveform` (float32 at SAMPLE_RATE), by a name that says what was done to it."""
     rng = np.random.default_rng(seed)
     out = {}
     for lead_s in (0.0, 0.3, 0.6, 1.0):
@@ -52,8 +53,9 @@ def main(checkpoints: list[str]) -> None:
         model = AutoModelForCausalLM.from_pretrained(checkpoint).eval()
         processor = AutoProcessor.from_pretrained(checkpoint)
         answers, heard = greedy_answers(model, processor, asked, 16)
+        heard = heard or ["(not written down)"] * len(answers)  # checkpoints before v4.14 answer straight away
         right = sum(answer_is_right(a, ANSWER) for a in answers)
-        heard_right = sum(h.strip("? ") == SAID for h in heard)
+        heard_right = sum(normalize_transcript(h) == SAID for h in heard)
         print(f"{checkpoint}: {right} of {len(asked)} answered right, {heard_right} heard right")
         for (words, answer), n in Counter(zip(heard, answers)).most_common(5):
             print(f"  {n:2d} x heard {words!r}, answered {answer!r}")

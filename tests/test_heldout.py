@@ -287,6 +287,44 @@ def test_held_out_wording_is_not_the_training_wording(drawings):
     assert not training_phrases & held_out_phrases, sorted(training_phrases & held_out_phrases)
 
 
+def _every_training_question() -> set[str]:
+    """Each training phrasing once per relation wording and per way to name the things counted, synonyms included."""
+    fills = dict(ref="red circle", a="red circle", b="blue star", colour="red", shape="circle", shapes="circles")
+    things = ("shapes", "objects", "figures", "small shapes", "small objects", "big objects", "red figures", "circles")
+    relations = [w for r in questions.RELATIONS.values() for w in r.wordings]
+    templates = [*(t for ts in questions.TEMPLATES.values() for t in ts),
+                 *(t for ts in questions.ABOUT_THE_ONLY_ONE.values() for t in ts), *questions.FOLLOW_UPS]
+    return {t.format(**fills, relation=relation, things=counted) for t in templates
+            for relation in (relations if "{relation}" in t else [""])
+            for counted in (things if "{things}" in t else [""])}
+
+
+def _every_held_out_question() -> set[str]:
+    fills = dict(ref="the red circle", Ref="The red circle", a="the red circle", b="the blue star", colour="red",
+                 shape="circle", plural="circles", article="a")
+    asked = {t.format(**fills) for t in [*heldout.COLOUR_QUESTIONS, *heldout.SHAPE_QUESTIONS, *heldout.SIZE_QUESTIONS,
+                                          *heldout.POSITION_QUESTIONS, *heldout.EXISTS_QUESTIONS,
+                                          *(q for qs in heldout.RELATION_QUESTIONS.values() for q in qs)]}
+    values = {"all": "", "colour": "red", "shape": "circle", "size": "small"}
+    return asked | {t.format(value=values[kind], plural="circles") for kind, qs in heldout.COUNT_QUESTIONS.items()
+                    for t in qs}
+
+
+def _holds(words: tuple[str, ...], run: tuple[str, ...]) -> bool:
+    return any(words[i:i + len(run)] == run for i in range(len(words) - len(run) + 1))
+
+
+def test_no_held_out_question_is_worded_as_a_training_question_or_holds_one():
+    """Every phrasing, not a sample: "Count the small objects." was a training question once "objects" became a
+    synonym of "shapes", and "In which colour is the star drawn?" held "which colour is the star" whole."""
+    training = {tuple(_frame(q).split()) for q in _every_training_question()}
+    held_out = {tuple(_frame(q).split()) for q in _every_held_out_question()}
+    assert len(training) > 300 and len(held_out) > 30
+    assert not training & held_out, sorted(training & held_out)
+    held_whole = [(h, t) for h in held_out for t in training if len(t) >= 4 and _holds(h, t)]
+    assert not held_whole, held_whole[:3]
+
+
 # Everyday words that any wording of these questions needs; the held-out wording shares no other word with training.
 SHARED_QUESTION_WORDS = {
     "any", "are", "big", "can", "color", "colour", "count", "do", "does", "have", "here", "how", "image", "in", "is",
@@ -296,7 +334,8 @@ SHARED_QUESTION_WORDS = {
 
 
 def _words(templates) -> set[str]:
-    return {w for t in templates for w in re.findall(r"[a-z]+", re.sub(r"\{\w+\}", " ", t.lower()))}
+    """The words of `templates`, placeholders dropped with their possessive ("{ref}'s"), "what's" as one word."""
+    return {w for t in templates for w in re.findall(r"[a-z]+(?:'[a-z]+)?", re.sub(r"\{\w+\}('s)?", " ", t.lower()))}
 
 
 def test_training_questions_borrow_no_word_of_the_held_out_wording_but_everyday_ones():

@@ -494,7 +494,7 @@ PLURALS = {shape: shape + ("es" if shape.endswith("s") else "s") for shape in SH
 
 # Phrasings of this set only, none of them a frame the training questions (`mmgpt.data.questions`) use;
 # {ref}/{a}/{b} are referring expressions such as "the red one" or "the large star".
-COLOUR_QUESTIONS = ("In which colour is {ref} drawn?", "Name the colour of {ref}.",
+COLOUR_QUESTIONS = ("In what hue is {ref} drawn?", "Name {ref}'s colour.",
                     "What color has {ref} been painted?", "{Ref} has which colour?", "Say what colour {ref} has.")
 SHAPE_QUESTIONS = ("Name the shape of {ref}.", "{Ref} is which shape?", "Which shape does {ref} have?",
                    "Tell me what shape {ref} is.", "What form does {ref} have?")
@@ -505,12 +505,12 @@ COUNT_QUESTIONS = {
             "How many things are drawn here?"),
     "colour": ("How many {value} things are in the picture?", "Count every {value} object."),
     "shape": ("How many {plural} are drawn here?", "Give me the number of {plural}."),
-    "size": ("How many {value} objects are there in this picture?", "Count the {value} objects."),
+    "size": ("How many {value} objects does this picture hold?", "Tally the {value} objects."),
 }
 POSITION_QUESTIONS = ("Whereabouts is {ref}?", "Which part of the image is {ref} in?",
                       "Where in the image has {ref} been drawn?", "Which part of the picture holds {ref}?")
 RELATION_QUESTIONS = {
-    "left": ("Is {a} further left than {b}?", "Is {a} on the left side of {b}?"),
+    "left": ("Is {a} further left than {b}?", "Is {a} nearer the left edge than {b}?"),
     "right": ("Is {a} further right than {b}?", "Does {a} sit to the right of {b}?"),
     "up": ("Is {a} higher up than {b}?", "Does {a} sit over {b}?"),
     "down": ("Is {a} lower down than {b}?", "Is {a} underneath {b}?"),

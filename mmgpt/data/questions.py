@@ -15,10 +15,11 @@ so it can only be answered by reading the earlier turn.
 A model may say what it sees before it answers, "a small red circle left of a large blue square, so red"
 (`described_answer`); `short_answer` takes the answer back out, and answers are judged on it alone.
 
-These are the training phrasings (the only object in a picture may be "it" or "this"), with everyday synonyms for
-the names in a question ("the big circle", "how many objects"): a dozen to two dozen per kind, since a model that
-knew ten per kind wrote new wording down as the nearest training question. Evaluation also asks in wording of its
-own (`mmgpt.data.heldout`), none of it a training phrasing, and sharing only everyday words with these.
+These are the training phrasings (the only object in a picture may be "it", "this" or "that"), with everyday
+synonyms for the names in a question ("the big circle", "how many objects"): a dozen to two dozen per kind, since a
+model that knew ten per kind wrote new wording down as the nearest training question. Evaluation also asks in
+wording of its own (`mmgpt.data.heldout`): none of it is, or holds, a training question, and it shares only everyday
+words with these.
 """
 
 import random

@@ -78,7 +78,7 @@ COUNT_WORDS = ("two", "three", "four", "five")
 @dataclass(frozen=True, eq=False)
 class Utterance:
     waveform: np.ndarray  # float32 (n_samples,) at 16 kHz, at most MAX_UTTERANCE_SECONDS
-    transcript: str  # exactly the text espeak spoke: lowercase, numbers as digits, no punctuation but "what's"
+    transcript: str  # exactly the text espeak spoke: lowercase, digits, no punctuation but apostrophes inside words
     voice: str  # espeak voice, e.g. "en-us+m3"
     speed: int  # words per minute
     pitch: int  # espeak pitch, 0-99

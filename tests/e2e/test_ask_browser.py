@@ -97,14 +97,23 @@ def test_a_typed_and_a_spoken_question_stream_into_the_chat(asking_page, questio
     assert "conversation about the previous one was cleared" in wait_for_toast(asking_page)
 
 
-@pytest.mark.xfail(strict=True, reason="mmgpt-tiny v4.21 hears the fake microphone's 'which colour is the square?' "
-                   "as 'which shape is it?' and answers 'square'; it answers the typed question 'white', and the same "
-                   "recording sent to /ask is heard and answered right. Over 36 variants of the recording (lead-in, "
-                   "gain, 48 kHz, noise: scripts/recording_variants.py) v4.21 answers 18 right, v4.19, which passed "
-                   "here, 0; see assets/mmgpt-tiny/README.md")
+# The shipped checkpoint's known miss on the spoken question through the fake microphone, or None if it has none.
+SPOKEN_MISS = ("mmgpt-tiny v4.21 hears the fake microphone's 'which colour is the square?' as 'which shape is it?' and "
+               "answers 'square', where the same recording sent to /ask is heard and answered right; over 36 variants "
+               "of the recording (scripts/recording_variants.py) it answers 18 right, and v4.19, which passed here, "
+               "none. See assets/mmgpt-tiny/README.md")
+
+
 def test_mmgpt_tiny_answers_the_typed_and_the_spoken_question(asking_page, question_wav):
+    """The typed answer must be right. A known miss on the spoken one (SPOKEN_MISS) is reported as an expected
+    failure, not hidden; a right spoken answer passes, and without a known miss a wrong one fails."""
     if not shipped_can_ask():
         pytest.skip("the shipped mmgpt-tiny cannot answer questions yet (its tokenizer has no <|ask|>); v4 can")
     chat, typed, spoken = ask_about_the_scene(asking_page, "mmgpt-tiny", *question_wav)
-    assert answer_is_right(typed[-1], ANSWER) and answer_is_right(spoken[-1], ANSWER), (typed[-1], spoken[-1])
-    assert words(chat.questions()[1]) == words(question_wav[1]), chat.questions()  # the question's transcript
+    assert answer_is_right(typed[-1], ANSWER), typed[-1]
+    heard = chat.questions()[1]
+    heard_right = words(heard) == words(question_wav[1])  # the question's transcript
+    if SPOKEN_MISS and not (heard_right and answer_is_right(spoken[-1], ANSWER)):
+        pytest.xfail(f"{SPOKEN_MISS} (this time heard {heard!r}, answered {spoken[-1]!r})")
+    assert answer_is_right(spoken[-1], ANSWER), spoken[-1]
+    assert heard_right, chat.questions()
