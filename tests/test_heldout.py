@@ -287,14 +287,21 @@ def test_held_out_wording_is_not_the_training_wording(drawings):
     assert not training_phrases & held_out_phrases, sorted(training_phrases & held_out_phrases)
 
 
+TRAINING_TEMPLATES = [*(t for ts in questions.TEMPLATES.values() for t in ts),
+                      *(t for ts in questions.ABOUT_THE_ONLY_ONE.values() for t in ts), *questions.FOLLOW_UPS]
+# Every held-out question template but the counts, whose {value} is a colour, a shape or a size by kind
+HELD_OUT_TEMPLATES_BUT_COUNTS = [*heldout.COLOUR_QUESTIONS, *heldout.SHAPE_QUESTIONS, *heldout.SIZE_QUESTIONS,
+                                 *heldout.POSITION_QUESTIONS, *heldout.EXISTS_QUESTIONS,
+                                 *(q for qs in heldout.RELATION_QUESTIONS.values() for q in qs)]
+HELD_OUT_COUNT_TEMPLATES = [q for qs in heldout.COUNT_QUESTIONS.values() for q in qs]
+
+
 def _every_training_question() -> set[str]:
     """Each training phrasing once per relation wording and per way to name the things counted, synonyms included."""
     fills = dict(ref="red circle", a="red circle", b="blue star", colour="red", shape="circle", shapes="circles")
     things = ("shapes", "objects", "figures", "small shapes", "small objects", "big objects", "red figures", "circles")
     relations = [w for r in questions.RELATIONS.values() for w in r.wordings]
-    templates = [*(t for ts in questions.TEMPLATES.values() for t in ts),
-                 *(t for ts in questions.ABOUT_THE_ONLY_ONE.values() for t in ts), *questions.FOLLOW_UPS]
-    return {t.format(**fills, relation=relation, things=counted) for t in templates
+    return {t.format(**fills, relation=relation, things=counted) for t in TRAINING_TEMPLATES
             for relation in (relations if "{relation}" in t else [""])
             for counted in (things if "{things}" in t else [""])}
 
@@ -302,9 +309,7 @@ def _every_training_question() -> set[str]:
 def _every_held_out_question() -> set[str]:
     fills = dict(ref="the red circle", Ref="The red circle", a="the red circle", b="the blue star", colour="red",
                  shape="circle", plural="circles", article="a")
-    asked = {t.format(**fills) for t in [*heldout.COLOUR_QUESTIONS, *heldout.SHAPE_QUESTIONS, *heldout.SIZE_QUESTIONS,
-                                          *heldout.POSITION_QUESTIONS, *heldout.EXISTS_QUESTIONS,
-                                          *(q for qs in heldout.RELATION_QUESTIONS.values() for q in qs)]}
+    asked = {t.format(**fills) for t in HELD_OUT_TEMPLATES_BUT_COUNTS}
     values = {"all": "", "colour": "red", "shape": "circle", "size": "small"}
     return asked | {t.format(value=values[kind], plural="circles") for kind, qs in heldout.COUNT_QUESTIONS.items()
                     for t in qs}
@@ -341,13 +346,8 @@ def _words(templates) -> set[str]:
 def test_training_questions_borrow_no_word_of_the_held_out_wording_but_everyday_ones():
     """The held-out questions measure wording never seen in training: not their frames (above), and not their words
     ("whereabouts", "underneath", "further left than") either, beyond the everyday words in SHARED_QUESTION_WORDS."""
-    held_out = _words([*heldout.COLOUR_QUESTIONS, *heldout.SHAPE_QUESTIONS, *heldout.SIZE_QUESTIONS,
-                       *heldout.POSITION_QUESTIONS, *heldout.EXISTS_QUESTIONS,
-                       *(q for qs in heldout.COUNT_QUESTIONS.values() for q in qs),
-                       *(q for qs in heldout.RELATION_QUESTIONS.values() for q in qs)])
-    training = _words([*(t for ts in questions.TEMPLATES.values() for t in ts),
-                       *(t for ts in questions.ABOUT_THE_ONLY_ONE.values() for t in ts), *questions.FOLLOW_UPS,
-                       *(w for r in questions.RELATIONS.values() for w in r.wordings),
+    held_out = _words([*HELD_OUT_TEMPLATES_BUT_COUNTS, *HELD_OUT_COUNT_TEMPLATES])
+    training = _words([*TRAINING_TEMPLATES, *(w for r in questions.RELATIONS.values() for w in r.wordings),
                        *(w for ws in questions.SYNONYMS.values() for w in ws)])
     assert {"underneath", "whereabouts", "further"} <= held_out - training
     assert held_out & training <= SHARED_QUESTION_WORDS, sorted(held_out & training - SHARED_QUESTION_WORDS)

@@ -223,7 +223,7 @@ def _count(scene: Scene, rng: random.Random) -> QA:
     return QA("count", rng.choice(TEMPLATES["count"]).format(things=_in_other_words(things, rng)), COUNT_WORDS[n])
 
 
-def _is_there(colour: str, shape: str, rng: random.Random) -> str:
+def _exists_question(colour: str, shape: str, rng: random.Random) -> str:
     """"is there a red circle?", or in the plural, "are there any red circles?"."""
     return rng.choice(TEMPLATES["exists"]).format(colour=colour, shape=shape, shapes=plural(shape))
 
@@ -237,7 +237,7 @@ def _exists(scene: Scene, rng: random.Random) -> QA:
                       HELD_OUT_PAIRS and any(c == pc or s == ps for pc, ps in present)]
         colour, shape = rng.choice(candidates)
     answer = "yes" if (colour, shape) in present else "no"
-    return QA("exists", _is_there(colour, shape, rng), answer)
+    return QA("exists", _exists_question(colour, shape, rng), answer)
 
 
 def relation_between_two(scene: Scene, rng: random.Random) -> tuple[str, str, Relation, str] | None:
@@ -376,7 +376,7 @@ def unrecognised_questions(rng: random.Random, turns: int) -> list[QA]:
         kind = rng.choice(("colour", "shape", "count", "position", "exists"))
         ref = f"{rng.choice(tuple(COLOURS))} {rng.choice(SHAPES)}"
         question = {"count": rng.choice(TEMPLATES["count"]).format(things="shapes"),
-                    "exists": _is_there(*ref.split(), rng)
+                    "exists": _exists_question(*ref.split(), rng)
                     }.get(kind) or rng.choice(TEMPLATES[kind]).format(ref=ref)
         talk.append(QA(kind, question, UNRECOGNISED_ANSWER))
     return talk
@@ -423,7 +423,7 @@ def random_question(rng: random.Random) -> str:
         things = _in_other_words(rng.choice(("shapes", plural(shape), f"{colour} shapes", f"{size} shapes")), rng)
         return rng.choice(TEMPLATES[kind]).format(things=things)
     if kind == "exists":
-        return _is_there(colour, shape, rng)
+        return _exists_question(colour, shape, rng)
     if kind == "relation":
         other = rng.choice([s for s in SHAPES if s != shape])
         relation = rng.choice(rng.choice([r.wordings for r in RELATIONS.values()]))
