@@ -280,6 +280,7 @@ def test_utterances_are_captions_phrases_questions_numbers_and_commands():
         assert re.fullmatch(TRANSCRIPT, spec.text), spec.text
     phrases = {s.text for s in specs if s.kind == "phrase"}
     assert len(phrases) > 50 and any(len(p.split()) <= 2 for p in phrases)  # short ones too, like "blue circle"
+    assert not [p for p in phrases if re.search(r"\ba [aeiou]", p)], "'an orange', not 'a orange'"
     assert any(s.reverb_rt60 for s in specs) and not all(s.reverb_rt60 for s in specs)
 
 

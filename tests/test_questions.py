@@ -66,6 +66,12 @@ def test_questions_name_objects_in_everyday_synonyms_but_answers_keep_the_captio
     assert {qa.answer for qa in asked if qa.kind == "size"} == {"small", "large"}
 
 
+def test_questions_say_an_before_a_vowel(test_scenes):
+    asked = [qa.question for kind in ("exists",) for _, qa in _asked(test_scenes, kind, per_scene=8)]
+    assert any(re.search(r"\ban orange\b", q) for q in asked)
+    assert not any(re.search(r"\ba [aeiou]", q) for q in asked), [q for q in asked if re.search(r"\ba [aeiou]", q)]
+
+
 def test_a_count_of_one_size_counts_the_objects_of_that_size(test_scenes):
     size_of = {"small": "small", "little": "small", "large": "large", "big": "large"}
     checked = 0

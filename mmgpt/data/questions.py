@@ -16,8 +16,11 @@ A model may say what it sees before it answers, "a small red circle left of a la
 (`described_answer`); `short_answer` takes the answer back out, and answers are judged on it alone.
 
 These are the training phrasings (the only object in a picture may be "it", "this" or "that"), with everyday
-synonyms for the names in a question ("the big circle", "how many objects"): a dozen to two dozen per kind, since a
-model that knew ten per kind wrote new wording down as the nearest training question. Evaluation also asks in
+synonyms for the names in a question ("the big circle", "how many objects"): two to three dozen per kind, since a
+model that knew ten per kind wrote new wording down as the nearest training question. They vary sentence structure
+as well as words ("the {ref}, what colour is it?", "i wonder where the {ref} is", "quick question, ..."): a model
+that had only ever seen questions open with "what" or "where" took a held-out "Is a red star anywhere in the
+picture?" for a position question. Evaluation also asks in
 wording of its own (`mmgpt.data.heldout`): none of it is, or holds, a training question, and it shares only everyday
 words with these.
 """
@@ -44,13 +47,17 @@ TEMPLATES = {
                "the {ref} is what colour?", "tell me the colour of the {ref}", "what is the colour of the {ref}?",
                "can you tell me the colour of the {ref}?", "what colour would you say the {ref} is?",
                "colour of the {ref}?", "the {ref}, what colour is it?",
-               "what's the colour of the {ref}?", "which colour does the {ref} come in?",
-               "tell me what colour the {ref} is", "do you know what colour the {ref} is?",
+               "what's the colour of the {ref}?", "tell me what colour the {ref} is",
+               "do you know what colour the {ref} is?",
                "what colour is the {ref} in this image?", "how is the {ref} coloured?", "what is the {ref}'s colour?",
                "i would like to know the colour of the {ref}", "what color is the {ref} here?",
                "please tell me the colour of the {ref}", "what colour does the {ref} look?",
                "the {ref} looks what colour?", "what is the color of the {ref}?", "which color is the {ref}?",
-               "what colour do you see on the {ref}?"),
+               "what colour do you see on the {ref}?",
+               "i wonder what colour the {ref} is", "could you let me know the {ref}'s colour?",
+               "looking at the {ref}, which colour do you notice?", "quick question, the {ref} is which colour?",
+               "which colour was used for the {ref}?", "the {ref}'s colour, please?",
+               "if you look at the {ref}, what's its colour?"),
     "shape": ("what shape is the {ref}?", "what is the {ref}?", "which shape is the {ref}?",
               "what kind of shape is the {ref}?", "what is the shape of the {ref}?", "the {ref} is what shape?",
               "what sort of shape is the {ref}?", "can you tell me the shape of the {ref}?",
@@ -60,7 +67,11 @@ TEMPLATES = {
               "what is the {ref} exactly?", "do you know what shape the {ref} is?",
               "what shape is the {ref} in this image?", "the {ref} looks like what shape?",
               "please tell me the shape of the {ref}", "what figure is the {ref}?", "the {ref}, what shape is it?",
-              "what does the {ref} look like?", "i would like to know the shape of the {ref}"),
+              "what does the {ref} look like?", "i would like to know the shape of the {ref}",
+              "i wonder what shape the {ref} is", "looking at the {ref}, which shape is it?",
+              "quick question, the {ref} is shaped how?", "hey, what sort of figure is the {ref}?",
+              "say which shape the {ref} takes", "the {ref}'s shape, please?", "in terms of shape, the {ref} is what?",
+              "which shape was used for the {ref}?"),
     "size": ("is the {ref} small or large?", "how big is the {ref}?", "is the {ref} large or small?",
              "what size is the {ref}?", "how large is the {ref}?", "what is the size of the {ref}?",
              "is the {ref} a small one or a large one?", "the {ref} is what size?",
@@ -68,7 +79,11 @@ TEMPLATES = {
              "how large would you say the {ref} is?", "would you say the {ref} is small or large?",
              "is the {ref} small or is it large?", "do you know how big the {ref} is?",
              "how big does the {ref} look?", "how big is the {ref} in the picture?", "small or large, the {ref}?",
-             "is the {ref} one of the small ones or the large ones?"),
+             "is the {ref} one of the small ones or the large ones?",
+             "i wonder how big the {ref} is", "could you let me know if the {ref} is small or large?",
+             "looking at the {ref}, is it big or little?", "quick question, small or big, which is the {ref}?",
+             "hey, the {ref}, big or small?", "state whether the {ref} is small or large", "the {ref}'s size, please?",
+             "how would you describe the {ref}'s size?", "the {ref} seems big or small to you?"),
     "count": ("how many {things} are there?", "how many {things} can you see?", "count the {things}",
               "how many {things} are in the picture?", "how many {things} do you see?",
               "how many {things} are there in the image?", "can you count the {things}?", "number of {things}?",
@@ -77,7 +92,10 @@ TEMPLATES = {
               "how many {things} are visible?", "how many {things} can i see?",
               "how many {things} appear in the image?", "do you know how many {things} there are?",
               "how many {things} are in this image?", "please count the {things}", "how many {things} are here?",
-              "how many {things} does this image have?", "how many {things} would you say there are?"),
+              "how many {things} does this image have?", "how many {things} would you say there are?",
+              "the {things}, how many are there?", "i wonder how many {things} there are",
+              "looking at the picture, what's the count of {things}?", "quick question, {things}, how many?",
+              "state the total of {things} in the picture", "what number of {things} is shown?"),
     "position": ("where is the {ref}?", "where is the {ref} in the picture?", "in which part is the {ref}?",
                  "where can you see the {ref}?", "where is the {ref} located?",
                  "what is the position of the {ref}?", "where is the {ref} placed?",
@@ -85,14 +103,21 @@ TEMPLATES = {
                  "tell me where the {ref} is", "where exactly is the {ref}?",
                  "in which area of the image is the {ref}?", "where is the {ref} in this image?",
                  "do you know where the {ref} is?", "where is the {ref} found?", "where does the {ref} lie?",
-                 "can you tell me where the {ref} is?", "where is the {ref} shown?"),
+                 "can you tell me where the {ref} is?", "where is the {ref} shown?",
+                 "the {ref} is where?", "could you let me know the {ref}'s position?",
+                 "quick question, in what part of the picture is the {ref}?", "state the position of the {ref}, please",
+                 "the {ref}'s location, please?"),
     "relation": ("is the {a} {relation} the {b}?", "is the {a} {relation} the {b} in the picture?",
                  "is the {a} placed {relation} the {b}?", "would you say the {a} is {relation} the {b}?",
                  "does the {a} lie {relation} the {b}?", "is the {a} located {relation} the {b}?",
                  "is the {a} found {relation} the {b}?", "tell me if the {a} is {relation} the {b}",
-                 "is it true that the {a} is {relation} the {b}?", "the {a} is {relation} the {b}, right?",
+                 "is it true that the {a} is {relation} the {b}?", "the {a} is {relation} the {b}, isn't it?",
                  "do you see the {a} {relation} the {b}?", "does the {a} appear {relation} the {b}?",
-                 "is the {a} positioned {relation} the {b}?", "can you tell me if the {a} is {relation} the {b}?"),
+                 "is the {a} positioned {relation} the {b}?", "can you tell me if the {a} is {relation} the {b}?",
+                 "check whether the {a} is {relation} the {b}", "i wonder if the {a} is {relation} the {b}",
+                 "could you let me know whether the {a} is {relation} the {b}?",
+                 "true or false, the {a} is {relation} the {b}", "am i right that the {a} is {relation} the {b}?",
+                 "the {a} lies {relation} the {b}, doesn't it?", "is the {a} {relation} the {b} or not?"),
     "exists": ("is there a {colour} {shape}?", "can you see a {colour} {shape}?", "is there a {colour} {shape} in "
                "the picture?", "do you see a {colour} {shape}?", "is there any {colour} {shape}?",
                "does the picture have a {colour} {shape}?", "is there a {colour} {shape} here?",
@@ -100,7 +125,12 @@ TEMPLATES = {
                "do we have a {colour} {shape}?", "are there any {colour} {shapes}?", "is a {colour} {shape} shown?",
                "does a {colour} {shape} appear?", "any {colour} {shape} in the picture?",
                "can i see a {colour} {shape} here?", "is there a {colour} {shape} in this image?",
-               "do you notice a {colour} {shape}?", "are there {colour} {shapes} in the image?"),
+               "do you notice a {colour} {shape}?", "are there {colour} {shapes} in the image?",
+               "a {colour} {shape}, is there one?", "check for a {colour} {shape}, please",
+               "i wonder if there's a {colour} {shape}", "could you let me know if a {colour} {shape} is there?",
+               "looking at the picture, can a {colour} {shape} be found?",
+               "quick question, any {colour} {shapes} at all?", "tell me whether a {colour} {shape} exists here",
+               "the picture includes a {colour} {shape}, yes or no?"),
 }
 # About the only object in a picture, people point rather than name: "what colour is it?"
 ABOUT_THE_ONLY_ONE = {
@@ -147,6 +177,11 @@ def _in_other_words(name: str, rng: random.Random) -> str:
 def plural(noun: str) -> str:
     """"circle" -> "circles", "cross" -> "crosses" (mmgpt-tiny v4 was trained before this, on "crosss")."""
     return noun + ("es" if noun.endswith(("s", "x", "ch", "sh")) else "s")
+
+
+def with_articles(text: str) -> str:
+    """"a orange star" -> "an orange star": templates write "a {colour}", and one colour begins with a vowel."""
+    return re.sub(r"\ba (?=[aeiou])", "an ", text)
 
 
 @dataclass(frozen=True)
@@ -224,8 +259,9 @@ def _count(scene: Scene, rng: random.Random) -> QA:
 
 
 def _exists_question(colour: str, shape: str, rng: random.Random) -> str:
-    """"is there a red circle?", or in the plural, "are there any red circles?"."""
-    return rng.choice(TEMPLATES["exists"]).format(colour=colour, shape=shape, shapes=plural(shape))
+    """"is there a red circle?", "is there an orange star?", or in the plural, "are there any red circles?"."""
+    question = rng.choice(TEMPLATES["exists"]).format(colour=colour, shape=shape, shapes=plural(shape))
+    return with_articles(question)
 
 
 def _exists(scene: Scene, rng: random.Random) -> QA:

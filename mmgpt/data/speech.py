@@ -62,6 +62,13 @@ COMMANDS = (
     "call home", "yes", "no", "cancel", "help", "repeat that", "take a picture", "show me the map",
     "set a timer", "read my messages", "how is the weather", "good morning", "good night", "thank you",
     "describe the picture", "count to ten", "sit down", "stand up", "come here",
+    "turn up the music", "turn down the heating", "skip this song", "play the radio", "mute the sound",
+    "call my mother", "send a text message", "remind me at noon", "wake me up at seven", "set an alarm",
+    "lock the front door", "dim the lights", "start the washing machine", "what's on my calendar", "navigate to work",
+    "find a coffee shop nearby", "add milk to the shopping list", "check my email", "read the news",
+    "how far is the station", "what's the temperature outside", "play something relaxing", "shuffle my playlist",
+    "answer the phone", "hang up", "open the window", "tell me a joke", "switch off the television",
+    "speak more slowly", "make it louder",
 )
 # share of each kind of utterance; "phrase" is free-form talk about shapes, "question" a question about a picture
 CONTENT_WEIGHTS = {"caption": 0.25, "phrase": 0.25, "question": 0.2, "number": 0.15, "command": 0.15}
@@ -71,6 +78,16 @@ PHRASE_TEMPLATES = (
     "{count} {colour} {shapes}", "{count} {shapes}", "there is a {colour} {shape}", "i see a {colour} {shape}",
     "{colour}", "{shape}", "a {shape}", "{colour} and {colour2}", "a {colour} {shape} and a {colour2} {shape2}",
     "draw a {colour} {shape}", "show me the {colour} {shape}", "it is {colour}", "it is a {shape}",
+    "the {shape} next to the {shape2}", "move the {colour} {shape} up a bit", "the {size} {shape} is {colour}",
+    "i drew {count} {colour} {shapes}", "there are {count} {shapes} here", "put the {shape} above the {shape2}",
+    "where did the {colour} {shape} go", "i like the {colour} {shape} best",
+    "the {shape} and the {shape2} are both {colour}", "remove the {size} {shape} please",
+    "it looks like a {colour} {shape} to me", "that's not a {shape} it's a {shape2}",
+    "all of the {shapes} are {colour}", "one {colour} {shape} below a {colour2} {shape2}",
+    "swap the {colour} and {colour2} {shapes}", "is this a {shape} or a {shape2}",
+    "a {colour} {shape} right in the middle", "the {shape} in the top right corner", "we need {count} more {shapes}",
+    "the {colour} {shape} is bigger than the {shape2}", "let's add another {size} {shape}",
+    "no i meant the {colour2} one",
 )
 COUNT_WORDS = ("two", "three", "four", "five")
 
@@ -214,11 +231,11 @@ def free_phrase(rng: random.Random) -> str:
 
     colour, colour2 = rng.sample(tuple(COLOURS), 2)
     shape, shape2 = rng.sample(SHAPES, 2)
-    from .questions import plural
+    from .questions import plural, with_articles
 
-    return rng.choice(PHRASE_TEMPLATES).format(colour=colour, colour2=colour2, shape=shape, shape2=shape2,
-                                               shapes=plural(shape),
-                                               size=rng.choice(tuple(SIZES)), count=rng.choice(COUNT_WORDS))
+    return with_articles(rng.choice(PHRASE_TEMPLATES).format(
+        colour=colour, colour2=colour2, shape=shape, shape2=shape2, shapes=plural(shape), size=rng.choice(tuple(SIZES)),
+        count=rng.choice(COUNT_WORDS)))
 
 
 def spoken_form(text: str) -> str:
