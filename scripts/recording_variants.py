@@ -9,6 +9,7 @@ these say how often it hears the words right and how often it answers them right
     python scripts/recording_variants.py assets/mmgpt-tiny runs/mmgpt-tiny-v419/checkpoint
 """
 
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -26,7 +27,11 @@ from mmgpt.data.questions import answer_is_right  # noqa: E402
 from mmgpt.evaluate import Asked, greedy_answers, normalize_transcript  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
-RECORDING, PICTURE, SAID, ANSWER = "question_0.wav", "scene_1.png", "which colour is the square", "white"
+RECORDING, SAID = "question_0.wav", "which colour is the square"
+# Its picture and right answer, as the app's examples give them
+EXAMPLE = next(case for case in json.loads((EXAMPLES / "questions.json").read_text())
+               if case.get("recording") == RECORDING)
+PICTURE, ANSWER = EXAMPLE["picture"], EXAMPLE["answer"]
 
 
 def variants(waveform: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:

@@ -20,9 +20,8 @@ synonyms for the names in a question ("the big circle", "how many objects"): two
 model that knew ten per kind wrote new wording down as the nearest training question. They vary sentence structure
 as well as words ("the {ref}, what colour is it?", "i wonder where the {ref} is", "quick question, ..."): a model
 that had only ever seen questions open with "what" or "where" took a held-out "Is a red star anywhere in the
-picture?" for a position question. Evaluation also asks in
-wording of its own (`mmgpt.data.heldout`): none of it is, or holds, a training question, and it shares only everyday
-words with these.
+picture?" for a position question. Evaluation also asks in wording of its own (`mmgpt.data.heldout`): none of it is,
+or holds, a training question, and it shares only everyday words with these.
 """
 
 import random
