@@ -8,6 +8,7 @@ use the trained model and skip without it.
 
 from __future__ import annotations
 
+import json
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -34,8 +35,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 FAKE_MICROPHONE_ARGS = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 MICROPHONE_EXAMPLE = "speech_2.wav"  # what the fake microphone says (see examples.json), once: "%noloop" below
 LEAD_IN_S = 0.3  # silence before the speech, so that none is lost while the recorder starts
-SPOKEN_QUESTION = ("question_0.wav", "scene_1.png", "white")  # the spoken example question, its picture, the answer
-# (assets/examples/questions.json); examples.json has what it says
+# The spoken example question, its picture and its answer, as assets/examples/questions.json gives them (what it
+# says is in examples.json)
+_SPOKEN = next(case for case in json.loads((EXAMPLES / "questions.json").read_text()) if "recording" in case)
+SPOKEN_QUESTION = (_SPOKEN["recording"], _SPOKEN["picture"], _SPOKEN["answer"])
 
 
 # --- the app ------------------------------------------------------------------------------------------------------
