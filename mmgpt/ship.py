@@ -143,6 +143,8 @@ def _names(results: dict, keys, group: str) -> dict[str, str]:
 
 
 def _evaluation_section(results: dict, why: dict[str, str]) -> str:
+    from .data import scenes
+
     rows = figures(results)
     by_key = {f.key: f for f in rows}
     voice_columns = {"speech_captions": "test captions", "speech_phrases": "speech set's phrases",
@@ -177,6 +179,10 @@ def _evaluation_section(results: dict, why: dict[str, str]) -> str:
                          "{key}.by_objects.{name}.accuracy", "accuracy"),
         *_paired_part(results, by_key),
         "### Out-of-distribution captions by how they were drawn, keyword accuracy %",
+        *([f"The training renderer edges {scenes.EDGED_PROBABILITY:.0%} of its filled shapes in a darker ink, so the "
+           "held-out styles \"filled with a dark outline\" and \"filled with a darker outline\" are a kind of "
+           "picture that training holds, drawn by other code: they measure coverage more than generalization."]
+          if scenes.EDGED_PROBABILITY else []),
         _breakdown_table(by_key, "drawn with", {"caption_heldout": "held-out renderer"},
                          {f"{group}: {name}": f"{group}.{name}" for group in ("background", "finish", "style")
                           for name in results["caption_heldout"].get(f"by_{group}", {})},
@@ -272,7 +278,8 @@ def _data_section(train_cfg: dict) -> str:
         f"- **Scenes:** 1 to 3 of {len(scenes.SHAPES)} shapes in {len(scenes.COLOURS)} colours and "
         f"{len(scenes.SIZES)} sizes, with one canonical caption each (\"a large red circle at the top left\", "
         "\"a small blue square above a large green star\", three objects listed left to right). Backgrounds: "
-        f"{', '.join(scenes.BACKGROUND_KINDS)}; filled or outlined ({scenes.OUTLINE_PROBABILITY:.0%}), rotated, "
+        f"{', '.join(scenes.BACKGROUND_KINDS)}; filled or outlined ({scenes.OUTLINE_PROBABILITY:.0%}), "
+        f"{scenes.EDGED_PROBABILITY:.0%} of filled shapes edged in near-black or a darker shade of the fill, rotated, "
         f"sometimes wobbled or aliased, {scenes.JPEG_PROBABILITY:.0%} saved as JPEG; pictures "
         f"{scenes.SHORT_SIDE_PIXELS[0]}-{scenes.SHORT_SIDE_PIXELS[1]} px on the short side, aspect up to "
         f"{scenes.MAX_ASPECT:g}:1, resized square for the model. {len(scenes.HELD_OUT_PAIRS)} colour+shape pairs "
@@ -299,7 +306,10 @@ def _data_section(train_cfg: dict) -> str:
                if (paired := train_cfg.get("paired_share")) else "")
             + (" After a spoken question the model first writes the words it heard, then answers them as it answers "
                "a typed question, the recording still before them."
-               if train_cfg.get("transcribe_spoken_questions") else ""))
+               if train_cfg.get("transcribe_spoken_questions") else "")
+            + (f" {swapped:.0%} of the spoken questions are heard as another question's recording, their words "
+               "given rather than learned, so that answers come from the written words rather than the sound."
+               if (swapped := train_cfg.get("swapped_recording_share")) else ""))
     said = [SPOKEN_KINDS.get(kind, kind) for kind in getattr(speech, "CONTENT_WEIGHTS", {"caption": 1})]
     kinds = ", ".join(said[:-1]) + f" and {said[-1]}" if len(said) > 1 else said[0]
     reverb = getattr(speech, "REVERB_PROBABILITY", 0.0)

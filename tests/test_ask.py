@@ -415,7 +415,7 @@ def example_questions(kind: str) -> list[dict]:
 # the model (assets/mmgpt-tiny/README.md); these say which answers a user clicking the examples sees go wrong.
 KNOWN_MISSES: dict[tuple[str, str, str], str] = {
     ("spoken", "scene_1.png", "question_0.wav"): (
-        "mmgpt-tiny v4.23 writes the recording down right ('which colour is the square?') and answers 'yellow', the "
+        "mmgpt-tiny v4.25 writes the recording down right ('which colour is the square?') and answers 'yellow', the "
         "other object's colour, where the same words typed get 'white'; over 36 variants of the recording "
         "(scripts/recording_variants.py) it answers none right (v4.21 18). See assets/mmgpt-tiny/README.md"),
 }

@@ -109,6 +109,23 @@ def test_some_shapes_are_outlines_with_the_background_showing_inside():
     assert hollow >= 3
 
 
+def test_some_filled_shapes_are_edged_in_a_darker_ink_around_a_fill_of_their_colour():
+    edged = 0
+    for scene in scene_dataset("validation", 200, seed=6):
+        pixels = square_pixels(scene)
+        if pixels[[0, 0, -1, -1], [0, -1, 0, -1]].min() < 200:
+            continue  # on white paper only, where a dark ring can be told from the background
+        for obj in scene.objects:
+            colour = np.array(COLOURS[obj.colour], np.float32)
+            x, y = (int(v) for v in obj.centre)
+            x0, y0, x1, y1 = (int(v) for v in obj.box)
+            box = pixels[y0:y1 + 1, x0:x1 + 1].reshape(-1, 3)
+            filled = np.linalg.norm(pixels[y, x] - colour) < 80
+            if obj.size == "large" and obj.shape in ("circle", "square") and filled and colour.sum() > 200:
+                edged += (box.sum(axis=1) < 0.6 * colour.sum()).sum() >= 10
+    assert edged >= 3
+
+
 def test_captions_say_where_objects_are(train_scenes):
     for scene in train_scenes:
         parsed, objects = parse_caption(scene.caption), scene.objects

@@ -162,6 +162,14 @@ def test_big_shape_figures_show_when_measured_and_older_evaluations_still_make_a
     assert card_row in _evaluation_section(newer, {}), "reported beside the rest, with no target of its own"
 
 
+def test_the_card_says_which_held_out_styles_the_training_renderer_draws_too(monkeypatch):
+    from mmgpt.data import scenes
+
+    assert "measure coverage more than generalization" in _evaluation_section(results(), {})
+    monkeypatch.setattr(scenes, "EDGED_PROBABILITY", 0.0)
+    assert "measure coverage more than generalization" not in _evaluation_section(results(), {})
+
+
 def test_a_card_with_every_target_met_says_so():
     assert "Every target is met." in _evaluation_section(results(), {})
     assert unexplained_misses(results(), {}) == []
@@ -199,17 +207,20 @@ def test_the_card_says_which_questions_came_in_pairs_were_written_down_and_which
 
     plain = dataclasses.asdict(TrainConfig(ask_batch=32))
     card = _data_section({**plain, "paired_share": 0.4, "clean_speech_share": 0.3, "speech_text_share": 0.2,
-                          "speech_word_share": 0.25, "transcribe_spoken_questions": True})
+                          "speech_word_share": 0.25, "transcribe_spoken_questions": True,
+                          "swapped_recording_share": 0.3})
     assert "40% of the typed questions come in pairs" in card and "(30% with no noise)" in card
     assert "20% of the training utterances are runs of 2 to 8 words of the training text" in card
     assert "25% of the training utterances are runs of 2 to 8 words drawn one by one" in card
     assert "first writes the words it heard" in card
+    assert "30% of the spoken questions are heard as another question's recording" in card
     settings = ("paired_share", "clean_speech_share", "speech_text_share", "speech_word_share",
-                "transcribe_spoken_questions")
+                "transcribe_spoken_questions", "swapped_recording_share")
     for before in (plain, {k: v for k, v in plain.items() if k not in settings}):
         card = _data_section(before)
         assert not any(said in card for said in ("in pairs", "no noise", "words of the training text",
-                                                 "drawn one by one", "first writes the words it heard"))
+                                                 "drawn one by one", "first writes the words it heard",
+                                                 "another question's recording"))
 
 
 def test_the_card_counts_the_spoken_questions_only_for_a_run_that_heard_them():

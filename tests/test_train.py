@@ -341,6 +341,36 @@ def test_a_checkpoint_that_transcribes_spoken_questions_learns_to_write_the_word
     assert [learned for _, learned in typed][-2:] == [False, True]
 
 
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_a_swapped_recording_gives_the_words_heard_without_teaching_them_and_still_teaches_the_answer(share):
+    """With `swapped_recording_share`, a spoken question is heard as another question's recording: its words are
+    then given, not learned, so that the answer after them is learned from the words and not from the sound."""
+    import random
+
+    from mmgpt.data.questions import conversation
+    from mmgpt.data.scenes import make_scene
+
+    _, processor = tiny_model_and_processor(seed=0)
+    processor.transcribes_spoken_questions = True
+    batches = collating_batches(processor, TrainConfig(transcribe_spoken_questions=True, spoken_ask_batch=6,
+                                                       swapped_recording_share=share, mel_warp=0.0))
+    batches.rng, batches.pad_features = np.random.default_rng(0), pad_features
+    rng = random.Random(2)
+    seeds = [rng.getrandbits(64) for _ in range(4)]
+    batches.spoken_questions = [(seed, conversation(make_scene(random.Random(seed), "train"), rng, 1), None)
+                                for seed in seeds]
+    batches.spoken_features = [np.full((80, 40 + 40 * i), float(i), np.float32) for i in range(len(seeds))]
+
+    batch = batches.spoken_ask()
+
+    learned = [processor.decode(row[row != -100]) for row in batch["labels"]]
+    questions = [talk[-1].question for _, talk, _ in batches.spoken_questions]
+    answers = [talk[-1].answer for _, talk, _ in batches.spoken_questions]
+    for text in learned:
+        assert any(text.endswith(answer + "<|endoftext|>") for answer in answers)  # every answer is learned
+        assert any(question in text for question in questions) == (share == 0.0)
+
+
 @pytest.mark.parametrize("describe_first", [False, True])
 def test_the_warm_up_teaches_answers_written_after_the_objects_name(describe_first):
     import random

@@ -1,9 +1,10 @@
 """Procedurally drawn shape scenes, each with one canonical caption that is decidable from the image alone.
 
 A scene holds 1 to 3 objects (shape, colour, size) on any background a person might draw on: white or black
-paper, light, dark or saturated colours, gradients, textures and noise. Objects are filled or outlined, with any
-stroke width, rotated, with smooth or aliased edges and sometimes a hand-drawn wobble; a shape alone may fill most of
-the picture; the picture has any size and aspect up to 2:1 and may be saved as a JPEG. The caption grammar:
+paper, light, dark or saturated colours, gradients, textures and noise. Objects are filled (sometimes edged in a
+darker ink) or outlined, with any stroke width, rotated, with smooth or aliased edges and sometimes a hand-drawn
+wobble; a shape alone may fill most of the picture; the picture has any size and aspect up to 2:1 and may be saved
+as a JPEG. The caption grammar:
     1 object:  "a large red circle at the top left"              (position from a 3x3 grid of cells)
     2 objects: "a small blue square left of a large green star"  (or "... above ...", whichever axis dominates)
     3 objects: "a small red circle, a large blue square and a small green star"   (listed left to right)
@@ -69,6 +70,11 @@ SHORT_SIDE_PIXELS = (48, 160)
 MAX_ASPECT = 2.0
 MIN_CONTRAST = 120.0  # RGB distance every object colour keeps from the background around it
 OUTLINE_PROBABILITY = 0.35  # otherwise filled
+# Of the filled shapes, this share gets an edge in another ink, as clip art and drawing programs' default shapes do:
+# near-black, or a darker shade of the fill. The colour named is the fill's.
+EDGED_PROBABILITY = 0.3
+EDGE_INKS = ("black", "darker")
+MAX_EDGE_FRACTION = 0.25  # edge width, at most this fraction of the shape's radius: the fill must still show
 STROKE_PIXELS = (1.5, 4.0)  # outline width, in pixels of the square
 WOBBLE_PROBABILITY = 0.3  # a hand-drawn outline: the edge wanders by a few percent of the size
 WOBBLE = (0.02, 0.07)
@@ -416,6 +422,23 @@ def _nearest_colour_name(rgb: np.ndarray) -> str:
                                               for shade in (COLOURS[name], *COLOUR_SHADES[name])))
 
 
+def _mask(points, canvas: tuple[int, int], supersample: int, line_width: float | None) -> np.ndarray:
+    """(H, W, 1) coverage of the polygon `points`: filled when `line_width` is None, else its edge of that width."""
+    width, height = canvas
+    mask = Image.new("L", (width * supersample, height * supersample), 0)
+    if line_width is None:
+        ImageDraw.Draw(mask).polygon(points, fill=255)
+    else:
+        ImageDraw.Draw(mask).line(points + points[:1], fill=255, width=max(1, round(line_width)), joint="curve")
+    if supersample > 1:
+        mask = mask.resize((width, height), Image.Resampling.BOX)
+    return np.asarray(mask, dtype=np.float32)[..., None] / 255
+
+
+def _paint(image: np.ndarray, alpha: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    return image * (1 - alpha) + colour * alpha
+
+
 def _draw(rng: random.Random, layout, canvas: tuple[int, int]) -> Image.Image:
     width, height = canvas
     colours = [_object_colour(rng, body.colour) for body, _ in layout]
@@ -440,15 +463,13 @@ def _draw(rng: random.Random, layout, canvas: tuple[int, int]) -> Image.Image:
         if rng.random() < WOBBLE_PROBABILITY:
             outline = _wobbled(rng, outline, rng.uniform(*WOBBLE))
         points = [((x + px) * sx, (y + py) * sy) for px, py in outline]
-        mask = Image.new("L", (width * supersample, height * supersample), 0)
-        if rng.random() < OUTLINE_PROBABILITY:
-            ImageDraw.Draw(mask).line(points + points[:1], fill=255, width=max(1, round(stroke)), joint="curve")
-        else:
-            ImageDraw.Draw(mask).polygon(points, fill=255)
-        if supersample > 1:
-            mask = mask.resize((width, height), Image.Resampling.BOX)
-        alpha = np.asarray(mask, dtype=np.float32)[..., None] / 255
-        image = image * (1 - alpha) + colour * alpha
+        outlined = rng.random() < OUTLINE_PROBABILITY
+        image = _paint(image, _mask(points, canvas, supersample, stroke if outlined else None), colour)
+        if not outlined and rng.random() < EDGED_PROBABILITY:
+            ink = np.full(3, rng.uniform(0, 45), np.float32) if rng.choice(EDGE_INKS) == "black" \
+                else colour * rng.uniform(0.35, 0.65)
+            radius = max(math.hypot(px * sx, py * sy) for px, py in outline)
+            image = _paint(image, _mask(points, canvas, supersample, min(stroke, MAX_EDGE_FRACTION * radius)), ink)
     noise = np.random.default_rng(rng.getrandbits(64)).normal(0.0, rng.uniform(*PIXEL_NOISE_STD), image.shape)
     picture = Image.fromarray(np.clip(image + noise, 0, 255).round().astype(np.uint8), "RGB")
     if rng.random() < JPEG_PROBABILITY:
