@@ -21,6 +21,7 @@ import mmgpt.train as training
 from mmgpt.audio import SAMPLE_RATE
 from mmgpt.data import load_shakespeare, scene_dataset, speech_dataset
 from mmgpt.data.text import default_corpus_path
+from mmgpt.model.configuration_mmgpt import MMGPTConfig
 from mmgpt.model.processing_mmgpt import pad_features
 from mmgpt.model.testing import tiny_model_and_processor
 from mmgpt.train import TrainConfig, colour_token_ids, pad_right, swap_colour_words, train, warp_frequencies
@@ -214,10 +215,16 @@ def test_paired_questions_share_a_picture_and_fill_that_share_of_the_batch():
     assert not torch.equal(pixels[4], pixels[5])  # then conversations, one picture each
 
 
-@pytest.mark.parametrize("setting", ["paired_share", "clean_speech_share", "speech_text_share", "speech_word_share"])
+@pytest.mark.parametrize("setting", ["paired_share", "clean_speech_share", "speech_text_share", "speech_word_share",
+                                     "swapped_recording_share"])
 def test_a_share_outside_zero_to_one_is_refused_before_training(setting, tmp_path):
     with pytest.raises(ValueError, match=f"{setting} 1.5"):
         train(TrainConfig(out_dir=str(tmp_path), **{setting: 1.5}))
+
+
+def test_swapped_recordings_are_refused_where_spoken_questions_are_not_written_down(tmp_path):
+    with pytest.raises(ValueError, match="swapped_recording_share needs transcribe_spoken_questions"):
+        train(TrainConfig(out_dir=str(tmp_path), swapped_recording_share=0.3))
 
 
 def test_lines_of_text_and_runs_of_words_together_fit_in_the_speech_pool(tmp_path):
@@ -363,12 +370,17 @@ def test_a_swapped_recording_gives_the_words_heard_without_teaching_them_and_sti
 
     batch = batches.spoken_ask()
 
-    learned = [processor.decode(row[row != -100]) for row in batch["labels"]]
-    questions = [talk[-1].question for _, talk, _ in batches.spoken_questions]
-    answers = [talk[-1].answer for _, talk, _ in batches.spoken_questions]
-    for text in learned:
-        assert any(text.endswith(answer + "<|endoftext|>") for answer in answers)  # every answer is learned
-        assert any(question in text for question in questions) == (share == 0.0)
+    frame = processor.token_ids["<|frame|>"]
+    pictures = [torch.from_numpy(processor.image_to_pixels(make_scene(random.Random(seed), "train").image))
+                for seed in seeds]
+    for row, labels, pixels in zip(batch["input_ids"], batch["labels"], batch["pixel_values"]):
+        entry = next(e for e, picture in enumerate(pictures) if torch.equal(picture, pixels))
+        _, talk, _ = batches.spoken_questions[entry]
+        learned = processor.decode(labels[labels != -100])
+        own_frames = MMGPTConfig.audio_tokens_for_frames(batches.spoken_features[entry].shape[1])
+        assert learned.endswith(talk[-1].answer + "<|endoftext|>")  # the answer is always learned
+        assert (talk[-1].question in learned) == (share == 0.0)  # the words heard only with their own recording
+        assert ((row == frame).sum().item() == own_frames) == (share == 0.0)
 
 
 @pytest.mark.parametrize("describe_first", [False, True])

@@ -466,9 +466,9 @@ def _draw(rng: random.Random, layout, canvas: tuple[int, int]) -> Image.Image:
         outlined = rng.random() < OUTLINE_PROBABILITY
         image = _paint(image, _mask(points, canvas, supersample, stroke if outlined else None), colour)
         if not outlined and rng.random() < EDGED_PROBABILITY:
-            ink = np.full(3, rng.uniform(0, 45), np.float32) if rng.choice(EDGE_INKS) == "black" \
-                else colour * rng.uniform(0.35, 0.65)
-            radius = max(math.hypot(px * sx, py * sy) for px, py in outline)
+            ink = (np.full(3, rng.uniform(0, 45), np.float32) if rng.choice(EDGE_INKS) == "black"
+                   else colour * rng.uniform(0.35, 0.65))
+            radius = max(math.hypot(px * sx, py * sy) for px, py in outline)  # undistorted in the picture
             image = _paint(image, _mask(points, canvas, supersample, min(stroke, MAX_EDGE_FRACTION * radius)), ink)
     noise = np.random.default_rng(rng.getrandbits(64)).normal(0.0, rng.uniform(*PIXEL_NOISE_STD), image.shape)
     picture = Image.fromarray(np.clip(image + noise, 0, 255).round().astype(np.uint8), "RGB")
