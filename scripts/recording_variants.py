@@ -9,7 +9,6 @@ these say how often it hears the words right and how often it answers them right
     python scripts/recording_variants.py assets/mmgpt-tiny runs/mmgpt-tiny-v419/checkpoint
 """
 
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -23,14 +22,14 @@ from transformers import AutoModelForCausalLM, AutoProcessor  # noqa: E402
 
 import mmgpt  # noqa: E402, F401  (registers mmgpt with the Auto classes)
 from mmgpt.audio import SAMPLE_RATE  # noqa: E402
+from mmgpt.data.examples import example_questions  # noqa: E402
 from mmgpt.data.questions import answer_is_right  # noqa: E402
 from mmgpt.evaluate import Asked, greedy_answers, normalize_transcript  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "assets" / "examples"
 RECORDING, SAID = "question_0.wav", "which colour is the square"
 # Its picture and right answer, as the app's examples give them
-EXAMPLE = next(case for case in json.loads((EXAMPLES / "questions.json").read_text())
-               if case.get("recording") == RECORDING)
+EXAMPLE = next(case for case in example_questions(EXAMPLES, "recording") if case["recording"] == RECORDING)
 PICTURE, ANSWER = EXAMPLE["picture"], EXAMPLE["answer"]
 
 

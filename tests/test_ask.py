@@ -29,6 +29,7 @@ from tiny_vlm import save_tiny_vlm
 import app
 from benchmarks import stress
 from mmgpt import inputs
+from mmgpt.data.examples import example_questions
 from mmgpt.data.speech import TEST_VOICES
 from mmgpt.engine import AskRequest, Engine, HeardQuestionRequest
 from mmgpt.inputs import MAX_CONVERSATION_MESSAGES, MAX_MESSAGE_CHARS, SPOKEN_MARK
@@ -404,11 +405,6 @@ def can_ask(engine) -> bool:
     return engine.load("mmgpt-tiny").processor.can_ask
 
 
-def example_questions(kind: str) -> list[dict]:
-    """assets/examples/questions.json: {"picture", "question" or "recording", "answer"} about the example pictures."""
-    return [case for case in json.loads((EXAMPLES / "questions.json").read_text()) if kind in case]
-
-
 # The example questions that the shipped mmgpt-tiny answers wrongly, by (typed or spoken, picture, question or
 # recording), and why. Each is an expected failure, so a newly wrong answer fails its own test, and an answer that
 # a later checkpoint gets right fails too, until it leaves this list. The evaluation's figures are the measure of
@@ -424,11 +420,11 @@ KNOWN_MISSES: dict[tuple[str, str, str], str] = {
 def example_cases(how: str) -> list:
     """(picture, question or recording, answer) for each example question, typed or spoken, its known miss marked.
     Spoken cases also name their voice: None for a recording, else a held-out voice, each typed question its own."""
-    typed = example_questions("question")
+    typed = example_questions(EXAMPLES, "question")
     if how == "typed":
         asked = [(case["picture"], case["question"], case["answer"]) for case in typed]
     else:  # the recorded questions, then the typed ones as speech
-        asked = [(case["picture"], case["recording"], None, case["answer"]) for case in example_questions("recording")]
+        asked = [(case["picture"], case["recording"], None, case["answer"]) for case in example_questions(EXAMPLES, "recording")]
         asked += [(case["picture"], case["question"], TEST_VOICES[index % len(TEST_VOICES)], case["answer"])
                   for index, case in enumerate(typed)]
     params = []

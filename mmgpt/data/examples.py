@@ -86,5 +86,10 @@ def write_examples(directory: str | Path) -> dict[str, str]:
     return expected
 
 
+def example_questions(directory, kind: str) -> list[dict]:
+    """The cases of `directory`'s `questions.json` asked by `kind`: "question" (typed) or "recording" (spoken)."""
+    return [case for case in json.loads((Path(directory) / "questions.json").read_text()) if kind in case]
+
+
 if __name__ == "__main__":
     print(json.dumps(write_examples(sys.argv[1] if len(sys.argv) > 1 else "assets/examples"), indent=1))

@@ -8,7 +8,6 @@ use the trained model and skip without it.
 
 from __future__ import annotations
 
-import json
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +27,7 @@ from e2e_support import (
     read_wav,
     write_wav,
 )
+from mmgpt.data.examples import example_questions
 
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
@@ -37,7 +37,7 @@ MICROPHONE_EXAMPLE = "speech_2.wav"  # what the fake microphone says (see exampl
 LEAD_IN_S = 0.3  # silence before the speech, so that none is lost while the recorder starts
 # The spoken example question, its picture and its answer, as assets/examples/questions.json gives them (what it
 # says is in examples.json)
-_SPOKEN = next(case for case in json.loads((EXAMPLES / "questions.json").read_text()) if "recording" in case)
+_SPOKEN = example_questions(EXAMPLES, "recording")[0]
 SPOKEN_QUESTION = (_SPOKEN["recording"], _SPOKEN["picture"], _SPOKEN["answer"])
 
 
