@@ -424,7 +424,8 @@ def example_cases(how: str) -> list:
     if how == "typed":
         asked = [(case["picture"], case["question"], case["answer"]) for case in typed]
     else:  # the recorded questions, then the typed ones as speech
-        asked = [(case["picture"], case["recording"], None, case["answer"]) for case in example_questions(EXAMPLES, "recording")]
+        recorded = example_questions(EXAMPLES, "recording")
+        asked = [(case["picture"], case["recording"], None, case["answer"]) for case in recorded]
         asked += [(case["picture"], case["question"], TEST_VOICES[index % len(TEST_VOICES)], case["answer"])
                   for index, case in enumerate(typed)]
     params = []
