@@ -143,8 +143,9 @@ def _names(results: dict, keys, group: str) -> dict[str, str]:
 
 
 def _evaluation_section(results: dict, why: dict[str, str]) -> str:
-    from .data import scenes
+    from .data import heldout, scenes
 
+    edged_styles = " and ".join(f'"{style}"' for style in heldout.EDGED_STYLES)
     rows = figures(results)
     by_key = {f.key: f for f in rows}
     voice_columns = {"speech_captions": "test captions", "speech_phrases": "speech set's phrases",
@@ -180,7 +181,7 @@ def _evaluation_section(results: dict, why: dict[str, str]) -> str:
         *_paired_part(results, by_key),
         "### Out-of-distribution captions by how they were drawn, keyword accuracy %",
         *([f"The training renderer edges {scenes.EDGED_PROBABILITY:.0%} of its filled shapes in a darker ink, so the "
-           "held-out styles \"filled with a dark outline\" and \"filled with a darker outline\" are a kind of "
+           f"held-out styles {edged_styles} are a kind of "
            "picture that training holds, drawn by other code: they measure coverage more than generalization."]
           if scenes.EDGED_PROBABILITY else []),
         _breakdown_table(by_key, "drawn with", {"caption_heldout": "held-out renderer"},

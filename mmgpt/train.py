@@ -54,7 +54,9 @@ class TrainConfig:
     image_position_std: float = 0.3  # init std of the image row/column tables: the scale of patch content
     audio_layers: int = 2
     n_positions: int = 512  # decoder context, in tokens (audio prefix + transcript must fit)
-    image_size: int = 64  # pixels per side the image encoder sees (scenes are resized to it)
+    # Pixels per side the image encoder sees (pictures are resized to it). A warm start from a checkpoint that sees
+    # fewer grows to it (`grow_image_size`); one that sees more keeps its own.
+    image_size: int = 64
     patch_size: int = 8
     max_audio_frames: int = 1000  # log-mel frames per clip (10 ms each)
     # batches, per rank and step
@@ -656,15 +658,19 @@ def answer_after(describes: bool) -> str | None:
     return ANSWER_AFTER if describes else None
 
 
-def warm_start(location: str, image_stem_blocks: int = 0):
+def warm_start(location: str, image_stem_blocks: int = 0, image_size: int = 0):
     """Model and processor from an earlier checkpoint, given the question tokens if it predates them (v3), and
-    grown to `image_stem_blocks` stem blocks if it has fewer (the new ones start as the identity). A checkpoint
-    with more keeps all of its own: trained blocks are never dropped, so the default continues any checkpoint."""
+    grown to `image_stem_blocks` stem blocks if it has fewer (the new ones start as the identity) and to `image_size`
+    pixels per side if it sees fewer (`grow_image_size`). A checkpoint with more keeps all of its own: trained
+    blocks and resolution are never dropped, so the defaults continue any checkpoint."""
     from .model.processing_mmgpt import SPECIAL_TOKENS
 
-    had = MMGPTConfig.from_pretrained(location).image_stem_blocks
-    model = MMGPTForCausalLM.from_pretrained(location, image_stem_blocks=max(had, image_stem_blocks))
+    had = MMGPTConfig.from_pretrained(location)
+    model = MMGPTForCausalLM.from_pretrained(location, image_stem_blocks=max(had.image_stem_blocks, image_stem_blocks))
     processor = MMGPTProcessor.from_pretrained(location)
+    if image_size > had.image_size:
+        model = grow_image_size(model, image_size)
+        processor = MMGPTProcessor.from_config(model.config, processor.tokenizer)
     missing = [t for t in SPECIAL_TOKENS if t not in processor.tokenizer.get_vocab()]
     if missing:
         tokenizer = processor.tokenizer
@@ -672,6 +678,22 @@ def warm_start(location: str, image_stem_blocks: int = 0):
         model.resize_token_embeddings(len(tokenizer), mean_resizing=True)
         processor = MMGPTProcessor.from_config(model.config, tokenizer)
     return model, processor
+
+
+def grow_image_size(model: MMGPTForCausalLM, image_size: int) -> MMGPTForCausalLM:
+    """The same model seeing `image_size` pixels per side: every weight is kept, since the convolutions and blocks do
+    not depend on the resolution, except the row and column position tables, which grow with the patch grid and
+    are linearly interpolated, so that a patch keeps the position of the place in the picture it covers."""
+    config = MMGPTConfig.from_dict({**model.config.to_dict(), "image_size": image_size})
+    grown = MMGPTForCausalLM(config)
+    state = model.state_dict()
+    for name in ("row_embed", "col_embed"):
+        key = f"transformer.image_encoder.{name}.weight"
+        table = state[key].T[None]  # (1, D, old grid)
+        state[key] = torch.nn.functional.interpolate(table, size=grown.transformer.image_encoder.grid,
+                                                     mode="linear", align_corners=True)[0].T
+    grown.load_state_dict(state)
+    return grown
 
 
 def plot_history(history: list[dict], evals: list[dict], path: Path) -> None:
@@ -742,7 +764,7 @@ def train(cfg: TrainConfig) -> Path:
         # A resume may change batch sizes or the schedule; keep every setting that was ever in force.
         state.setdefault("resumes", []).append({"step": state["step"], "config": dataclasses.asdict(cfg)})
     elif cfg.init_from:
-        model, processor = warm_start(cfg.init_from, cfg.image_stem_blocks)
+        model, processor = warm_start(cfg.init_from, cfg.image_stem_blocks, cfg.image_size)
         log(f"starting from the weights of {cfg.init_from}")
         state = {"step": 0, "train_seconds": 0.0, "history": [], "evals": [], "config": dataclasses.asdict(cfg)}
     else:

@@ -55,7 +55,7 @@ def main() -> None:
                                        spoken_question_pool=1), steps=args.steps)
 
     torch.manual_seed(cfg.seed)
-    model, processor = training.warm_start(args.init_from, cfg.image_stem_blocks)
+    model, processor = training.warm_start(args.init_from, cfg.image_stem_blocks, cfg.image_size)
     train_text, _ = split_text(load_shakespeare(cfg.text_path))
     batches = training.TaskBatches(cfg, processor, train_text, seed=1, pool_seed=cfg.seed * 1000)
 

@@ -163,9 +163,11 @@ def test_big_shape_figures_show_when_measured_and_older_evaluations_still_make_a
 
 
 def test_the_card_says_which_held_out_styles_the_training_renderer_draws_too(monkeypatch):
-    from mmgpt.data import scenes
+    from mmgpt.data import heldout, scenes
 
-    assert "measure coverage more than generalization" in _evaluation_section(results(), {})
+    card = _evaluation_section(results(), {})
+    assert "measure coverage more than generalization" in card
+    assert all(f'"{style}"' in card for style in heldout.EDGED_STYLES) and len(heldout.EDGED_STYLES) == 2
     monkeypatch.setattr(scenes, "EDGED_PROBABILITY", 0.0)
     assert "measure coverage more than generalization" not in _evaluation_section(results(), {})
 

@@ -592,6 +592,32 @@ def test_a_warm_start_keeps_a_checkpoints_stem_blocks_and_grows_them_to_what_is_
                                    saved.transformer.image_encoder(pixels))
 
 
+@pytest.mark.parametrize("asked, seen", [(0, 32), (32, 32), (48, 48)])
+def test_a_warm_start_grows_the_pictures_it_sees_to_what_is_asked_and_never_shrinks_them(tmp_path, asked, seen):
+    from mmgpt.model.testing import save_random_checkpoint
+
+    save_random_checkpoint(tmp_path, seed=4, image_size=32, patch_size=8)
+    saved = training.MMGPTForCausalLM.from_pretrained(tmp_path).eval()
+
+    model, processor = training.warm_start(str(tmp_path), image_size=asked)
+
+    assert model.config.image_size == processor.image_size == seen
+    image = scene_dataset("train", 1, seed=3)[0].image
+    inputs = processor(images=[image])
+    assert int((inputs["input_ids"] == model.config.image_placeholder_id).sum()) == (seen // 8) ** 2
+    old, new = saved.transformer.image_encoder, model.transformer.image_encoder
+    for name, weight in saved.state_dict().items():  # only the position tables may differ, and they only grow
+        if "row_embed" not in name and "col_embed" not in name:
+            torch.testing.assert_close(model.state_dict()[name], weight)
+    for table in ("row_embed", "col_embed"):  # the first and last rows and columns keep their places
+        grown, kept = getattr(new, table).weight, getattr(old, table).weight
+        assert grown.shape == (seen // 8, kept.shape[1])
+        torch.testing.assert_close(grown[[0, -1]], kept[[0, -1]])
+    with torch.no_grad():  # the encoder reads the new grid of patches into the new number of placeholders
+        logits = model.eval()(**inputs).logits
+    assert logits.shape[:2] == inputs["input_ids"].shape and bool(logits.isfinite().all())
+
+
 def test_auto_precision_resolves_to_what_the_machine_computes_natively_and_a_typo_is_named(monkeypatch):
     assert training.resolved_precision("fp32") == "fp32" and training.resolved_precision("bf16") == "bf16"
     for native, expected in ((True, "bf16"), (False, "fp32")):

@@ -72,7 +72,9 @@ SIZE_FRACTIONS = {"small": (0.15, 0.21), "large": (0.31, 0.38)}
 # One shape drawn big, as people draw a lone shape to fill the canvas: beyond every scene above, and beyond most of
 # what training draws (`scenes.LONE_LARGE_RANGE` ends near 0.78 of the frame; these reach 0.75 of sqrt(W * H)).
 BIG_SIZE_FRACTION = (0.45, 0.75)
-STYLES = ("filled", "outlined", "filled with a dark outline", "filled with a darker outline", "crayon")
+# Filled, then edged in near-black or in a darker shade of the fill: what clip art and drawing programs draw.
+EDGED_STYLES = ("filled with a dark outline", "filled with a darker outline")
+STYLES = ("filled", "outlined", *EDGED_STYLES, "crayon")
 MAX_ROTATION_DEGREES = {"square": 12, "triangle": 12, "diamond": 8, "cross": 12, "circle": 0, "star": 36}
 # Corner rounding (Chaikin cut, up to 3 passes) per shape: a diamond or a triangle rounded much more reads as an oval
 MAX_CORNER_CUT = {"square": 0.22, "triangle": 0.12, "diamond": 0.07, "star": 0.08, "cross": 0.1}
