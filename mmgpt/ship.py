@@ -403,8 +403,9 @@ tags:
 # mmgpt-tiny
 
 A {n_params / 1e6:.1f}M-parameter multimodal GPT trained from scratch on a 2-core CPU. One decoder reads a
-64x64 picture, up to {config.max_audio_frames // 100} s of 16 kHz speech, or text, and writes text. It is the
-offline default of the mmgpt demo and loads with the Auto classes after `import mmgpt` (no remote code):
+{config.image_size}x{config.image_size} picture, up to {config.max_audio_frames // 100} s of 16 kHz speech, or text,
+and writes text. It is the offline default of the mmgpt demo and loads with the Auto classes after `import mmgpt`
+(no remote code):
 
 ```python
 import mmgpt  # registers the architecture with transformers

@@ -411,9 +411,13 @@ def can_ask(engine) -> bool:
 # the model (assets/mmgpt-tiny/README.md); these say which answers a user clicking the examples sees go wrong.
 KNOWN_MISSES: dict[tuple[str, str, str], str] = {
     ("spoken", "scene_1.png", "question_0.wav"): (
-        "mmgpt-tiny v4.25 writes the recording down right ('which colour is the square?') and answers 'yellow', the "
-        "other object's colour, where the same words typed get 'white'; over 36 variants of the recording "
-        "(scripts/recording_variants.py) it answers none right (v4.21 18). See assets/mmgpt-tiny/README.md"),
+        "mmgpt-tiny v4.27 writes the recording down right ('which colour is the square?') and answers 'yellow', the "
+        "other object's colour; over 36 variants of the recording (scripts/recording_variants.py) it answers none "
+        "right (v4.21 18). See assets/mmgpt-tiny/README.md"),
+    ("spoken", "scene_2.png", "what kind of shape is the small one?"): (
+        "mmgpt-tiny v4.27 writes the spoken question down right and answers 'square', where the same words typed get "
+        "'triangle' (v4.25 answered it right). Its answers after a recording still trail the same written-down words "
+        "typed: 85.7% against 88.6% over the evaluation's 280 spoken questions. See assets/mmgpt-tiny/README.md"),
 }
 
 

@@ -98,7 +98,7 @@ def test_a_typed_and_a_spoken_question_stream_into_the_chat(asking_page, questio
 
 
 # The shipped checkpoint's known miss on the spoken question through the fake microphone, or None if it has none.
-SPOKEN_MISS = ("mmgpt-tiny v4.25 answers the example recording wrongly even when it hears it right: sent to /ask, it "
+SPOKEN_MISS = ("mmgpt-tiny v4.27 answers the example recording wrongly even when it hears it right: sent to /ask, it "
                "writes down 'which colour is the square?' and answers 'yellow', and over 36 variants of the recording "
                "(scripts/recording_variants.py) it answers none right (v4.21 18). See assets/mmgpt-tiny/README.md")
 
