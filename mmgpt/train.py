@@ -670,7 +670,7 @@ def warm_start(location: str, image_stem_blocks: int = 0, image_size: int = 0):
     processor = MMGPTProcessor.from_pretrained(location)
     if image_size > had.image_size:
         model = grow_image_size(model, image_size)
-        processor = MMGPTProcessor.from_config(model.config, processor.tokenizer)
+        processor.image_size = image_size  # and nothing else: the checkpoint's answer settings stay as they were
     missing = [t for t in SPECIAL_TOKENS if t not in processor.tokenizer.get_vocab()]
     if missing:
         tokenizer = processor.tokenizer

@@ -598,10 +598,14 @@ def test_a_warm_start_grows_the_pictures_it_sees_to_what_is_asked_and_never_shri
 
     save_random_checkpoint(tmp_path, seed=4, image_size=32, patch_size=8)
     saved = training.MMGPTForCausalLM.from_pretrained(tmp_path).eval()
+    saved_processor = training.MMGPTProcessor.from_pretrained(tmp_path)
+    saved_processor.transcribes_spoken_questions, saved_processor.answer_after = True, ", so "
+    saved_processor.save_pretrained(tmp_path)
 
     model, processor = training.warm_start(str(tmp_path), image_size=asked)
 
     assert model.config.image_size == processor.image_size == seen
+    assert processor.transcribes_spoken_questions and processor.answer_after == ", so "  # kept from the checkpoint
     image = scene_dataset("train", 1, seed=3)[0].image
     inputs = processor(images=[image])
     assert int((inputs["input_ids"] == model.config.image_placeholder_id).sum()) == (seen // 8) ** 2
