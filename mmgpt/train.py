@@ -467,10 +467,10 @@ class TaskBatches:
         from .data.scenes import make_scene
 
         picks = self.rng.integers(0, len(self.spoken_questions), self.cfg.spoken_ask_batch)
+        share, pool = self.cfg.swapped_recording_share, len(self.spoken_features)
         rows, images, features = [], [], []
         for i in picks:
             scene_seed, talk, _ = self.spoken_questions[i]
-            share, pool = self.cfg.swapped_recording_share, len(self.spoken_features)
             swapped = share > 0 and self.rng.random() < share  # no draw at 0: runs without it draw as before
             f = self.spoken_features[(i + 1 + self.rng.integers(pool - 1)) % pool if swapped else i]  # another's
             if self.cfg.mel_warp:
