@@ -18,6 +18,7 @@ from .common import (
     curve_picture,
     examples,
     first_content_word,
+    hold_while_recording,
     picked_item,
     preset_dropdown,
     stats_box,
@@ -106,4 +107,5 @@ def build(handlers: AudioHandlers, page: Page):
                               [reply_output, reply_stats], api_name="reply", **page.events)
     audio_words.input(page.errors(handlers.audio_word), [audio, audio_words, audio_curves], spectrogram, **PICKS)
     audio_stop.click(None, None, None, cancels=[transcribe_event])
+    hold_while_recording(audio, transcribe)
     reply_stop.click(None, None, None, cancels=[reply_event])

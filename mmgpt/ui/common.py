@@ -305,3 +305,20 @@ def stats_box(label: str = "stats") -> gr.Textbox:
 
 def word_picker() -> gr.Radio:
     return gr.Radio(choices=[], label=I18N("map_word"), info=I18N("map_word_info"), interactive=True)
+
+
+def hold_while_recording(recorder: gr.Audio, button: gr.Button):
+    """Disable `button` from the start of a recording until the take has reached the server. Gradio puts the take
+    in the player before it uploads it, and a press in between sends no recording (gradio-app/gradio#8184): the
+    handler would then say that there is no question or nothing to transcribe. On a Space that upload takes a
+    while. Clearing the recorder releases the button too, in case the upload failed (Gradio then stops short of
+    `stop_recording`)."""
+    def hold():
+        return gr.update(interactive=False)
+
+    def release():
+        return gr.update(interactive=True)
+
+    recorder.start_recording(hold, None, button, queue=False, api_visibility="private")
+    for finished in (recorder.stop_recording, recorder.clear):
+        finished(release, None, button, queue=False, api_visibility="private")

@@ -22,6 +22,7 @@ from .common import (
     curve_picture,
     examples,
     first_content_word,
+    hold_while_recording,
     picked_item,
     preset_dropdown,
     relay,
@@ -356,6 +357,7 @@ def build(handlers: ImageHandlers, page: Page):
                        api_listener],
                       answer_outputs, api_name="ask", **page.events)
     ask_stop.click(None, None, None, cancels=ask_events)
+    hold_while_recording(recording, ask)
     ask_preset.change(handlers.listener_for, ask_preset, listener, queue=False, api_visibility="private")
     conversation_outputs = [chat, ask_stats, question_heard]
     restart.click(new_conversation, None, conversation_outputs, queue=False, api_visibility="private")

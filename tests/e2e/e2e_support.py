@@ -177,17 +177,25 @@ def input_block(panel, label: str):
 RECORDING_MARGIN_S = 1.0  # recorded past the clip's end: a loaded machine delivers the fake microphone late
 
 
-def record_from_fake_microphone(block, clip: Path):
-    """Record with the Audio block while Chromium's fake microphone plays `clip` once, then stop.
+def record_from_fake_microphone(block, clip: Path, held):
+    """Record with the Audio block while Chromium's fake microphone plays `clip` once, then stop; return once the
+    take has reached the server.
 
     The clock starts once the recorder shows its Stop button (recording has begun), not at the click: under load
-    the microphone opens late, and a recording timed from the click cut the word short."""
+    the microphone opens late, and a recording timed from the click cut the word short.
+
+    `held` is the button that sends the recording. It must be disabled from the start of the recording until the
+    take has been uploaded: the player shows the take before that, and a press in between sent no recording (this
+    test, about 1 run in 10)."""
     samples, rate = read_wav(clip)
     block.get_by_role("button", name="Record", exact=True).click()
     stop = block.locator("button.stop-button")
     stop.wait_for()
+    wait_until(held.is_disabled, 10, "the button that sends the recording should be disabled while it is recorded")
     block.page.wait_for_timeout(int((len(samples) / rate + RECORDING_MARGIN_S) * 1000))
     stop.click()
+    block.get_by_role("button", name="Play", exact=True).wait_for()  # the take is in the player
+    wait_until(held.is_enabled, 30, "the button that sends the recording should be enabled once it is uploaded")
 
 
 def upload(block, path: Path):

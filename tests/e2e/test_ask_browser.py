@@ -72,8 +72,7 @@ def ask_about_the_scene(page, model: str, question_wav, question: str) -> tuple[
     assert box.input_value() == "", "the question box should be empty once the question is sent"
 
     recorder = input_block(panel, RECORDER)
-    record_from_fake_microphone(recorder, question_wav)
-    recorder.get_by_role("button", name="Play", exact=True).wait_for()  # the recording is in the player
+    record_from_fake_microphone(recorder, question_wav, held=button(panel, "Ask"))
     button(panel, "Ask").click()
     spoken = chat.wait_for_answer(2, ANSWER_WAIT_S)
     wait_until(lambda: not recorder.get_by_role("button", name="Play", exact=True).count(), 5,

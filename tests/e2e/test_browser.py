@@ -150,7 +150,7 @@ def test_microphone_tab_records_transcribes_and_replies(page, microphone_wav):
     panel = open_tab(page, "Microphone")
     choose_model(page, panel, "Model", TRANSCRIBER)
     choose_model(page, panel, "Reply model (text)", MODEL)
-    record_from_fake_microphone(input_block(panel, "Recording"), wav)
+    record_from_fake_microphone(input_block(panel, "Recording"), wav, held=button(panel, "Transcribe"))
     heard = transcribe(panel)
     input_block(panel, "Log-mel spectrogram the model heard").locator("img").wait_for()
 
