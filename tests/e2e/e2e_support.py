@@ -149,13 +149,21 @@ class Recorder:
 
     def wait_for_answer(self, timeout_s: float = 60) -> str:
         """Wait until the event writing the box has run and finished; return the box's final, non-empty text."""
-        wait_until(lambda: (log := self.log())["idle"] >= 1 and log["states"], timeout_s,
-                   f"no finished answer appeared: {self.log()!r}")
+        wait_until(lambda: no_error_toast(self.box.page) and (log := self.log())["idle"] >= 1 and log["states"],
+                   timeout_s, f"no finished answer appeared: {self.log()!r}")
         return self.box.input_value()
 
 
 def toasts(page) -> list[str]:
     return [text.strip() for text in page.get_by_test_id("toast-body").all_inner_texts()]
+
+
+def no_error_toast(page) -> bool:
+    """True while the page shows no error; raises with its text once it does. An event that fails leaves its block's
+    progress indicator up, so a test waiting for its answer would otherwise wait out its whole timeout."""
+    errors = page.locator("[data-testid=toast-body].error").all_inner_texts()
+    assert not errors, f"the app reported an error instead of answering: {errors}"
+    return True
 
 
 def wait_for_toast(page, timeout_s: float = 30) -> str:
@@ -247,8 +255,8 @@ class ChatRecorder:
 
     def wait_for_answer(self, count: int, timeout_s: float = 60) -> list[str]:
         """Wait until the chat has finished its `count`th answer; return the texts that answer went through."""
-        wait_until(lambda: (log := self.log())["idle"] >= count and len(log["answers"]) >= count, timeout_s,
-                   f"answer {count} did not finish: {self.log()!r}")
+        wait_until(lambda: no_error_toast(self.block.page) and (log := self.log())["idle"] >= count
+                   and len(log["answers"]) >= count, timeout_s, f"answer {count} did not finish: {self.log()!r}")
         return self.log()["answers"][count - 1]
 
     def questions(self) -> list[str]:
