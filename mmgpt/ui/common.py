@@ -311,8 +311,9 @@ def hold_while_recording(recorder: gr.Audio, button: gr.Button):
     """Disable `button` from the start of a recording until the take has reached the server. Gradio puts the take
     in the player before it uploads it, and a press in between sends no recording (gradio-app/gradio#8184): the
     handler would then say that there is no question or nothing to transcribe. On a Space that upload takes a
-    while. Clearing the recorder releases the button too, in case the upload failed (Gradio then stops short of
-    `stop_recording`)."""
+    while. If the upload fails, Gradio stops short of `stop_recording`; clearing the recorder (its x, or picking a
+    source) releases the button then. Hold and release are two round trips to the server, so a new recording started
+    the instant the last one arrives could be released early; pressing Enter in a question box is not held."""
     def hold():
         return gr.update(interactive=False)
 

@@ -7,6 +7,7 @@ import re
 import threading
 import time
 import wave
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -97,15 +98,16 @@ def generation_threads(preset: str) -> list[threading.Thread]:
     return [thread for thread in threading.enumerate() if thread.name == GENERATE_THREAD + preset]
 
 
-def wait_until(condition, timeout_s: float, message: str, every_s: float = 0.01):
-    """Poll `condition()` until it is truthy; return its value, or fail with `message` after `timeout_s`."""
+def wait_until(condition, timeout_s: float, message: str | Callable[[], str], every_s: float = 0.01):
+    """Poll `condition()` until it is truthy; return its value, or fail with `message` after `timeout_s` (a callable
+    message is written then, so that it can say what the page showed at the end)."""
     deadline = time.monotonic() + timeout_s
     while True:
         value = condition()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"{message} (waited {timeout_s:.0f} s)")
+            raise AssertionError(f"{message() if callable(message) else message} (waited {timeout_s:.0f} s)")
         time.sleep(every_s)
 
 
@@ -150,7 +152,7 @@ class Recorder:
     def wait_for_answer(self, timeout_s: float = 60) -> str:
         """Wait until the event writing the box has run and finished; return the box's final, non-empty text."""
         wait_until(lambda: no_error_toast(self.box.page) and (log := self.log())["idle"] >= 1 and log["states"],
-                   timeout_s, f"no finished answer appeared: {self.log()!r}")
+                   timeout_s, lambda: f"no finished answer appeared: {self.log()!r}")
         return self.box.input_value()
 
 
@@ -256,7 +258,8 @@ class ChatRecorder:
     def wait_for_answer(self, count: int, timeout_s: float = 60) -> list[str]:
         """Wait until the chat has finished its `count`th answer; return the texts that answer went through."""
         wait_until(lambda: no_error_toast(self.block.page) and (log := self.log())["idle"] >= count
-                   and len(log["answers"]) >= count, timeout_s, f"answer {count} did not finish: {self.log()!r}")
+                   and len(log["answers"]) >= count, timeout_s,
+                   lambda: f"answer {count} did not finish: {self.log()!r}")
         return self.log()["answers"][count - 1]
 
     def questions(self) -> list[str]:
