@@ -412,8 +412,8 @@ def can_ask(engine) -> bool:
 KNOWN_MISSES: dict[tuple[str, str, str], str] = {
     ("spoken", "drawing_0.png", "what colour is the circle?"): (
         "mmgpt-tiny v4.28 writes the question, spoken by the held-out voice en-us-nyc+f5, down as 'what color is the "
-        "size?' and answers 'large' (v4.27 answered it right). It writes down the evaluation's spoken questions, all in "
-        "held-out voices, at 6.3% WER in the question set's wording and 45.6% in held-out wording. See "
+        "size?' and answers 'large' (v4.27 answered it right). It writes down the evaluation's spoken questions, all "
+        "in held-out voices, at 6.3% WER in the question set's wording and 45.6% in held-out wording. See "
         "assets/mmgpt-tiny/README.md"),
 }
 
