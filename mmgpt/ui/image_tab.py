@@ -113,8 +113,9 @@ class ImageHandlers(TabHandlers):
         writes down what it heard before answering (mmgpt-tiny from v4.14) writes it there, after the picture and
         the conversation. Any other listener writes the question down first and the asking model reads the
         transcript. Either way the chat shows the transcript as the user's turn. The answer streams into the
-        conversation; notes follow it when earlier turns no longer fit the model or when it was unsure. With `show_maps`, the last update adds where
-        the model looked for each word of the answer and, for a question it heard, where it listened."""
+        conversation; notes follow it when earlier turns no longer fit the model or when it was unsure. With
+        `show_maps`, the last update adds where the model looked for each word of the answer and, for a question it
+        heard, where it listened."""
         preset = inputs.check_choice(preset, [p.name for p in self.asking_presets()], "preset_unknown")
         listener = self.check_preset("audio", listener or self.listener_for(preset))
         chat = inputs.load_conversation(conversation)
