@@ -79,7 +79,8 @@ class TrainConfig:
     # Share of `speech_pool` that is runs of 2 to 8 words drawn one by one from the speech set's words and the
     # training text's frequent ones (`speech.word_runs`): in them, unlike in any frame, only the sound tells each word.
     # 0, because 300 transcribe-only steps from v4.14 with 30% did worse than with none: the speech set's phrases
-    # 14.8 against 11.0% WER, held-out phrases 75.5 against 73.5%, mixed speech at 10 dB 10.7 against 6.6%.
+    # 14.8 against 11.0% WER, held-out phrases 75.5 against 73.5%, mixed speech at 10 dB 10.7 against 6.6%. And 800
+    # from v4.28 (`scripts/ablate_speech.py`) left its unheard phrases as they were, 74.7 against 74.2%.
     speech_word_share: float = 0.0
     colour_word_noise: float = 0.25  # chance that a caption's colour word is swapped in the input (not the label)
     ask_batch: int = 32  # typed conversations about a picture, 1 to max_turns questions each
