@@ -409,13 +409,7 @@ def can_ask(engine) -> bool:
 # recording), and why. Each is an expected failure, so a newly wrong answer fails its own test, and an answer that
 # a later checkpoint gets right fails too, until it leaves this list. The evaluation's figures are the measure of
 # the model (assets/mmgpt-tiny/README.md); these say which answers a user clicking the examples sees go wrong.
-KNOWN_MISSES: dict[tuple[str, str, str], str] = {
-    ("spoken", "drawing_0.png", "what colour is the circle?"): (
-        "mmgpt-tiny v4.28 writes the question, spoken by the held-out voice en-us-nyc+f5, down as 'what color is the "
-        "size?' and answers 'large' (v4.27 answered it right). It writes down the evaluation's spoken questions, all "
-        "in held-out voices, at 6.3% WER in the question set's wording and 45.6% in held-out wording. See "
-        "assets/mmgpt-tiny/README.md"),
-}
+KNOWN_MISSES: dict[tuple[str, str, str], str] = {}  # mmgpt-tiny v4.29 answers all 13 right
 
 
 def example_cases(how: str) -> list:

@@ -97,10 +97,11 @@ def test_a_typed_and_a_spoken_question_stream_into_the_chat(asking_page, questio
 
 
 # The shipped checkpoint's known miss on the spoken question through the fake microphone, or None if it has none.
-SPOKEN_MISS = ("mmgpt-tiny v4.28 answers the example recording right when it is sent to /ask, but through Chromium's "
-               "fake microphone it missed in each of 4 runs; in the one looked at, it wrote it down as 'which shape is "
-               "that?' and answered 'square'. Over 36 variants of the recording (scripts/recording_variants.py) it "
-               "writes 18 down right and answers 9 right. See assets/mmgpt-tiny/README.md")
+SPOKEN_MISS = ("mmgpt-tiny v4.29 answers the example recording right when it is sent to /ask, but through Chromium's "
+               "fake microphone it missed in the run looked at: it wrote it down as 'which shape is it?' and answered "
+               "'square' (v4.28 'which shape is that?'). Over 36 variants of the recording "
+               "(scripts/recording_variants.py) it writes 18 down right and answers 18 right. See "
+               "assets/mmgpt-tiny/README.md")
 
 
 def test_mmgpt_tiny_answers_the_typed_and_the_spoken_question(asking_page, question_wav):
