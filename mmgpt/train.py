@@ -681,6 +681,20 @@ def warm_start(location: str, image_stem_blocks: int = 0, image_size: int = 0):
     return model, processor
 
 
+def fresh_model(cfg: TrainConfig, train_text: str) -> tuple[MMGPTForCausalLM, MMGPTProcessor]:
+    """A new model of `cfg`'s sizes and its processor, the tokenizer trained on `tokenizer_corpus(train_text)`."""
+    tokenizer = train_tokenizer(tokenizer_corpus(train_text, cfg.seed), cfg.vocab_size)
+    config = MMGPTConfig(
+        vocab_size=len(tokenizer), n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head,
+        dropout=cfg.dropout, image_layers=cfg.image_layers, image_stem_layers=cfg.image_stem_layers,
+        image_stem_blocks=cfg.image_stem_blocks, image_position_std=cfg.image_position_std,
+        audio_layers=cfg.audio_layers,
+        n_positions=cfg.n_positions, image_size=cfg.image_size, patch_size=cfg.patch_size,
+        max_audio_frames=cfg.max_audio_frames,
+    )
+    return MMGPTForCausalLM(config), MMGPTProcessor.from_config(config, tokenizer)
+
+
 def grow_image_size(model: MMGPTForCausalLM, image_size: int) -> MMGPTForCausalLM:
     """The same model seeing `image_size` pixels per side: every weight is kept, since the convolutions and blocks do
     not depend on the resolution, except the row and column position tables, which grow with the patch grid and
@@ -769,17 +783,7 @@ def train(cfg: TrainConfig) -> Path:
         log(f"starting from the weights of {cfg.init_from}")
         state = {"step": 0, "train_seconds": 0.0, "history": [], "evals": [], "config": dataclasses.asdict(cfg)}
     else:
-        tokenizer = train_tokenizer(tokenizer_corpus(train_text, cfg.seed), cfg.vocab_size)
-        config = MMGPTConfig(
-            vocab_size=len(tokenizer), n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head,
-            dropout=cfg.dropout, image_layers=cfg.image_layers, image_stem_layers=cfg.image_stem_layers,
-            image_stem_blocks=cfg.image_stem_blocks, image_position_std=cfg.image_position_std,
-            audio_layers=cfg.audio_layers,
-            n_positions=cfg.n_positions, image_size=cfg.image_size, patch_size=cfg.patch_size,
-            max_audio_frames=cfg.max_audio_frames,
-        )
-        model = MMGPTForCausalLM(config)
-        processor = MMGPTProcessor.from_config(config, tokenizer)
+        model, processor = fresh_model(cfg, train_text)
         state = {"step": 0, "train_seconds": 0.0, "history": [], "evals": [], "config": dataclasses.asdict(cfg)}
     # The checkpoint says whether its answers describe the picture first, and how the description ends.
     processor.answer_after = answer_after(cfg.describe_first or cfg.relation_reasoning)

@@ -42,7 +42,6 @@ import torch  # noqa: E402
 from mmgpt import train as training  # noqa: E402
 from mmgpt.data import load_shakespeare, speech_dataset, split_text  # noqa: E402
 from mmgpt.evaluate import speak, transcription_scores  # noqa: E402
-from mmgpt.model import MMGPTConfig, MMGPTForCausalLM, MMGPTProcessor, train_tokenizer  # noqa: E402
 
 # this folder is on sys.path when a script runs
 from ablate_questions import ablation_step  # noqa: E402
@@ -104,7 +103,10 @@ def main() -> None:
 
     torch.manual_seed(cfg.seed)
     train_text, _ = split_text(load_shakespeare(cfg.text_path))
-    model, processor = training.warm_start(args.init_from) if args.init_from else fresh_model(cfg, train_text)
+    if args.init_from:
+        model, processor = training.warm_start(args.init_from)
+    else:
+        model, processor = training.fresh_model(cfg, train_text)
     batches = training.TaskBatches(cfg, processor, train_text, seed=1, pool_seed=cfg.seed * 1000)
 
     losses, train_seconds = train_one_task(model, cfg, batches.transcribe)
@@ -123,17 +125,6 @@ def main() -> None:
         unheard = speak(texts, list(UNHEARD_VOICES) * len(UNHEARD_PHRASES), 7, cfg.speech_cache_dir)
         scores["unheard_phrases_wer"] = transcription_scores(model, processor, unheard, 40)["wer"]
     print(json.dumps(scores))
-
-
-def fresh_model(cfg: training.TrainConfig, train_text: str) -> tuple[MMGPTForCausalLM, MMGPTProcessor]:
-    tokenizer = train_tokenizer(training.tokenizer_corpus(train_text, cfg.seed), cfg.vocab_size)
-    config = MMGPTConfig(
-        vocab_size=len(tokenizer), n_embd=cfg.n_embd, n_layer=cfg.n_layer, n_head=cfg.n_head, dropout=cfg.dropout,
-        image_layers=cfg.image_layers, image_stem_layers=cfg.image_stem_layers,
-        image_position_std=cfg.image_position_std, audio_layers=cfg.audio_layers, n_positions=cfg.n_positions,
-        image_size=cfg.image_size, patch_size=cfg.patch_size, max_audio_frames=cfg.max_audio_frames,
-    )
-    return MMGPTForCausalLM(config), MMGPTProcessor.from_config(config, tokenizer)
 
 
 if __name__ == "__main__":
