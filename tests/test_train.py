@@ -237,12 +237,12 @@ def test_the_speech_pool_holds_the_shares_of_lines_of_text_and_runs_of_words_ask
     from mmgpt.data import speech
 
     cfg = tiny_train_config(tmp_path, tasks="transcribe", speech_pool=6, speech_text_share=1 / 6,
-                            speech_word_share=0.5)
+                            speech_word_share=0.5, speech_word_vocabulary=40)
     _, processor = tiny_model_and_processor(seed=0)
     text = open(cfg.text_path, encoding="utf-8").read()
     batches = training.TaskBatches(cfg, processor, text, seed=0, pool_seed=7, log=lambda *args: None)
     heard = [processor.tokenizer.decode(ids[:-1]) for _, ids in batches.speech]  # each transcript, then eos
-    runs, lines = speech.word_runs(speech.word_vocabulary(text), 3, 7), speech.text_lines(text, 1, 7)
+    runs, lines = speech.word_runs(speech.word_vocabulary(text, 40), 3, 7), speech.text_lines(text, 1, 7)
     assert len(heard) == 6 and set(runs) <= set(heard) and set(lines) <= set(heard)
 
 

@@ -303,11 +303,6 @@ def _spoken_by_training_voices(texts: list[str], kind: str, rng: random.Random, 
     return render_specs(specs, cache_dir, clean_share=clean_share)
 
 
-# How many of the training text's most frequent words `word_vocabulary` looks at: a few times the speech set's own
-# 138, few enough that each is heard many times in a pool of thousands of runs. Chosen, not tuned.
-EVERYDAY_WORDS = 600
-
-
 def speech_set_words(samples: int = 5000) -> tuple[str, ...]:
     """Every word the speech set says (captions, phrases, questions, commands; numbers are written as digits and
     left out), sorted; read from `samples` utterance texts of a fixed draw."""
@@ -320,7 +315,7 @@ def speech_set_words(samples: int = 5000) -> tuple[str, ...]:
     return tuple(sorted({word for text in texts for word in spoken_form(text).split() if not word.isdigit()}))
 
 
-def word_vocabulary(text: str, everyday: int = EVERYDAY_WORDS) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def word_vocabulary(text: str, everyday: int) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """Two groups of words to speak: the speech set's own, and the others among the `everyday` most frequent words
     of `text` (lowercase, speaker names left out)."""
     counts = Counter(word for words in _words_of_lines(text) for word in words)
