@@ -327,11 +327,17 @@ def _data_section(train_cfg: dict) -> str:
         + (f" {text_share:.0%} of the training utterances are runs of 2 to 8 words of the training text (below), "
            "for words beyond the speech set's own." if (text_share := train_cfg.get("speech_text_share")) else "")
         + (f" {word_share:.0%} of the training utterances are runs of 2 to 8 words drawn one by one, half from the "
-           "speech set's words and half from the training text's most frequent others, so that no sentence frame "
-           "tells the next word." if (word_share := train_cfg.get("speech_word_share")) else ""))
+           f"speech set's words and half from the others among the training text's {_most_frequent(train_cfg)}, so "
+           "that no sentence frame tells the next word." if (word_share := train_cfg.get("speech_word_share")) else ""))
     lines.append("- **Text:** Tiny Shakespeare, first 90% of characters (nanoGPT's split); the corpus is not "
                  "redistributed here.")
     return "\n".join(lines)
+
+
+def _most_frequent(train_cfg: dict) -> str:
+    # checkpoints trained before `speech_word_vocabulary` existed do not record it
+    vocabulary = train_cfg.get("speech_word_vocabulary")
+    return f"{vocabulary} most frequent words" if vocabulary else "most frequent words"
 
 
 def _training_section(train_cfg: dict) -> str:

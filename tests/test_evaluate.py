@@ -209,11 +209,12 @@ def test_the_card_says_which_questions_came_in_pairs_were_written_down_and_which
 
     plain = dataclasses.asdict(TrainConfig(ask_batch=32))
     card = _data_section({**plain, "paired_share": 0.4, "clean_speech_share": 0.3, "speech_text_share": 0.2,
-                          "speech_word_share": 0.25, "transcribe_spoken_questions": True,
-                          "swapped_recording_share": 0.3})
+                          "speech_word_share": 0.25, "speech_word_vocabulary": 3000,
+                          "transcribe_spoken_questions": True, "swapped_recording_share": 0.3})
     assert "40% of the typed questions come in pairs" in card and "(30% with no noise)" in card
     assert "20% of the training utterances are runs of 2 to 8 words of the training text" in card
     assert "25% of the training utterances are runs of 2 to 8 words drawn one by one" in card
+    assert "the training text's 3000 most frequent words" in card
     assert "first writes the words it heard" in card
     assert "30% of the spoken questions are heard as another question's recording" in card
     settings = ("paired_share", "clean_speech_share", "speech_text_share", "speech_word_share",
