@@ -36,7 +36,8 @@ beside spoken lines of text, they do. From mmgpt-tiny v4.29, 1200 steps each, th
 
 Half the pool is no longer the speech set, so its own voices and frames are heard less: validation and held-out
 voice WER rise while unheard phrases fall. No 1200-step run without the change was made; 800 such steps from v4.28
-moved unheard phrases by 1.7 points.
+moved unheard phrases by 1.7 points. In a full 80-minute run of every task the second cost more than it gained
+(v4.30, not shipped; the figures are in `TrainConfig.speech_word_share`'s comment).
 """
 
 import argparse
