@@ -36,6 +36,17 @@ grows the position tables, `train.grow_image_size`, and a step takes twice as lo
 | 96 | 300 | 486 | 0.036 | 85.3 | 94.3 | 99.3 |
 
 Most of v4.25's shape errors were stars and crosses read as each other, nearly all small ones.
+
+Caption scenes redrawn until they hold a star or a cross (`focus_share`), as run for mmgpt-tiny v4.31 (from v4.29,
+300 steps, the same command with `image_stem_blocks=1 seed=32`):
+
+| change | training s | caption loss, last 50 steps | validation: exact % | shape % | colour % |
+|---|---|---|---|---|---|
+| v4.29 as shipped | 0 | | 89.0 | 95.4 | 99.7 |
+| none | 410 | 0.032 | 87.3 | 95.4 | 99.2 |
+| `focus_share=0.5` | 466 | 0.040 | 88.3 | 96.1 | 99.2 |
+
+Captions alone did not help v4.29, and the focus moved shape by less than the noise of 300 scenes (about 1 point).
 """
 
 import argparse
@@ -80,7 +91,7 @@ def main() -> None:
     scores = caption_scores(model, processor, scene_dataset("validation", EVAL_SCENES, 4321))
     print(json.dumps({
         "changes": args.changes, "steps": cfg.steps, "train_s": round(train_seconds),
-        "caption_loss_last50": float(np.mean(losses[-50:])),
+        "caption_loss_last50": float(np.mean(losses[-50:])) if losses else None,
         **{f"validation_{name}": round(scores[name], 1) for name in FIGURES},
     }))
 

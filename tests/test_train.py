@@ -172,6 +172,28 @@ def test_questions_are_asked_about_lone_objects_as_often_as_asked(lone_share):
     assert set(counts) <= {1, 2, 3}
 
 
+@pytest.mark.parametrize("focus_share", [0.0, 0.5, 1.0])
+def test_captions_show_the_focus_shapes_at_least_as_often_as_asked(focus_share):
+    """Redrawn scenes hold a star or a cross; the others come as drawn, and about half of those do."""
+    import random
+
+    from mmgpt.data import iter_scenes
+
+    batches = object.__new__(training.TaskBatches)  # only the picture choice, none of the data pools
+    batches.cfg = TrainConfig(focus_share=focus_share, clutter_share=0.0)
+    batches.py_rng, batches.scenes = random.Random(0), iter_scenes("train", 5)
+    batches.focus_shapes = training.focus_shapes(batches.cfg)
+    held = [bool({"star", "cross"} & {o.shape for o in batches.caption_picture()[1].objects}) for _ in range(400)]
+    as_drawn = 0.5  # the share of training scenes that hold a star or a cross (0.507 over 2000 of them)
+    expected = focus_share + (1 - focus_share) * as_drawn
+    assert abs(sum(held) / len(held) - expected) < 0.07, sum(held)
+
+
+def test_a_focus_shape_that_is_no_shape_is_named_before_training(tmp_path):
+    with pytest.raises(ValueError, match=": hexagon;"):
+        train(TrainConfig(out_dir=str(tmp_path), focus_shapes="star,hexagon"))
+
+
 def paired_batches(ask_batch: int, paired_share: float) -> training.TaskBatches:
     import random
 
@@ -216,7 +238,7 @@ def test_paired_questions_share_a_picture_and_fill_that_share_of_the_batch():
 
 
 @pytest.mark.parametrize("setting", ["paired_share", "clean_speech_share", "speech_text_share", "speech_word_share",
-                                     "swapped_recording_share"])
+                                     "swapped_recording_share", "focus_share"])
 def test_a_share_outside_zero_to_one_is_refused_before_training(setting, tmp_path):
     with pytest.raises(ValueError, match=f"{setting} 1.5"):
         train(TrainConfig(out_dir=str(tmp_path), **{setting: 1.5}))
