@@ -21,7 +21,8 @@ colour word with the shape word right after it, or either one alone, found lenie
 grammar still scores. A keyword is right when the generated phrase at that place has the same word; missing
 phrases are wrong, extra ones are ignored (exact match counts them). `keyword_accuracy` is the % of all colour and
 shape keywords that are right; `colour_accuracy` and `shape_accuracy` split it, `size_accuracy` does the same for
-size words, and `object_accuracy` is the % of objects whose colour and shape are both right.
+size words, and `object_accuracy` is the % of objects whose colour and shape are both right. `shape_confusions`
+counts which shape was named as which, where the shape is wrong ("star as cross").
 
 Word error rate compares transcripts after `normalize_transcript` (lowercase, no punctuation, number words as
 digits), so "forty two" and "42" are the same words.
@@ -33,7 +34,7 @@ import math
 import random
 import re
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -139,6 +140,19 @@ def keyword_hits(scene, hypothesis: str) -> list[dict[str, bool]]:
     return hits
 
 
+def shape_confusions(scenes, hypotheses: list[str]) -> dict[str, int]:
+    """How often each shape was named as another at its place in the caption ("star as cross": 11), most frequent
+    first; "as nothing" where the caption has no shape word there. Only objects whose shape is wrong count."""
+    counts = Counter()
+    for scene, hypothesis in zip(scenes, hypotheses):
+        generated = object_phrases(hypothesis)
+        for i, obj in enumerate(scene.objects):
+            said = generated[i][2] if i < len(generated) else None
+            if said != obj.shape:
+                counts[f"{obj.shape} as {said or 'nothing'}"] += 1
+    return dict(counts.most_common())
+
+
 def _keyword_figures(hits: list[dict[str, bool]]) -> dict:
     return {
         "keyword_accuracy": _percent([h["colour"] for h in hits] + [h["shape"] for h in hits]),
@@ -166,6 +180,7 @@ def caption_scores(model, processor, scenes, batch: int = 50, object_groups: dic
         "n": len(scenes),
         "examples": list(zip(references[:3], hypotheses[:3])),
         "mistakes": [(r, h) for r, h in zip(references, hypotheses) if r != h][:MISTAKES_KEPT],
+        "shape_confusions": shape_confusions(scenes, hypotheses),
     }
     for name, labels in (object_groups or {}).items():
         grouped = defaultdict(list)

@@ -93,6 +93,7 @@ def main() -> None:
         "changes": args.changes, "steps": cfg.steps, "train_s": round(train_seconds),
         "caption_loss_last50": float(np.mean(losses[-50:])) if losses else None,
         **{f"validation_{name}": round(scores[name], 1) for name in FIGURES},
+        "validation_shape_confusions": dict(list(scores["shape_confusions"].items())[:4]),  # the most frequent
     }))
 
 

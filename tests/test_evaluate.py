@@ -9,6 +9,7 @@ from mmgpt.data.scenes import Scene, SceneObject
 from mmgpt.data.speech import TEST_VOICES
 from mmgpt.evaluate import (
     QA_SETS, TARGETS, Asked, figures, format_table, keyword_hits, normalize_transcript, object_phrases, pair_figures,
+    shape_confusions,
 )
 from mmgpt.evaluate import _keyword_figures as keyword_figures
 from mmgpt.ship import NOT_EXPLAINED, _evaluation_section, unexplained_misses
@@ -39,6 +40,17 @@ def test_keyword_accuracy_compares_the_ith_object_phrase_with_the_ith_object(hyp
     assert figures_["shape_accuracy"] == shape
     assert figures_["keyword_accuracy"] == keyword
     assert figures_["object_accuracy"] == objects
+
+
+def test_shape_confusions_count_each_shape_named_as_another_at_its_place():
+    three = _scene("", ("small", "red", "star"), ("large", "blue", "cross"), ("small", "green", "star"))
+    hypotheses = [
+        "a small red cross, a large blue cross and a small green cross",  # both stars read as crosses
+        "a small red star, a large blue star",  # the cross as a star, the third object missing
+        "a small red star, a large blue cross and a small green star",  # all right: counts nothing
+    ]
+    assert shape_confusions([three] * 3, hypotheses) == {"star as cross": 2, "cross as star": 1, "star as nothing": 1}
+    assert list(shape_confusions([three], hypotheses[:1])) == ["star as cross"]
 
 
 def test_object_phrases_read_size_colour_and_shape_leniently():
