@@ -52,7 +52,7 @@ class TrainConfig:
     # keeps its own.
     image_stem_blocks: int = 0
     image_position_std: float = 0.3  # init std of the image row/column tables: the scale of patch content
-    audio_layers: int = 2
+    audio_layers: int = 2  # a warm start from a checkpoint with fewer grows them (`grow_audio_layers`)
     n_positions: int = 512  # decoder context, in tokens (audio prefix + transcript must fit)
     # Pixels per side the image encoder sees (pictures are resized to it). A warm start from a checkpoint that sees
     # fewer grows to it (`grow_image_size`); one that sees more keeps its own.
@@ -695,11 +695,12 @@ def answer_after(describes: bool) -> str | None:
     return ANSWER_AFTER if describes else None
 
 
-def warm_start(location: str, image_stem_blocks: int = 0, image_size: int = 0):
+def warm_start(location: str, image_stem_blocks: int = 0, image_size: int = 0, audio_layers: int = 0):
     """Model and processor from an earlier checkpoint, given the question tokens if it predates them (v3), and
-    grown to `image_stem_blocks` stem blocks if it has fewer (the new ones start as the identity) and to `image_size`
-    pixels per side if it sees fewer (`grow_image_size`). A checkpoint with more keeps all of its own: trained
-    blocks and resolution are never dropped, so the defaults continue any checkpoint."""
+    grown to `image_stem_blocks` stem blocks if it has fewer (the new ones start as the identity), to `image_size`
+    pixels per side if it sees fewer (`grow_image_size`), and to `audio_layers` audio encoder blocks
+    (`grow_audio_layers`). A checkpoint with more keeps all of its own: trained blocks and resolution are never
+    dropped, so the defaults continue any checkpoint."""
     from .model.processing_mmgpt import SPECIAL_TOKENS
 
     had = MMGPTConfig.from_pretrained(location)
@@ -708,6 +709,8 @@ def warm_start(location: str, image_stem_blocks: int = 0, image_size: int = 0):
     if image_size > had.image_size:
         model = grow_image_size(model, image_size)
         processor.image_size = image_size  # and nothing else: the checkpoint's answer settings stay as they were
+    if audio_layers > had.audio_layers:
+        model = grow_audio_layers(model, audio_layers)
     missing = [t for t in SPECIAL_TOKENS if t not in processor.tokenizer.get_vocab()]
     if missing:
         tokenizer = processor.tokenizer
@@ -744,6 +747,23 @@ def grow_image_size(model: MMGPTForCausalLM, image_size: int) -> MMGPTForCausalL
         state[key] = torch.nn.functional.interpolate(table, size=grown.transformer.image_encoder.grid,
                                                      mode="linear", align_corners=True)[0].T
     grown.load_state_dict(state)
+    return grown
+
+
+def grow_audio_layers(model: MMGPTForCausalLM, audio_layers: int) -> MMGPTForCausalLM:
+    """The same model with `audio_layers` audio encoder blocks: the new ones come after the trained ones, and their
+    attention and MLP output projections start at zero, so each adds nothing to the residual stream and the model's
+    answers are unchanged until they learn."""
+    config = MMGPTConfig.from_dict({**model.config.to_dict(), "audio_layers": audio_layers})
+    grown = MMGPTForCausalLM(config)
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    new_blocks = grown.transformer.audio_encoder.blocks[model.config.audio_layers:]
+    assert not unexpected and all(".audio_encoder.blocks." in name for name in missing), (missing, unexpected)
+    with torch.no_grad():
+        for block in new_blocks:
+            for projection in (block.attn.c_proj, block.mlp.c_proj):
+                projection.weight.zero_()
+                projection.bias.zero_()
     return grown
 
 
@@ -816,7 +836,7 @@ def train(cfg: TrainConfig) -> Path:
         # A resume may change batch sizes or the schedule; keep every setting that was ever in force.
         state.setdefault("resumes", []).append({"step": state["step"], "config": dataclasses.asdict(cfg)})
     elif cfg.init_from:
-        model, processor = warm_start(cfg.init_from, cfg.image_stem_blocks, cfg.image_size)
+        model, processor = warm_start(cfg.init_from, cfg.image_stem_blocks, cfg.image_size, cfg.audio_layers)
         log(f"starting from the weights of {cfg.init_from}")
         state = {"step": 0, "train_seconds": 0.0, "history": [], "evals": [], "config": dataclasses.asdict(cfg)}
     else:

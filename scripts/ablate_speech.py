@@ -119,7 +119,7 @@ def main() -> None:
     torch.manual_seed(cfg.seed)
     train_text, _ = split_text(load_shakespeare(cfg.text_path))
     if args.init_from:
-        model, processor = training.warm_start(args.init_from)
+        model, processor = training.warm_start(args.init_from, audio_layers=cfg.audio_layers)
     else:
         model, processor = training.fresh_model(cfg, train_text)
     batches = training.TaskBatches(cfg, processor, train_text, seed=1, pool_seed=cfg.seed * 1000)

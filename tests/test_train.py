@@ -644,6 +644,28 @@ def test_a_warm_start_grows_the_pictures_it_sees_to_what_is_asked_and_never_shri
     assert logits.shape[:2] == inputs["input_ids"].shape and bool(logits.isfinite().all())
 
 
+@pytest.mark.parametrize("asked, grown_to", [(0, 1), (1, 1), (3, 3)])
+def test_a_warm_start_grows_the_audio_encoder_to_what_is_asked_and_its_transcripts_stay_as_they_were(
+        tmp_path, asked, grown_to):
+    from mmgpt.model.testing import save_random_checkpoint
+
+    save_random_checkpoint(tmp_path, seed=5, audio_layers=1)
+    saved = training.MMGPTForCausalLM.from_pretrained(tmp_path).eval()
+
+    model, processor = training.warm_start(str(tmp_path), audio_layers=asked)
+
+    assert len(model.transformer.audio_encoder.blocks) == model.config.audio_layers == grown_to
+    for name, weight in saved.state_dict().items():  # every trained weight is kept
+        torch.testing.assert_close(model.state_dict()[name], weight)
+    inputs = processor(audio=[(0.3 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32)],
+                       sampling_rate=SAMPLE_RATE)
+    with torch.no_grad():  # the new blocks add nothing yet, so the model reads the clip as before
+        torch.testing.assert_close(model.eval()(**inputs).logits, saved(**inputs).logits)
+    for block in model.transformer.audio_encoder.blocks[1:]:  # the new ones: output projections at zero, the rest
+        assert not block.attn.c_proj.weight.any() and not block.mlp.c_proj.weight.any()  # random, to learn from
+        assert block.attn.c_attn.weight.any() and block.mlp.c_fc.weight.any()
+
+
 def test_auto_precision_resolves_to_what_the_machine_computes_natively_and_a_typo_is_named(monkeypatch):
     assert training.resolved_precision("fp32") == "fp32" and training.resolved_precision("bf16") == "bf16"
     for native, expected in ((True, "bf16"), (False, "fp32")):
