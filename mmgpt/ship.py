@@ -286,7 +286,10 @@ def _data_section(train_cfg: dict) -> str:
         f"{scenes.MAX_ASPECT:g}:1, resized square for the model. {len(scenes.HELD_OUT_PAIRS)} colour+shape pairs "
         "never appear in training (compositional split)."
         + (f" {clutter:.0%} of pictures are no scene at all, captioned \"{scenes.UNRECOGNISED_CAPTION}\"."
-           if clutter else ""),
+           if clutter else "")
+        + (f" {focus:.0%} of the captioned scenes are drawn again until they hold a "
+           f"{' or a '.join(train_cfg.get('focus_shapes', '').split(','))}, shapes the model read as each other."
+           if (focus := train_cfg.get("focus_share")) else ""),
     ]
     if train_cfg.get("ask_batch"):
         lines.append(

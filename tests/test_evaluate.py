@@ -238,6 +238,19 @@ def test_the_card_says_which_questions_came_in_pairs_were_written_down_and_which
                                                  "another question's recording"))
 
 
+def test_the_card_says_which_shapes_the_captions_showed_more_often_only_for_a_run_that_did():
+    import dataclasses
+
+    from mmgpt.ship import _data_section
+    from mmgpt.train import TrainConfig
+
+    plain = dataclasses.asdict(TrainConfig())
+    assert "50% of the captioned scenes are drawn again until they hold a star or a cross" in _data_section(
+        {**plain, "focus_share": 0.5})
+    assert "drawn again" not in _data_section(plain)
+    assert "drawn again" not in _data_section({k: v for k, v in plain.items() if k != "focus_share"}), "older runs"
+
+
 def test_the_card_counts_the_spoken_questions_only_for_a_run_that_heard_them():
     import dataclasses
 
