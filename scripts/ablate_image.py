@@ -47,6 +47,8 @@ Caption scenes redrawn until they hold a star or a cross (`focus_share`), as run
 | `focus_share=0.5` | 466 | 0.040 | 88.3 | 96.1 | 99.2 |
 
 Captions alone did not help v4.29, and the focus moved shape by less than the noise of 300 scenes (about 1 point).
+80 minutes of every task from v4.29 with it (v4.31, not shipped) read stars and crosses as each other 11 times on the
+evaluation's test captions (v4.29 12) and 42 on its compositional ones (45): no more than a plain continuation.
 """
 
 import argparse
