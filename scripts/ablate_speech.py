@@ -34,7 +34,7 @@ beside spoken lines of text, they do. From mmgpt-tiny v4.29, 1200 steps each, th
 | `speech_word_share=0.5 speech_word_vocabulary=3000` | 2.03 | 1.6 | 12.3 | 70.4 |
 | `speech_text_share=0.25 speech_word_share=0.25 speech_word_vocabulary=3000` | 2.05 | 3.1 | 9.9 | 66.7 |
 | `speech_text_share=0.1 speech_word_share=0.1 speech_word_vocabulary=3000` | 0.93 | 0.5 | 9.1 | 70.4 |
-| the second, with `audio_layers=4` (2 blocks grown, `train.grow_audio_layers`; 972 s, not 685) | 2.05 | 0.3 | 10.4 | 68.0 |
+| the second with `audio_layers=4` (2 blocks grown; 972 s, not 685) | 2.05 | 0.3 | 10.4 | 68.0 |
 
 Half the pool is no longer the speech set, so its own voices and frames are heard less: validation and held-out
 voice WER rise while unheard phrases fall. No 1200-step run without the change was made; 800 such steps from v4.28
