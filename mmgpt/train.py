@@ -80,11 +80,12 @@ class TrainConfig:
     # training text's frequent ones (`speech.word_runs`): in them, unlike in any frame, only the sound tells each word.
     # Over the 600 most frequent words they did not pay: 300 transcribe-only steps from v4.14 with 30% did worse than
     # none, and 800 from v4.28 left `scripts/ablate_speech.py`'s unheard phrases as they were (74.7 against 74.2%).
-    # Over 3000, with lines of text, they do: 1200 steps from v4.29 took those phrases from 76.4 to 70.4% WER (runs
-    # of words at 50%) and to 66.7% (lines of text and runs of words at 25% each). But 80 minutes of every task from
-    # v4.29 with the second (v4.30, not shipped; a 16000-clip pool) cost more than it gained: held-out phrases 71.0 ->
-    # 67.5% WER and typed held-out questions 84.3 -> 86.4%, but the speech set's phrases 12.1 -> 22.0%, the mixed
-    # set 3.7 -> 8.1% (a met target lost), and spoken held-out questions stayed at 66.1%.
+    # Over 3000, with lines of text, they do a little: 1200 steps from v4.29 took those phrases from 76.4 to 70.4% WER
+    # (runs of words at 50%) and to 66.7% (lines of text and runs of words at 25% each), where 1200 steps of the
+    # speech set alone took them to 71.7%. But 80 minutes of every task from v4.29 with the second (v4.30, not
+    # shipped; a 16000-clip pool) cost more than it gained: held-out phrases 71.0 -> 67.5% WER and typed held-out
+    # questions 84.3 -> 86.4%, but the speech set's phrases 12.1 -> 22.0%, the mixed set 3.7 -> 8.1% (a met target
+    # lost), and spoken held-out questions stayed at 66.1%.
     speech_word_share: float = 0.0
     # How many of the training text's most frequent words, beside the speech set's own 138, runs of words draw from.
     # Of the 190 words of `scripts/ablate_speech.py`'s unheard phrases, the speech set and the 600 most frequent hold
