@@ -130,26 +130,25 @@ def object_phrases(text: str) -> list[tuple[str | None, str | None, str | None]]
     return phrases
 
 
+def said_of_each_object(scene, hypothesis: str) -> list[tuple]:
+    """Per reference object: (object, the (size, colour, shape) of the phrase at its place in `hypothesis`), with
+    None for words missing there."""
+    generated = object_phrases(hypothesis)
+    return [(obj, generated[i] if i < len(generated) else (None, None, None)) for i, obj in enumerate(scene.objects)]
+
+
 def keyword_hits(scene, hypothesis: str) -> list[dict[str, bool]]:
     """Per reference object: whether its size, colour and shape words are right at its place in `hypothesis`."""
-    generated = object_phrases(hypothesis)
-    hits = []
-    for i, obj in enumerate(scene.objects):
-        size, colour, shape = generated[i] if i < len(generated) else (None, None, None)
-        hits.append({"size": size == obj.size, "colour": colour == obj.colour, "shape": shape == obj.shape})
-    return hits
+    return [{"size": size == obj.size, "colour": colour == obj.colour, "shape": shape == obj.shape}
+            for obj, (size, colour, shape) in said_of_each_object(scene, hypothesis)]
 
 
 def shape_confusions(scenes, hypotheses: list[str]) -> dict[str, int]:
     """How often each shape was named as another at its place in the caption ("star as cross": 11), most frequent
     first; "as nothing" where the caption has no shape word there. Only objects whose shape is wrong count."""
-    counts = Counter()
-    for scene, hypothesis in zip(scenes, hypotheses):
-        generated = object_phrases(hypothesis)
-        for i, obj in enumerate(scene.objects):
-            said = generated[i][2] if i < len(generated) else None
-            if said != obj.shape:
-                counts[f"{obj.shape} as {said or 'nothing'}"] += 1
+    counts = Counter(f"{obj.shape} as {said or 'nothing'}"
+                     for scene, hypothesis in zip(scenes, hypotheses)
+                     for obj, (_, _, said) in said_of_each_object(scene, hypothesis) if said != obj.shape)
     return dict(counts.most_common())
 
 

@@ -548,20 +548,21 @@ def focus_shapes(cfg: TrainConfig) -> frozenset[str]:
     """The shapes of `cfg.focus_shapes`; a name that is no shape is named in the error."""
     from .data.scenes import SHAPES
 
-    names = frozenset(name.strip() for name in cfg.focus_shapes.split(",") if name.strip())
-    unknown = sorted(names - set(SHAPES))
+    return frozenset(listed_names("focus_shapes", cfg.focus_shapes, SHAPES))
+
+
+def listed_names(setting: str, text: str, allowed: tuple[str, ...]) -> list[str]:
+    """The comma-separated names of a setting's `text`; a name not `allowed`, or none at all, is named in the error."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in allowed]
     if unknown or not names:
-        raise ValueError(f"focus_shapes {cfg.focus_shapes!r}: {', '.join(unknown) or 'none given'}; expected names "
-                         f"from {SHAPES}")
+        raise ValueError(f"{setting} {text!r}: {', '.join(unknown) or 'none given'}; expected names from {allowed}")
     return names
 
 
 def task_names(cfg: TrainConfig) -> tuple[str, ...]:
     """The tasks of `cfg.tasks`, in TASKS order; a name that is no task is named in the error."""
-    names = [name.strip() for name in cfg.tasks.split(",") if name.strip()]
-    unknown = [name for name in names if name not in TASKS]
-    if unknown or not names:
-        raise ValueError(f"tasks {cfg.tasks!r}: {', '.join(unknown) or 'none given'}; expected names from {TASKS}")
+    names = listed_names("tasks", cfg.tasks, TASKS)
     return tuple(task for task in TASKS if task in names)
 
 
