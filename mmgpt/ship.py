@@ -288,7 +288,8 @@ def _data_section(train_cfg: dict) -> str:
         + (f" {clutter:.0%} of pictures are no scene at all, captioned \"{scenes.UNRECOGNISED_CAPTION}\"."
            if clutter else "")
         + (f" {focus:.0%} of the captioned scenes are drawn again until they hold a "
-           f"{' or a '.join(train_cfg.get('focus_shapes', '').split(','))}, shapes the model read as each other."
+           f"{' or a '.join(s.strip() for s in train_cfg.get('focus_shapes', '').split(','))}, shapes the model read "
+           "as each other."
            if (focus := train_cfg.get("focus_share")) else ""),
     ]
     if train_cfg.get("ask_batch"):

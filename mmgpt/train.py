@@ -52,7 +52,7 @@ class TrainConfig:
     # keeps its own.
     image_stem_blocks: int = 0
     image_position_std: float = 0.3  # init std of the image row/column tables: the scale of patch content
-    audio_layers: int = 2  # a warm start from a checkpoint with fewer grows them (`grow_audio_layers`)
+    audio_layers: int = 2  # a warm start from a checkpoint with fewer grows them (`silence_new_audio_layers`)
     n_positions: int = 512  # decoder context, in tokens (audio prefix + transcript must fit)
     # Pixels per side the image encoder sees (pictures are resized to it). A warm start from a checkpoint that sees
     # fewer grows to it (`grow_image_size`); one that sees more keeps its own.
@@ -704,18 +704,18 @@ def warm_start(location: str, image_stem_blocks: int = 0, image_size: int = 0, a
     """Model and processor from an earlier checkpoint, given the question tokens if it predates them (v3), and
     grown to `image_stem_blocks` stem blocks if it has fewer (the new ones start as the identity), to `image_size`
     pixels per side if it sees fewer (`grow_image_size`), and to `audio_layers` audio encoder blocks
-    (`grow_audio_layers`). A checkpoint with more keeps all of its own: trained blocks and resolution are never
+    (`silence_new_audio_layers`). A checkpoint with more keeps all of its own: trained blocks and resolution are never
     dropped, so the defaults continue any checkpoint."""
     from .model.processing_mmgpt import SPECIAL_TOKENS
 
     had = MMGPTConfig.from_pretrained(location)
-    model = MMGPTForCausalLM.from_pretrained(location, image_stem_blocks=max(had.image_stem_blocks, image_stem_blocks))
+    model = MMGPTForCausalLM.from_pretrained(location, image_stem_blocks=max(had.image_stem_blocks, image_stem_blocks),
+                                             audio_layers=max(had.audio_layers, audio_layers))
+    silence_new_audio_layers(model, had.audio_layers)
     processor = MMGPTProcessor.from_pretrained(location)
     if image_size > had.image_size:
         model = grow_image_size(model, image_size)
         processor.image_size = image_size  # and nothing else: the checkpoint's answer settings stay as they were
-    if audio_layers > had.audio_layers:
-        model = grow_audio_layers(model, audio_layers)
     missing = [t for t in SPECIAL_TOKENS if t not in processor.tokenizer.get_vocab()]
     if missing:
         tokenizer = processor.tokenizer
@@ -755,21 +755,15 @@ def grow_image_size(model: MMGPTForCausalLM, image_size: int) -> MMGPTForCausalL
     return grown
 
 
-def grow_audio_layers(model: MMGPTForCausalLM, audio_layers: int) -> MMGPTForCausalLM:
-    """The same model with `audio_layers` audio encoder blocks: the new ones come after the trained ones, and their
-    attention and MLP output projections start at zero, so each adds nothing to the residual stream and the model's
+def silence_new_audio_layers(model: MMGPTForCausalLM, trained_layers: int) -> None:
+    """Zero the attention and MLP output projections of the audio encoder blocks after the first `trained_layers`
+    (those a warm start added, loaded at random), so that each adds nothing to the residual stream and the model's
     answers are unchanged until they learn."""
-    config = MMGPTConfig.from_dict({**model.config.to_dict(), "audio_layers": audio_layers})
-    grown = MMGPTForCausalLM(config)
-    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
-    new_blocks = grown.transformer.audio_encoder.blocks[model.config.audio_layers:]
-    assert not unexpected and all(".audio_encoder.blocks." in name for name in missing), (missing, unexpected)
     with torch.no_grad():
-        for block in new_blocks:
+        for block in model.transformer.audio_encoder.blocks[trained_layers:]:
             for projection in (block.attn.c_proj, block.mlp.c_proj):
                 projection.weight.zero_()
                 projection.bias.zero_()
-    return grown
 
 
 def plot_history(history: list[dict], evals: list[dict], path: Path) -> None:

@@ -247,6 +247,7 @@ def test_the_card_says_which_shapes_the_captions_showed_more_often_only_for_a_ru
     plain = dataclasses.asdict(TrainConfig())
     assert "50% of the captioned scenes are drawn again until they hold a star or a cross" in _data_section(
         {**plain, "focus_share": 0.5})
+    assert "hold a star or a cross," in _data_section({**plain, "focus_share": 0.5, "focus_shapes": "star, cross"})
     assert "drawn again" not in _data_section(plain)
     assert "drawn again" not in _data_section({k: v for k, v in plain.items() if k != "focus_share"}), "older runs"
 
