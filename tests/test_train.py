@@ -21,6 +21,7 @@ import mmgpt.train as training
 from mmgpt.audio import SAMPLE_RATE
 from mmgpt.data import load_shakespeare, scene_dataset, speech_dataset
 from mmgpt.data.text import default_corpus_path
+from mmgpt.model import MMGPTForCausalLM, MMGPTProcessor
 from mmgpt.model.configuration_mmgpt import MMGPTConfig
 from mmgpt.model.processing_mmgpt import pad_features
 from mmgpt.model.testing import tiny_model_and_processor
@@ -508,7 +509,7 @@ def test_a_phase_trains_only_its_tasks_and_builds_no_speech_pool_it_does_not_use
         return speech_dataset(split, *args, **kwargs)
 
     monkeypatch.setattr(mmgpt.data, "speech_dataset", recorded)
-    monkeypatch.setattr(training, "spoken_question_pool", lambda *a: pytest.fail("spoken questions were built"))
+    monkeypatch.setattr(training.batches, "spoken_question_pool", lambda *a: pytest.fail("spoken questions were built"))
     checkpoint = train(tiny_train_config(tmp_path, steps=2, eval_every=2, tasks=" ask, caption", named_answers=True))
 
     assert torch.load(checkpoint / "trainer_state.pt", weights_only=False)["config"]["tasks"] == "caption,ask"
@@ -598,7 +599,7 @@ def test_a_warm_start_keeps_a_checkpoints_stem_blocks_and_grows_them_to_what_is_
     from mmgpt.model.testing import save_random_checkpoint
 
     save_random_checkpoint(tmp_path, seed=2, image_stem_layers=2, image_stem_blocks=1)
-    saved = training.MMGPTForCausalLM.from_pretrained(tmp_path).eval()
+    saved = MMGPTForCausalLM.from_pretrained(tmp_path).eval()
     with torch.no_grad():  # trained blocks, not the zeros they start from
         for conv in saved.transformer.image_encoder.stem_blocks.modules():
             if isinstance(conv, torch.nn.Conv2d):
@@ -619,8 +620,8 @@ def test_a_warm_start_grows_the_pictures_it_sees_to_what_is_asked_and_never_shri
     from mmgpt.model.testing import save_random_checkpoint
 
     save_random_checkpoint(tmp_path, seed=4, image_size=32, patch_size=8)
-    saved = training.MMGPTForCausalLM.from_pretrained(tmp_path).eval()
-    saved_processor = training.MMGPTProcessor.from_pretrained(tmp_path)
+    saved = MMGPTForCausalLM.from_pretrained(tmp_path).eval()
+    saved_processor = MMGPTProcessor.from_pretrained(tmp_path)
     saved_processor.transcribes_spoken_questions, saved_processor.answer_after = True, ", so "
     saved_processor.save_pretrained(tmp_path)
 
@@ -650,7 +651,7 @@ def test_a_warm_start_grows_the_audio_encoder_to_what_is_asked_and_its_transcrip
     from mmgpt.model.testing import save_random_checkpoint
 
     save_random_checkpoint(tmp_path, seed=5, audio_layers=1)
-    saved = training.MMGPTForCausalLM.from_pretrained(tmp_path).eval()
+    saved = MMGPTForCausalLM.from_pretrained(tmp_path).eval()
 
     model, processor = training.warm_start(str(tmp_path), audio_layers=asked)
 
@@ -692,7 +693,7 @@ def data_parallel_rank(rank: int, world: int, port: int, cfg: TrainConfig, resul
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), GLOO_SOCKET_IFNAME="lo")
     torch.set_num_threads(1)
     seen = {}
-    average_gradients = training.average_gradients
+    average_gradients = training.loop.average_gradients
 
     def spy(model, world_size):
         if "local_gradient" not in seen:
@@ -700,7 +701,7 @@ def data_parallel_rank(rank: int, world: int, port: int, cfg: TrainConfig, resul
         average_gradients(model, world_size)
         seen["model"] = model
 
-    training.average_gradients = spy
+    training.loop.average_gradients = spy  # where the loop looks it up
     training.train(cfg)
     torch.save({"weights": seen["model"].state_dict(), "local_gradient": seen["local_gradient"].clone()},
                os.path.join(result_dir, f"rank{rank}.pt"))
