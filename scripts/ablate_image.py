@@ -65,7 +65,7 @@ A step took 14.8 s against 7.1, so it made 324 steps, and it came out worse on t
 91.8 -> 87.8% exact (size 99.1 -> 97.2%), compositional 74.8 -> 68.5%, stars and crosses read as each other 12 -> 13
 on test captions and 45 -> 52 on compositional ones. A linear probe on v4.29's image encoder (the mean of the 3x3
 patches around each object; scratch `runs/s33/probe.py`) names 89% of validation shapes, against 95% in its
-captions, and stars and crosses are its most frequent confusion too: the encoder is where they are lost.
+captions, and stars and crosses are its most frequent confusion too: the encoder already mixes them up.
 """
 
 import argparse
