@@ -273,6 +273,7 @@ def _data_section(train_cfg: dict) -> str:
     """What the model was trained on, read from the data modules' own settings and the run's configuration."""
     from .data import scenes, speech
     from .data.questions import ABOUT_THE_ONLY_ONE, QUESTION_KINDS, TEMPLATES
+    from .train.config import listed_names
 
     clutter = train_cfg.get("clutter_share", 0.0)
     lines = [
@@ -288,8 +289,8 @@ def _data_section(train_cfg: dict) -> str:
         + (f" {clutter:.0%} of pictures are no scene at all, captioned \"{scenes.UNRECOGNISED_CAPTION}\"."
            if clutter else "")
         + (f" {focus:.0%} of the captioned scenes are drawn again until they hold a "
-           f"{' or a '.join(s.strip() for s in train_cfg.get('focus_shapes', '').split(','))}, shapes the model read "
-           "as each other."
+           f"{' or a '.join(listed_names('focus_shapes', train_cfg['focus_shapes'], scenes.SHAPES))}, shapes the "
+           "model read as each other."
            if (focus := train_cfg.get("focus_share")) else ""),
     ]
     if train_cfg.get("ask_batch"):
