@@ -100,7 +100,8 @@ def main() -> None:
                                        spoken_question_pool=1), steps=args.steps)
 
     torch.manual_seed(cfg.seed)
-    model, processor = training.warm_start(args.init_from, cfg.image_stem_blocks, cfg.image_size)
+    model, processor = training.warm_start(args.init_from, cfg.image_stem_blocks, cfg.image_size,
+                                               image_layers=cfg.image_layers, image_stem_layers=cfg.image_stem_layers)
     train_text, _ = split_text(load_shakespeare(cfg.text_path))
     batches = training.TaskBatches(cfg, processor, train_text, seed=1, pool_seed=cfg.seed * 1000)
 

@@ -645,26 +645,61 @@ def test_a_warm_start_grows_the_pictures_it_sees_to_what_is_asked_and_never_shri
     assert logits.shape[:2] == inputs["input_ids"].shape and bool(logits.isfinite().all())
 
 
+@pytest.mark.parametrize("encoder", ["audio", "image"])
 @pytest.mark.parametrize("asked, grown_to", [(0, 1), (1, 1), (3, 3)])
-def test_a_warm_start_grows_the_audio_encoder_to_what_is_asked_and_its_transcripts_stay_as_they_were(
-        tmp_path, asked, grown_to):
+def test_a_warm_start_grows_an_encoder_to_the_depth_asked_and_the_models_answers_stay_as_they_were(
+        tmp_path, encoder, asked, grown_to):
     from mmgpt.model.testing import save_random_checkpoint
 
-    save_random_checkpoint(tmp_path, seed=5, audio_layers=1)
+    save_random_checkpoint(tmp_path, seed=5, **{f"{encoder}_layers": 1})
     saved = MMGPTForCausalLM.from_pretrained(tmp_path).eval()
 
-    model, processor = training.warm_start(str(tmp_path), audio_layers=asked)
+    model, processor = training.warm_start(str(tmp_path), **{f"{encoder}_layers": asked})
 
-    assert len(model.transformer.audio_encoder.blocks) == model.config.audio_layers == grown_to
+    blocks = getattr(model.transformer, f"{encoder}_encoder").blocks
+    assert len(blocks) == getattr(model.config, f"{encoder}_layers") == grown_to
     for name, weight in saved.state_dict().items():  # every trained weight is kept
         torch.testing.assert_close(model.state_dict()[name], weight)
-    inputs = processor(audio=[(0.3 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32)],
-                       sampling_rate=SAMPLE_RATE)
-    with torch.no_grad():  # the new blocks add nothing yet, so the model reads the clip as before
+    if encoder == "audio":
+        inputs = processor(audio=[(0.3 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32)],
+                           sampling_rate=SAMPLE_RATE)
+    else:
+        inputs = processor(images=[scene_dataset("train", 1, seed=3)[0].image])
+    with torch.no_grad():  # the new blocks add nothing yet, so the model reads its input as before
         torch.testing.assert_close(model.eval()(**inputs).logits, saved(**inputs).logits)
-    for block in model.transformer.audio_encoder.blocks[1:]:  # the new ones: output projections at zero, the rest
-        assert not block.attn.c_proj.weight.any() and not block.mlp.c_proj.weight.any()  # random, to learn from
+    for block in blocks[1:]:  # the new ones: output projections at zero, the rest random, to learn from
+        assert not block.attn.c_proj.weight.any() and not block.mlp.c_proj.weight.any()
         assert block.attn.c_attn.weight.any() and block.mlp.c_fc.weight.any()
+
+
+def test_a_warm_start_adds_a_stem_layer_that_sees_twice_the_pixels_and_reads_them_as_the_old_stem_read_half(tmp_path):
+    from mmgpt.model.testing import save_random_checkpoint
+
+    save_random_checkpoint(tmp_path, seed=6, n_embd=64, image_size=32, patch_size=8, image_stem_layers=2,
+                           image_stem_blocks=1)
+    saved = MMGPTForCausalLM.from_pretrained(tmp_path).eval()
+    with torch.no_grad():  # trained stem blocks, not the zeros they start from
+        for conv in saved.transformer.image_encoder.stem_blocks.modules():
+            if isinstance(conv, torch.nn.Conv2d):
+                conv.weight.normal_(std=0.05)
+    saved.save_pretrained(tmp_path)
+
+    model, processor = training.warm_start(str(tmp_path), image_stem_layers=3)
+
+    config = model.config
+    assert (config.image_stem_layers, config.image_size, config.patch_size) == (3, 64, 16)
+    assert (processor.image_size, processor.patch_size) == (64, 16)
+    assert processor.num_patches == saved.config.num_patches  # the decoder's grid of patches is unchanged
+    old, new = saved.transformer.image_encoder, model.transformer.image_encoder
+    torch.testing.assert_close(new.stem[4].weight, old.stem[2].weight)  # trained layers move one place down
+    torch.testing.assert_close(new.stem_blocks[2][0].conv1.weight, old.stem_blocks[1][0].conv1.weight)
+    torch.testing.assert_close(new.patch_embed.weight, old.patch_embed.weight)
+    pixels = torch.from_numpy(processor.image_to_pixels(scene_dataset("train", 1, seed=3)[0].image))[None]
+    with torch.no_grad():  # the new layer hands on a 2x2 average, read as the old stem read a picture that size
+        torch.testing.assert_close(new(pixels), old(torch.nn.functional.avg_pool2d(pixels, 2)))
+    with torch.no_grad():  # and the whole model reads the grown picture into the same number of placeholders
+        logits = model.eval()(**processor(images=[scene_dataset("train", 1, seed=3)[0].image])).logits
+    assert bool(logits.isfinite().all())
 
 
 def test_auto_precision_resolves_to_what_the_machine_computes_natively_and_a_typo_is_named(monkeypatch):

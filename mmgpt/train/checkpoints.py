@@ -1,5 +1,5 @@
 """Where a run's weights come from and go: a fresh model, a warm start from an earlier checkpoint (grown to the
-run's image size, stem blocks and audio depth), and the atomic save a resume reads back."""
+run's image size, stem layers and blocks, and encoder depths), and the atomic save a resume reads back."""
 
 import shutil
 from pathlib import Path
@@ -33,22 +33,29 @@ def answer_after(describes: bool) -> str | None:
     return ANSWER_AFTER if describes else None
 
 
-def warm_start(location: str, image_stem_blocks: int = 0, image_size: int = 0, audio_layers: int = 0):
+def warm_start(location: str, image_stem_blocks: int = 0, image_size: int = 0, audio_layers: int = 0,
+               image_layers: int = 0, image_stem_layers: int = 0):
     """Model and processor from an earlier checkpoint, given the question tokens if it predates them (v3), and
     grown to `image_stem_blocks` stem blocks if it has fewer (the new ones start as the identity), to `image_size`
-    pixels per side if it sees fewer (`grow_image_size`), and to `audio_layers` audio encoder blocks
-    (`silence_new_audio_layers`). A checkpoint with more keeps all of its own: trained blocks and resolution are never
-    dropped, so the defaults continue any checkpoint."""
+    pixels per side if it sees fewer (`grow_image_size`), and to `audio_layers` audio and `image_layers` image
+    encoder blocks (`silence_new_blocks`), and to `image_stem_layers` stem layers (`add_stem_layer`, which doubles
+    the pixels per side). A checkpoint with more keeps all of its own: trained blocks and resolution
+    are never dropped, so the defaults continue any checkpoint."""
     from ..model.processing_mmgpt import SPECIAL_TOKENS
 
     had = MMGPTConfig.from_pretrained(location)
     model = MMGPTForCausalLM.from_pretrained(location, image_stem_blocks=max(had.image_stem_blocks, image_stem_blocks),
-                                             audio_layers=max(had.audio_layers, audio_layers))
-    silence_new_audio_layers(model, had.audio_layers)
+                                             audio_layers=max(had.audio_layers, audio_layers),
+                                             image_layers=max(had.image_layers, image_layers))
+    silence_new_blocks(model.transformer.audio_encoder.blocks, had.audio_layers)
+    silence_new_blocks(model.transformer.image_encoder.blocks, had.image_layers)
     processor = MMGPTProcessor.from_pretrained(location)
-    if image_size > had.image_size:
+    for _ in range(image_stem_layers - had.image_stem_layers):
+        model = add_stem_layer(model)
+    if image_size > model.config.image_size:
         model = grow_image_size(model, image_size)
-        processor.image_size = image_size  # and nothing else: the checkpoint's answer settings stay as they were
+    # and nothing else: the checkpoint's answer settings stay as they were
+    processor.image_size, processor.patch_size = model.config.image_size, model.config.patch_size
     missing = [t for t in SPECIAL_TOKENS if t not in processor.tokenizer.get_vocab()]
     if missing:
         tokenizer = processor.tokenizer
@@ -88,12 +95,52 @@ def grow_image_size(model: MMGPTForCausalLM, image_size: int) -> MMGPTForCausalL
     return grown
 
 
-def silence_new_audio_layers(model: MMGPTForCausalLM, trained_layers: int) -> None:
-    """Zero the attention and MLP output projections of the audio encoder blocks after the first `trained_layers`
-    (those a warm start added, loaded at random), so that each adds nothing to the residual stream and the model's
-    answers are unchanged until they learn."""
+def add_stem_layer(model: MMGPTForCausalLM) -> MMGPTForCausalLM:
+    """The same model seeing pictures at twice the resolution through one more stride-2 stem layer in front, so that
+    the convolutions see finer detail while the decoder keeps its grid of patches (`image_size` and `patch_size`
+    both double). Every trained weight is kept. The new layer starts as a 2x2 average of the picture, which the old
+    first layer reads as it read the picture itself: each colour travels as GELU(x) and GELU(-x), whose difference is
+    exactly x, since GELU(x) = x * Phi(x). Its other channels start at random, read by zero weights, so that they can
+    learn what the coarser picture lost."""
+    old = model.config
+    config = MMGPTConfig.from_dict({**old.to_dict(), "image_stem_layers": old.image_stem_layers + 1,
+                                    "image_size": 2 * old.image_size, "patch_size": 2 * old.patch_size})
+    grown = MMGPTForCausalLM(config)
+    prefix = "transformer.image_encoder."
+    state, shifted, channels = grown.state_dict(), {}, old.num_channels
+    if state[prefix + "stem.0.weight"].shape[0] < 2 * channels:
+        raise ValueError(f"a new first stem layer of n_embd / 2**{config.image_stem_layers} channels cannot carry "
+                         f"the picture's {channels} colours twice: n_embd ({old.n_embd}) is too small")
+    for name, weight in model.state_dict().items():
+        if name.startswith(prefix + "stem."):  # convolution i sits at stem.{2i} (a GELU after each)
+            index, rest = name[len(prefix + "stem."):].split(".", 1)
+            name = f"{prefix}stem.{int(index) + 2}.{rest}"
+        elif name.startswith(prefix + "stem_blocks."):
+            index, rest = name[len(prefix + "stem_blocks."):].split(".", 1)
+            name = f"{prefix}stem_blocks.{int(index) + 1}.{rest}"
+        shifted[name] = weight
+    new_conv, old_first = prefix + "stem.0.", prefix + "stem.2.weight"
     with torch.no_grad():
-        for block in model.transformer.audio_encoder.blocks[trained_layers:]:
+        copy = state[new_conv + "weight"][: 2 * channels]
+        copy.zero_()
+        for c in range(channels):  # the 3x3 kernel's offsets 0 and +1: the 2x2 block a coarser pixel covers
+            copy[c, c, 1:, 1:], copy[channels + c, c, 1:, 1:] = 0.25, -0.25
+        state[new_conv + "bias"][: 2 * channels] = 0.0
+        trained = shifted[old_first]
+        widened = torch.zeros_like(state[old_first])
+        widened[:, :channels], widened[:, channels : 2 * channels] = trained, -trained
+        shifted[old_first] = widened
+    state.update(shifted)
+    grown.load_state_dict(state)
+    return grown
+
+
+def silence_new_blocks(blocks: torch.nn.ModuleList, trained_layers: int) -> None:
+    """Zero the attention and MLP output projections of an encoder's blocks after the first `trained_layers` (those
+    a warm start added, loaded at random), so that each adds nothing to the residual stream and the model's answers
+    are unchanged until they learn."""
+    with torch.no_grad():
+        for block in blocks[trained_layers:]:
             for projection in (block.attn.c_proj, block.mlp.c_proj):
                 projection.weight.zero_()
                 projection.bias.zero_()

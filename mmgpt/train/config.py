@@ -25,14 +25,16 @@ class TrainConfig:
     n_layer: int = 6
     n_head: int = 8
     dropout: float = 0.1
-    image_layers: int = 2
-    image_stem_layers: int = 2  # stride-2 convolutions before the patch embedding; 0 is a plain ViT
+    image_layers: int = 2  # a warm start from a checkpoint with fewer grows them (`silence_new_blocks`)
+    # Stride-2 convolutions before the patch embedding; 0 is a plain ViT. A warm start from a checkpoint with fewer
+    # adds them in front (`add_stem_layer`), each doubling the pixels per side and the patch size.
+    image_stem_layers: int = 2
     # Residual 3x3 convolution pairs after each stem layer. A warm start from a checkpoint with fewer grows them,
     # starting as the identity, so the model's answers are unchanged until the new blocks learn; one with more
     # keeps its own.
     image_stem_blocks: int = 0
     image_position_std: float = 0.3  # init std of the image row/column tables: the scale of patch content
-    audio_layers: int = 2  # a warm start from a checkpoint with fewer grows them (`silence_new_audio_layers`)
+    audio_layers: int = 2  # a warm start from a checkpoint with fewer grows them (`silence_new_blocks`)
     n_positions: int = 512  # decoder context, in tokens (audio prefix + transcript must fit)
     # Pixels per side the image encoder sees (pictures are resized to it). A warm start from a checkpoint that sees
     # fewer grows to it (`grow_image_size`); one that sees more keeps its own.

@@ -221,7 +221,8 @@ def train(cfg: TrainConfig) -> Path:
         # A resume may change batch sizes or the schedule; keep every setting that was ever in force.
         state.setdefault("resumes", []).append({"step": state["step"], "config": dataclasses.asdict(cfg)})
     elif cfg.init_from:
-        model, processor = warm_start(cfg.init_from, cfg.image_stem_blocks, cfg.image_size, cfg.audio_layers)
+        model, processor = warm_start(cfg.init_from, cfg.image_stem_blocks, cfg.image_size, cfg.audio_layers,
+                                      cfg.image_layers, cfg.image_stem_layers)
         log(f"starting from the weights of {cfg.init_from}")
         state = {"step": 0, "train_seconds": 0.0, "history": [], "evals": [], "config": dataclasses.asdict(cfg)}
     else:
