@@ -362,8 +362,8 @@ def test_spoken_questions_are_answered_as_the_app_asks_them_and_words_written_do
     import numpy as np
     from transformers import AutoModelForCausalLM, AutoProcessor
 
-    from mmgpt import evaluate
     from mmgpt.evaluate import ANSWER_TOKENS, Asked, answer_scores, greedy_answers, greedy_texts, heard_questions
+    from mmgpt.evaluate import questions  # where greedy_answers looks heard_questions up
     from mmgpt.model.testing import save_random_checkpoint
 
     directory = save_random_checkpoint(tmp_path)
@@ -383,7 +383,7 @@ def test_spoken_questions_are_answered_as_the_app_asks_them_and_words_written_do
     assert greedy_answers(model, processor, asked, batch=2) == (answers, heard)
     assert result["heard_wer"] > 0  # a random model's words are not the question's
     assert result["mistakes"][0] == ("colour", "what colour is it?", "red", answers[0], heard[0])
-    monkeypatch.setattr(evaluate, "heard_questions", lambda *args: ["", heard[1]])  # nothing written for the first
+    monkeypatch.setattr(questions, "heard_questions", lambda *args: ["", heard[1]])  # nothing written for the first
     alone = greedy_texts(model, processor, [processor(images=[asked[1].image], text=[heard[1]], audio=[tone],
                                                       sampling_rate=16000, task="ask")], ANSWER_TOKENS)
     assert greedy_answers(model, processor, asked, batch=2) == (["", alone[0]], ["", heard[1]])  # no answer to none
