@@ -165,7 +165,7 @@ def _evaluation_section(results: dict, why: dict[str, str]) -> str:
         f"spoken phrases. {sizes.get('scenes', '?')} scenes per caption split, {sizes.get('per_voice', '?')} "
         f"texts per held-out voice per speech set, {sizes.get('questions', '?')} questions per kind per wording. "
         "Keyword accuracy: the % of the reference objects' colour and shape words that the generated caption has "
-        "at the same place (`mmgpt/evaluate.py` defines it exactly).",
+        "at the same place (`mmgpt/evaluate/captions.py` defines it exactly).",
         _headline_table(by_key),
         "### Word error rate per held-out voice, %",
         _breakdown_table(by_key, "voice", voice_columns, _names(results, voice_columns, "voice"),
