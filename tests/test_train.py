@@ -702,6 +702,15 @@ def test_a_warm_start_adds_a_stem_layer_that_sees_twice_the_pixels_and_reads_the
     assert bool(logits.isfinite().all())
 
 
+def test_a_stem_layer_too_narrow_to_carry_the_picture_is_refused_with_the_width_that_is_too_small(tmp_path):
+    from mmgpt.model.testing import save_random_checkpoint
+
+    save_random_checkpoint(tmp_path, seed=6, n_embd=32, image_size=32, patch_size=8, image_stem_layers=2)
+
+    with pytest.raises(ValueError, match=r"n_embd \(32\) is too small"):
+        training.warm_start(str(tmp_path), image_stem_layers=3)
+
+
 def test_auto_precision_resolves_to_what_the_machine_computes_natively_and_a_typo_is_named(monkeypatch):
     assert training.resolved_precision("fp32") == "fp32" and training.resolved_precision("bf16") == "bf16"
     for native, expected in ((True, "bf16"), (False, "fp32")):
