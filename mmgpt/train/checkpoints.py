@@ -39,8 +39,8 @@ def warm_start(location: str, image_stem_blocks: int = 0, image_size: int = 0, a
     grown to `image_stem_blocks` stem blocks if it has fewer (the new ones start as the identity), to `image_size`
     pixels per side if it sees fewer (`grow_image_size`), and to `audio_layers` audio and `image_layers` image
     encoder blocks (`silence_new_blocks`), and to `image_stem_layers` stem layers (`add_stem_layer`, which doubles
-    the pixels per side). A checkpoint with more keeps all of its own: trained blocks and resolution
-    are never dropped, so the defaults continue any checkpoint."""
+    the pixels per side). A checkpoint with more keeps all of its own: trained blocks and resolution are never
+    dropped, so the defaults continue any checkpoint."""
     from ..model.processing_mmgpt import SPECIAL_TOKENS
 
     had = MMGPTConfig.from_pretrained(location)
@@ -111,13 +111,14 @@ def add_stem_layer(model: MMGPTForCausalLM) -> MMGPTForCausalLM:
     if state[prefix + "stem.0.weight"].shape[0] < 2 * channels:
         raise ValueError(f"a new first stem layer of n_embd / 2**{config.image_stem_layers} channels cannot carry "
                          f"the picture's {channels} colours twice: n_embd ({old.n_embd}) is too small")
+    # Every trained stem layer moves one place down: convolution i sits at stem.{2i} (a GELU after each), its blocks
+    # at stem_blocks.{i}.
+    moves = {f"{prefix}stem.": 2, f"{prefix}stem_blocks.": 1}
     for name, weight in model.state_dict().items():
-        if name.startswith(prefix + "stem."):  # convolution i sits at stem.{2i} (a GELU after each)
-            index, rest = name[len(prefix + "stem."):].split(".", 1)
-            name = f"{prefix}stem.{int(index) + 2}.{rest}"
-        elif name.startswith(prefix + "stem_blocks."):
-            index, rest = name[len(prefix + "stem_blocks."):].split(".", 1)
-            name = f"{prefix}stem_blocks.{int(index) + 1}.{rest}"
+        for group, places in moves.items():
+            if name.startswith(group):
+                index, rest = name[len(group):].split(".", 1)
+                name = f"{group}{int(index) + places}.{rest}"
         shifted[name] = weight
     new_conv, old_first = prefix + "stem.0.", prefix + "stem.2.weight"
     with torch.no_grad():
