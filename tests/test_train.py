@@ -645,28 +645,31 @@ def test_a_warm_start_grows_the_pictures_it_sees_to_what_is_asked_and_never_shri
     assert logits.shape[:2] == inputs["input_ids"].shape and bool(logits.isfinite().all())
 
 
-@pytest.mark.parametrize("encoder", ["audio", "image"])
+# (warm_start's argument, where the blocks are): the two encoders and the decoder grow alike
+STACKS = {"audio_layers": "audio_encoder.blocks", "image_layers": "image_encoder.blocks", "n_layer": "h"}
+
+
+@pytest.mark.parametrize("stack", STACKS)
 @pytest.mark.parametrize("asked, grown_to", [(0, 1), (1, 1), (3, 3)])
-def test_a_warm_start_grows_an_encoder_to_the_depth_asked_and_the_models_answers_stay_as_they_were(
-        tmp_path, encoder, asked, grown_to):
+def test_a_warm_start_grows_a_stack_of_blocks_to_the_depth_asked_and_the_models_answers_stay_as_they_were(
+        tmp_path, stack, asked, grown_to):
     from mmgpt.model.testing import save_random_checkpoint
 
-    save_random_checkpoint(tmp_path, seed=5, **{f"{encoder}_layers": 1})
+    save_random_checkpoint(tmp_path, seed=5, **{stack: 1})
     saved = MMGPTForCausalLM.from_pretrained(tmp_path).eval()
 
-    model, processor = training.warm_start(str(tmp_path), **{f"{encoder}_layers": asked})
+    model, processor = training.warm_start(str(tmp_path), **{stack: asked})
 
-    blocks = getattr(model.transformer, f"{encoder}_encoder").blocks
-    assert len(blocks) == getattr(model.config, f"{encoder}_layers") == grown_to
+    blocks = model.transformer.get_submodule(STACKS[stack])
+    assert len(blocks) == getattr(model.config, stack) == grown_to
     for name, weight in saved.state_dict().items():  # every trained weight is kept
         torch.testing.assert_close(model.state_dict()[name], weight)
-    if encoder == "audio":
-        inputs = processor(audio=[(0.3 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32)],
-                           sampling_rate=SAMPLE_RATE)
-    else:
-        inputs = processor(images=[scene_dataset("train", 1, seed=3)[0].image])
+    audio = processor(audio=[(0.3 * np.random.default_rng(0).standard_normal(8000)).astype(np.float32)],
+                      sampling_rate=SAMPLE_RATE)
+    image = processor(images=[scene_dataset("train", 1, seed=3)[0].image])
     with torch.no_grad():  # the new blocks add nothing yet, so the model reads its input as before
-        torch.testing.assert_close(model.eval()(**inputs).logits, saved(**inputs).logits)
+        for inputs in (audio, image):
+            torch.testing.assert_close(model.eval()(**inputs).logits, saved(**inputs).logits)
     for block in blocks[1:]:  # the new ones: output projections at zero, the rest random, to learn from
         assert not block.attn.c_proj.weight.any() and not block.mlp.c_proj.weight.any()
         assert block.attn.c_attn.weight.any() and block.mlp.c_fc.weight.any()

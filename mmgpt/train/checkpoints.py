@@ -34,21 +34,23 @@ def answer_after(describes: bool) -> str | None:
 
 
 def warm_start(location: str, image_stem_blocks: int = 0, image_size: int = 0, audio_layers: int = 0,
-               image_layers: int = 0, image_stem_layers: int = 0):
+               image_layers: int = 0, image_stem_layers: int = 0, n_layer: int = 0):
     """Model and processor from an earlier checkpoint, given the question tokens if it predates them (v3), and
     grown to `image_stem_blocks` stem blocks if it has fewer (the new ones start as the identity), to `image_size`
-    pixels per side if it sees fewer (`grow_image_size`), and to `audio_layers` audio and `image_layers` image
-    encoder blocks (`silence_new_blocks`), and to `image_stem_layers` stem layers (`add_stem_layer`, which doubles
-    the pixels per side). A checkpoint with more keeps all of its own: trained blocks and resolution are never
+    pixels per side if it sees fewer (`grow_image_size`), to `audio_layers` audio and `image_layers` image encoder
+    blocks and `n_layer` decoder blocks, the new ones after the old (`silence_new_blocks`), and to
+    `image_stem_layers` stem layers (`add_stem_layer`, which doubles the pixels per side). A checkpoint with more keeps all of its own: trained blocks and resolution are never
     dropped, so the defaults continue any checkpoint."""
     from ..model.processing_mmgpt import SPECIAL_TOKENS
 
     had = MMGPTConfig.from_pretrained(location)
     model = MMGPTForCausalLM.from_pretrained(location, image_stem_blocks=max(had.image_stem_blocks, image_stem_blocks),
                                              audio_layers=max(had.audio_layers, audio_layers),
-                                             image_layers=max(had.image_layers, image_layers))
+                                             image_layers=max(had.image_layers, image_layers),
+                                             n_layer=max(had.n_layer, n_layer))
     silence_new_blocks(model.transformer.audio_encoder.blocks, had.audio_layers)
     silence_new_blocks(model.transformer.image_encoder.blocks, had.image_layers)
+    silence_new_blocks(model.transformer.h, had.n_layer)
     processor = MMGPTProcessor.from_pretrained(location)
     for _ in range(image_stem_layers - had.image_stem_layers):
         model = add_stem_layer(model)
@@ -137,7 +139,7 @@ def add_stem_layer(model: MMGPTForCausalLM) -> MMGPTForCausalLM:
 
 
 def silence_new_blocks(blocks: torch.nn.ModuleList, trained_layers: int) -> None:
-    """Zero the attention and MLP output projections of an encoder's blocks after the first `trained_layers` (those
+    """Zero the attention and MLP output projections of the blocks after the first `trained_layers` (those
     a warm start added, loaded at random), so that each adds nothing to the residual stream and the model's answers
     are unchanged until they learn."""
     with torch.no_grad():

@@ -22,7 +22,7 @@ class TrainConfig:
     # model
     vocab_size: int = 2048
     n_embd: int = 256
-    n_layer: int = 6
+    n_layer: int = 6  # decoder blocks; a warm start from a checkpoint with fewer grows them as the encoders'
     n_head: int = 8
     dropout: float = 0.1
     image_layers: int = 2  # a warm start from a checkpoint with fewer grows them (`silence_new_blocks`)
