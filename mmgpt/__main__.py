@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     ship_parser = commands.add_parser("ship", help="copy a checkpoint into assets/ with its model card")
     ship_parser.add_argument("--checkpoint", default="runs/mmgpt-tiny/checkpoint")
-    ship_parser.add_argument("--eval", default="eval.json", help="the evaluate command's JSON for the card")
+    ship_parser.add_argument("--eval", default=None,
+                             help="the evaluate command's JSON of the shipped weights, for the card; without it, "
+                                  "the weights ship with no card, to be evaluated")
     ship_parser.add_argument("--out", default="assets/mmgpt-tiny")
     ship_parser.add_argument("--train-command", default="python -m mmgpt train", help="how it was trained, for the card")
     ship_parser.add_argument("--why", default=None,
@@ -125,7 +127,12 @@ def main(argv: list[str] | None = None, engine=None) -> int:
         from .ship import ship, unexplained_misses
 
         why = json.loads(Path(args.why).read_text()) if args.why else {}
-        print(ship(args.checkpoint, args.eval, args.out, args.train_command, why))
+        out = ship(args.checkpoint, args.eval, args.out, args.train_command, why)
+        print(out)
+        if args.eval is None:
+            print(f"next: python -m mmgpt evaluate --model {out} --out eval.json, then ship again with --eval "
+                  "eval.json for the model card", file=sys.stderr)
+            return 0
         missing = unexplained_misses(json.loads(Path(args.eval).read_text()), why)
         if missing:
             print(f"note: the model card does not yet say why these targets were missed: {', '.join(missing)} "

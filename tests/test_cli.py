@@ -341,35 +341,80 @@ def test_evaluate_a_checkpoint_from_before_questions_reports_them_not_available(
     assert isinstance(results["caption_heldout"]["keyword_accuracy"], float)
 
 
-@needs_espeak
-def test_ship_writes_a_card_with_every_figure_beside_its_target_and_a_why_for_each_miss(evaluated, tmp_path, capsys):
+def _trained_checkpoint(model_dir, tmp_path):
+    """`model_dir` as training leaves a checkpoint: its files and a trainer state."""
     import dataclasses
 
     import torch
 
-    from mmgpt.evaluate import TARGETS
-    from mmgpt.ship import NOT_EXPLAINED
     from mmgpt.train import TrainConfig
 
-    model, out, _ = evaluated
     checkpoint = tmp_path / "checkpoint"
-    shutil.copytree(model, checkpoint)
+    shutil.copytree(model_dir, checkpoint)
     torch.save({"step": 5, "train_seconds": 60.0, "config": dataclasses.asdict(TrainConfig())},
                checkpoint / "trainer_state.pt")
+    return checkpoint
+
+
+@needs_espeak
+def test_ship_writes_the_weights_in_fp16_that_load_as_fp32_and_no_card_until_they_are_evaluated(
+        evaluated, tmp_path, capsys):
+    import torch
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    checkpoint, shipped = _trained_checkpoint(evaluated[0], tmp_path), tmp_path / "shipped"
+    shipped.mkdir()
+    for stale in ("README.md", "eval.json"):  # the card of the weights shipped before
+        (shipped / stale).write_text("the last model's figures")
+
+    assert main(["ship", "--checkpoint", str(checkpoint), "--out", str(shipped)]) == 0
+
+    assert not (shipped / "README.md").exists() and not (shipped / "eval.json").exists()
+    assert "python -m mmgpt evaluate --model" in capsys.readouterr().err
+    with safe_open(shipped / "model.safetensors", "pt") as weights:
+        assert {weights.get_tensor(name).dtype for name in weights.keys()} == {torch.float16}
+    trained, loaded = (AutoModelForCausalLM.from_pretrained(path) for path in (checkpoint, shipped))
+    assert loaded.dtype == torch.float32
+    for name, weight in trained.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], weight.half().float(), rtol=0, atol=0)
+
+
+@needs_espeak
+def test_ship_refuses_an_evaluation_of_other_weights_than_it_ships(evaluated, tmp_path):
+    from mmgpt.ship import ship
+
+    _, fp32_evaluation, _ = evaluated  # measured on the checkpoint's fp32 weights, not the fp16 ones that ship
+
+    with pytest.raises(ValueError, match="measured other weights"):
+        ship(_trained_checkpoint(evaluated[0], tmp_path), fp32_evaluation, tmp_path / "shipped",
+             "python -m mmgpt train")
+    assert not (tmp_path / "shipped").exists()
+
+
+@needs_espeak
+def test_ship_writes_a_card_with_every_figure_beside_its_target_and_a_why_for_each_miss(evaluated, tmp_path, capsys):
+    from mmgpt.evaluate import TARGETS
+    from mmgpt.ship import NOT_EXPLAINED
+
+    checkpoint, shipped = _trained_checkpoint(evaluated[0], tmp_path), tmp_path / "shipped"
+    evaluation = tmp_path / "eval.json"
+    assert main(["ship", "--checkpoint", str(checkpoint), "--out", str(shipped)]) == 0
+    assert _evaluate(shipped, evaluation, evaluated[0].parent)[0] == 0  # the fixture's speech cache
     why = tmp_path / "why.json"
     why.write_text(json.dumps({"caption_test.exact_match": "the weights are random"}))
 
-    status = main(["ship", "--checkpoint", str(checkpoint), "--eval", str(out), "--out", str(tmp_path / "shipped"),
+    status = main(["ship", "--checkpoint", str(checkpoint), "--eval", str(evaluation), "--out", str(shipped),
                    "--why", str(why)])
 
     assert status == 0
-    card = (tmp_path / "shipped" / "README.md").read_text()
+    card = (shipped / "README.md").read_text()
     assert "| figure | in-distribution | out-of-distribution | target | met |" in card
     assert "**Why:** the weights are random" in card
     missed = [key for key in TARGETS if key != "checkpoint_mb"]  # a random model misses every other target
     assert card.count(f"**Why:** {NOT_EXPLAINED}") == len(missed) - 1
     assert "note: the model card does not yet say why" in capsys.readouterr().err
-    assert json.loads((tmp_path / "shipped" / "eval.json").read_text()) == json.loads(out.read_text())
+    assert json.loads((shipped / "eval.json").read_text()) == json.loads(evaluation.read_text())
 
 
 @pytest.mark.parametrize("named_from_step", [0, 5])

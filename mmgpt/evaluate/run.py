@@ -61,6 +61,7 @@ def evaluate(model_dir: str, text_path: str | None, out_json: str | None, sizes:
     from ..data import load_shakespeare, scene_dataset, speech_dataset, split_text
     from ..data.heldout import heldout_drawings
     from ..data.scenes import example_captions
+    from ..ship import weights_sha256
 
     started = time.perf_counter()
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
@@ -98,6 +99,7 @@ def evaluate(model_dir: str, text_path: str | None, out_json: str | None, sizes:
         model, processor, heldout_phrases(sizes.per_voice, seed), seed, cache_dir, sizes.batch)
     results.update(question_scores(model, processor, test_scenes, heldout_scenes, sizes, seed, cache_dir))
     results["checkpoint_mb"] = checkpoint_megabytes(model_dir)
+    results["weights_sha256"] = weights_sha256(model_dir)
     results["decode_tokens_per_s"] = decode_tokens_per_second(model, processor)
     results["eval_seconds"] = time.perf_counter() - started
     print(format_table(results))
