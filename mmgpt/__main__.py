@@ -78,13 +78,15 @@ def build_parser() -> argparse.ArgumentParser:
     eval_parser.add_argument("--speech-cache-dir", default=None, help="espeak-ng clips (default: $MMGPT_CACHE_DIR)")
     _add_dataclass_options(eval_parser, EvalSizes)
 
-    ship_parser = commands.add_parser("ship", help="copy a checkpoint into assets/ with its model card")
+    ship_parser = commands.add_parser("ship", help="write a checkpoint's weights into assets/ in fp16, then, given "
+                                                   "their evaluation, its model card")
     ship_parser.add_argument("--checkpoint", default="runs/mmgpt-tiny/checkpoint")
     ship_parser.add_argument("--eval", default=None,
                              help="the evaluate command's JSON of the shipped weights, for the card; without it, "
                                   "the weights ship with no card, to be evaluated")
     ship_parser.add_argument("--out", default="assets/mmgpt-tiny")
-    ship_parser.add_argument("--train-command", default="python -m mmgpt train", help="how it was trained, for the card")
+    ship_parser.add_argument("--train-command", default=None,
+                             help="how it was trained, for the card (default: python -m mmgpt train)")
     ship_parser.add_argument("--why", default=None,
                              help="JSON: {target key: why it was missed}, e.g. {\"caption_heldout.keyword_accuracy\": ...}")
 
@@ -126,12 +128,15 @@ def main(argv: list[str] | None = None, engine=None) -> int:
 
         from .ship import ship, unexplained_misses
 
+        if args.eval is None and (args.why or args.train_command):
+            print("error: --why and --train-command are for the model card, which needs --eval", file=sys.stderr)
+            return EXIT_USAGE
         why = json.loads(Path(args.why).read_text()) if args.why else {}
-        out = ship(args.checkpoint, args.eval, args.out, args.train_command, why)
+        out = ship(args.checkpoint, args.eval, args.out, args.train_command or "python -m mmgpt train", why)
         print(out)
         if args.eval is None:
-            print(f"next: python -m mmgpt evaluate --model {out} --out eval.json, then ship again with --eval "
-                  "eval.json for the model card", file=sys.stderr)
+            print(f"next: python -m mmgpt evaluate --model {out} --out eval.json, then python -m mmgpt ship "
+                  f"--checkpoint {args.checkpoint} --out {out} --eval eval.json, for the model card", file=sys.stderr)
             return 0
         missing = unexplained_misses(json.loads(Path(args.eval).read_text()), why)
         if missing:

@@ -45,7 +45,7 @@ def ship(checkpoint: str | Path, eval_json: str | Path | None, out: str | Path, 
                                                                            state.get("resumes", [])]):
         raise ValueError(f"{checkpoint} was trained to name the object before its answer ('circle red', "
                          "--named-answers): an ablation's checkpoint, not one to ship")
-    weights = half_width_weights(checkpoint / WEIGHTS)
+    weights = fp16_weights(checkpoint / WEIGHTS)
     results = json.loads(Path(eval_json).read_text()) if eval_json is not None else None
     if results is not None and results.get("weights_sha256") != hashlib.sha256(weights).hexdigest():
         raise ValueError(f"{eval_json} measured other weights than {checkpoint} ships: run `python -m mmgpt ship` "
@@ -75,7 +75,7 @@ def ship(checkpoint: str | Path, eval_json: str | Path | None, out: str | Path, 
     return out
 
 
-def half_width_weights(path: Path) -> bytes:
+def fp16_weights(path: Path) -> bytes:
     """The safetensors file at `path` with every floating-point weight rounded to fp16. `config.json` keeps its
     float32, so `from_pretrained` widens them again as it loads. Rounding v4.29 this way moved one figure of its
     whole evaluation, held-out phrases' WER, from 71.0 to 71.4%; it halves what ships, which is room under the 40 MB

@@ -364,6 +364,8 @@ def test_ship_writes_the_weights_in_fp16_that_load_as_fp32_and_no_card_until_the
     from transformers import AutoModelForCausalLM
 
     checkpoint, shipped = _trained_checkpoint(evaluated[0], tmp_path), tmp_path / "shipped"
+    config = json.loads((checkpoint / "config.json").read_text())
+    (checkpoint / "config.json").write_text(json.dumps({**config, "dtype": "bfloat16"}))  # as a bf16 run might save
     shipped.mkdir()
     for stale in ("README.md", "eval.json"):  # the card of the weights shipped before
         (shipped / stale).write_text("the last model's figures")
@@ -374,10 +376,21 @@ def test_ship_writes_the_weights_in_fp16_that_load_as_fp32_and_no_card_until_the
     assert "python -m mmgpt evaluate --model" in capsys.readouterr().err
     with safe_open(shipped / "model.safetensors", "pt") as weights:
         assert {weights.get_tensor(name).dtype for name in weights.keys()} == {torch.float16}
-    trained, loaded = (AutoModelForCausalLM.from_pretrained(path) for path in (checkpoint, shipped))
+    trained = AutoModelForCausalLM.from_pretrained(checkpoint, dtype=torch.float32)
+    loaded = AutoModelForCausalLM.from_pretrained(shipped)
     assert loaded.dtype == torch.float32
     for name, weight in trained.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], weight.half().float(), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("card_option", [["--why", "why.json"], ["--train-command", "python -m mmgpt train"]])
+def test_ship_without_an_evaluation_refuses_the_options_of_a_card_it_cannot_write(card_option, tmp_path, capsys):
+    status = main(["ship", "--checkpoint", str(tmp_path / "checkpoint"), "--out", str(tmp_path / "shipped"),
+                   *card_option])
+
+    assert status == 2
+    assert "needs --eval" in capsys.readouterr().err
+    assert not (tmp_path / "shipped").exists()
 
 
 @needs_espeak

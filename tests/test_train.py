@@ -670,6 +670,9 @@ def test_a_warm_start_grows_a_stack_of_blocks_to_the_depth_asked_and_the_models_
     with torch.no_grad():  # the new blocks add nothing yet, so the model reads its input as before
         for inputs in (audio, image):
             torch.testing.assert_close(model.eval()(**inputs).logits, saved(**inputs).logits)
+        text = processor(text="ROMEO:")  # and writes as before, each new block's key-value cache in its place
+        assert torch.equal(model.generate(**text, max_new_tokens=8, min_new_tokens=8, do_sample=False),
+                           saved.generate(**text, max_new_tokens=8, min_new_tokens=8, do_sample=False))
     for block in blocks[1:]:  # the new ones: output projections at zero, the rest random, to learn from
         assert not block.attn.c_proj.weight.any() and not block.mlp.c_proj.weight.any()
         assert block.attn.c_attn.weight.any() and block.mlp.c_fc.weight.any()

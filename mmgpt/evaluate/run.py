@@ -64,6 +64,7 @@ def evaluate(model_dir: str, text_path: str | None, out_json: str | None, sizes:
     from ..ship import weights_sha256
 
     started = time.perf_counter()
+    digest = weights_sha256(model_dir)  # of the bytes about to be loaded, whatever happens to the file later
     model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
     processor = AutoProcessor.from_pretrained(model_dir)
     _, validation_text = split_text(load_shakespeare(text_path))
@@ -99,7 +100,7 @@ def evaluate(model_dir: str, text_path: str | None, out_json: str | None, sizes:
         model, processor, heldout_phrases(sizes.per_voice, seed), seed, cache_dir, sizes.batch)
     results.update(question_scores(model, processor, test_scenes, heldout_scenes, sizes, seed, cache_dir))
     results["checkpoint_mb"] = checkpoint_megabytes(model_dir)
-    results["weights_sha256"] = weights_sha256(model_dir)
+    results["weights_sha256"] = digest
     results["decode_tokens_per_s"] = decode_tokens_per_second(model, processor)
     results["eval_seconds"] = time.perf_counter() - started
     print(format_table(results))

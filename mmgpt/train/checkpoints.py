@@ -39,8 +39,8 @@ def warm_start(location: str, image_stem_blocks: int = 0, image_size: int = 0, a
     grown to `image_stem_blocks` stem blocks if it has fewer (the new ones start as the identity), to `image_size`
     pixels per side if it sees fewer (`grow_image_size`), to `audio_layers` audio and `image_layers` image encoder
     blocks and `n_layer` decoder blocks, the new ones after the old (`silence_new_blocks`), and to
-    `image_stem_layers` stem layers (`add_stem_layer`, which doubles the pixels per side). A checkpoint with more keeps all of its own: trained blocks and resolution are never
-    dropped, so the defaults continue any checkpoint."""
+    `image_stem_layers` stem layers (`add_stem_layer`, which doubles the pixels per side). A checkpoint with more
+    keeps all of its own: trained blocks and resolution are never dropped, so the defaults continue any checkpoint."""
     from ..model.processing_mmgpt import SPECIAL_TOKENS
 
     had = MMGPTConfig.from_pretrained(location)

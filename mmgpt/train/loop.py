@@ -221,8 +221,9 @@ def train(cfg: TrainConfig) -> Path:
         # A resume may change batch sizes or the schedule; keep every setting that was ever in force.
         state.setdefault("resumes", []).append({"step": state["step"], "config": dataclasses.asdict(cfg)})
     elif cfg.init_from:
-        model, processor = warm_start(cfg.init_from, cfg.image_stem_blocks, cfg.image_size, cfg.audio_layers,
-                                      cfg.image_layers, cfg.image_stem_layers, cfg.n_layer)
+        model, processor = warm_start(cfg.init_from, image_stem_blocks=cfg.image_stem_blocks, image_size=cfg.image_size,
+                                      audio_layers=cfg.audio_layers, image_layers=cfg.image_layers,
+                                      image_stem_layers=cfg.image_stem_layers, n_layer=cfg.n_layer)
         log(f"starting from the weights of {cfg.init_from}")
         state = {"step": 0, "train_seconds": 0.0, "history": [], "evals": [], "config": dataclasses.asdict(cfg)}
     else:
