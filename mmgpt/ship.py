@@ -452,7 +452,8 @@ tags:
 A {n_params / 1e6:.1f}M-parameter multimodal GPT trained from scratch on a 2-core CPU. One decoder reads a
 {config.image_size}x{config.image_size} picture, up to {config.max_audio_frames // 100} s of 16 kHz speech, or text,
 and writes text. It is the offline default of the mmgpt demo and loads with the Auto classes after `import mmgpt`
-(no remote code):
+(no remote code). Its weights are stored in fp16 and load as fp32, as `config.json` asks; the evaluation below is of
+these files.
 
 ```python
 import mmgpt  # registers the architecture with transformers

@@ -64,6 +64,15 @@ def test_shipped_directory_is_complete_and_small():
     assert not (SHIPPED_DIR / "trainer_state.pt").exists(), "optimizer state does not ship"
 
 
+def test_the_card_reports_an_evaluation_of_the_weights_that_ship_and_they_load_as_fp32(shipped):
+    from mmgpt.ship import weights_sha256
+
+    evaluation = json.loads((SHIPPED_DIR / "eval.json").read_text())
+    assert evaluation.get("weights_sha256") == weights_sha256(SHIPPED_DIR), "eval.json measured other weights"
+    _, model, _ = shipped
+    assert model.dtype == torch.float32  # stored in fp16, widened as they load
+
+
 def test_model_card_has_hub_metadata():
     card = (SHIPPED_DIR / "README.md").read_text(encoding="utf-8")
     assert card.startswith("---\n"), "the model card starts with YAML front matter"
