@@ -16,6 +16,7 @@ in `evaluate.TARGETS`, e.g. "caption_heldout.keyword_accuracy") to that explanat
 import hashlib
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -54,7 +55,7 @@ def ship(checkpoint: str | Path, eval_json: str | Path | None, out: str | Path, 
     for name in SHIPPED_FILES:
         if name not in (WEIGHTS, "config.json") and (checkpoint / name).exists():
             shutil.copy2(checkpoint / name, out / name)
-    (out / WEIGHTS).write_bytes(weights)
+    _replace(out / WEIGHTS, weights)
     config = MMGPTConfig.from_pretrained(checkpoint)
     config.dtype = "float32"  # what `from_pretrained` widens the fp16 weights to
     config.save_pretrained(out)
@@ -73,6 +74,15 @@ def ship(checkpoint: str | Path, eval_json: str | Path | None, out: str | Path, 
     if Path(eval_json).resolve() != (out / "eval.json").resolve():  # the card's figures travel with the weights
         shutil.copyfile(eval_json, out / "eval.json")
     return out
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write `data` to `path` as a new file that takes the old one's name. safetensors maps a model's weights from
+    their file, so a process serving or training from the old weights (a bus error, when session 35 wrote over
+    them in place) keeps reading the old file until it closes it."""
+    written = path.with_name(path.name + ".partial")
+    written.write_bytes(data)
+    os.replace(written, path)
 
 
 def fp16_weights(path: Path) -> bytes:

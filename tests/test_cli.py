@@ -341,7 +341,7 @@ def test_evaluate_a_checkpoint_from_before_questions_reports_them_not_available(
     assert isinstance(results["caption_heldout"]["keyword_accuracy"], float)
 
 
-def _trained_checkpoint(model_dir, tmp_path):
+def _trained_checkpoint(model_dir, tmp_path, name="checkpoint"):
     """`model_dir` as training leaves a checkpoint: its files and a trainer state."""
     import dataclasses
 
@@ -349,7 +349,7 @@ def _trained_checkpoint(model_dir, tmp_path):
 
     from mmgpt.train import TrainConfig
 
-    checkpoint = tmp_path / "checkpoint"
+    checkpoint = tmp_path / name
     shutil.copytree(model_dir, checkpoint)
     torch.save({"step": 5, "train_seconds": 60.0, "config": dataclasses.asdict(TrainConfig())},
                checkpoint / "trainer_state.pt")
@@ -381,6 +381,20 @@ def test_ship_writes_the_weights_in_fp16_that_load_as_fp32_and_no_card_until_the
     assert loaded.dtype == torch.float32
     for name, weight in trained.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], weight.half().float(), rtol=0, atol=0)
+
+
+def test_ship_leaves_the_weights_it_replaces_whole_for_a_process_still_reading_them(tmp_path):
+    first, second = (_trained_checkpoint(save_random_checkpoint(tmp_path / f"model{seed}", seed=seed), tmp_path,
+                                         f"checkpoint{seed}") for seed in (1, 2))
+    shipped = tmp_path / "shipped"
+    assert main(["ship", "--checkpoint", str(first), "--out", str(shipped)]) == 0
+    before = (shipped / "model.safetensors").read_bytes()
+
+    with open(shipped / "model.safetensors", "rb") as still_open:  # as a server or a training run maps them
+        assert main(["ship", "--checkpoint", str(second), "--out", str(shipped)]) == 0
+        assert still_open.read() == before
+    assert (shipped / "model.safetensors").read_bytes() != before
+    assert not list(shipped.glob("*.partial"))
 
 
 @pytest.mark.parametrize("card_option", [["--why", "why.json"], ["--train-command", "python -m mmgpt train"]])
