@@ -103,9 +103,11 @@ def _safetensors(path: Path) -> dict:
     return load_file(path)
 
 
-def weights_sha256(model_dir: str | Path) -> str:
-    """What names the weights an evaluation measured, so that `ship` can check them against what it ships."""
-    return hashlib.sha256((Path(model_dir) / WEIGHTS).read_bytes()).hexdigest()
+def weights_sha256(model_dir: str | Path) -> str | None:
+    """What names the weights an evaluation measured, so that `ship` can check them against what it ships; None for
+    a model that is no directory holding one weights file (a Hub id, sharded weights), which `ship` never writes."""
+    path = Path(model_dir) / WEIGHTS
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
 
 
 def unexplained_misses(results: dict, why: dict[str, str]) -> list[str]:

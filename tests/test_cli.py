@@ -408,6 +408,21 @@ def test_ship_without_an_evaluation_refuses_the_options_of_a_card_it_cannot_writ
 
 
 @needs_espeak
+def test_ship_refuses_an_evaluation_that_names_no_weights_as_of_a_hub_id_or_sharded_ones(evaluated, tmp_path):
+    from mmgpt.ship import ship, weights_sha256
+
+    (tmp_path / "sharded").mkdir()
+    (tmp_path / "sharded" / "model-00001-of-00002.safetensors").write_bytes(b"")
+    results = {**json.loads(evaluated[1].read_text()), "weights_sha256": weights_sha256(tmp_path / "sharded")}
+    (tmp_path / "eval.json").write_text(json.dumps(results))
+    assert results["weights_sha256"] is None
+
+    with pytest.raises(ValueError, match="measured other weights"):
+        ship(_trained_checkpoint(evaluated[0], tmp_path), tmp_path / "eval.json", tmp_path / "shipped",
+             "python -m mmgpt train")
+
+
+@needs_espeak
 def test_ship_refuses_an_evaluation_of_other_weights_than_it_ships(evaluated, tmp_path):
     from mmgpt.ship import ship
 
