@@ -12,6 +12,7 @@ import typing
 from contextlib import closing
 from pathlib import Path
 
+DEFAULT_TRAIN_COMMAND = "python -m mmgpt train"  # the card's, when ship is not told the command that ran
 EXIT_USAGE = 2  # bad input, an unknown preset, settings out of range: what argparse uses for a bad command line
 EXIT_INTERRUPTED = 130  # Ctrl-C, as a shell reports SIGINT
 
@@ -86,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   "the weights ship with no card, to be evaluated")
     ship_parser.add_argument("--out", default="assets/mmgpt-tiny")
     ship_parser.add_argument("--train-command", default=None,
-                             help="how it was trained, for the card (default: python -m mmgpt train)")
+                             help=f"how it was trained, for the card (default: {DEFAULT_TRAIN_COMMAND})")
     ship_parser.add_argument("--why", default=None,
                              help="JSON: {target key: why it was missed}, e.g. {\"caption_heldout.keyword_accuracy\": ...}")
 
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None, engine=None) -> int:
             print("error: --why and --train-command are for the model card, which needs --eval", file=sys.stderr)
             return EXIT_USAGE
         why = json.loads(Path(args.why).read_text()) if args.why else {}
-        out = ship(args.checkpoint, args.eval, args.out, args.train_command or "python -m mmgpt train", why)
+        out = ship(args.checkpoint, args.eval, args.out, args.train_command or DEFAULT_TRAIN_COMMAND, why)
         print(out)
         if args.eval is None:
             print(f"next: python -m mmgpt evaluate --model {out} --out eval.json, then python -m mmgpt ship "
