@@ -93,9 +93,9 @@ class ImageHandlers(TabHandlers):
 
     def listener_for(self, preset) -> str | None:
         """Who hears a spoken question to `preset` unless the user picks: the asking model itself where it hears
-        questions (one sequence of picture, speech and text: on held-out espeak voices mmgpt-tiny v4.3 answered
-        63.6% of spoken questions so, and 39.3% when Whisper tiny.en wrote them down first), else the app's speech
-        model."""
+        questions (one sequence of picture, speech and text: on held-out espeak voices mmgpt-tiny v4.29 answers
+        87.1% of spoken questions so, and 43.2% when Whisper tiny.en writes them down first;
+        `scripts/spoken_listeners.py`), else the app's speech model."""
         if preset in self.listener_names() and self.engine.preset(preset).hears_questions:
             return preset
         return self.default("audio")
