@@ -50,9 +50,13 @@ from mmgpt.data.scenes import COLOURS, HELD_OUT_PAIRS, SHAPES  # noqa: E402
 EVALUATION_SEED = 1234
 
 
-def shapes_named(model, processor, scene, prefixes: list[str]) -> list[str]:
+def shape_tokens(processor) -> dict[str, int]:
+    """Each shape word's first token as captions spell it mid-sentence (" star")."""
+    return {s: processor.tokenizer.encode(" " + s, add_special_tokens=False)[0] for s in SHAPES}
+
+
+def shapes_named(model, processor, first_token: dict[str, int], scene, prefixes: list[str]) -> list[str]:
     """The shape the model ranks first after each caption prefix of `scene` (each ends in a colour word)."""
-    first_token = {s: processor.tokenizer.encode(" " + s, add_special_tokens=False)[0] for s in SHAPES}
     with torch.no_grad():
         logits = model(**processor(images=[scene.image] * len(prefixes), text=prefixes)).logits[:, -1]
     return [max(SHAPES, key=lambda s: row[first_token[s]].item()) for row in logits]
@@ -76,6 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     model = AutoModelForCausalLM.from_pretrained(args.model).eval()
     processor = AutoProcessor.from_pretrained(args.model)
+    first_token = shape_tokens(processor)
     unseen_colour = {}  # one colour per shape is enough: the first of its held-out pairs
     for colour, shape in sorted(HELD_OUT_PAIRS):
         unseen_colour.setdefault(shape, colour)
@@ -84,7 +89,7 @@ def main() -> None:
     for scene in scene_dataset("validation", args.validation_scenes, seed=99):
         prefixes = [up_to_colour(scene, o) + word for o in scene.objects
                     for word in (o.colour, unseen_colour[o.shape])]
-        named = shapes_named(model, processor, scene, prefixes)
+        named = shapes_named(model, processor, first_token, scene, prefixes)
         for i, obj in enumerate(scene.objects):
             hits[f"validation, {obj.size}, true colour word"].append(named[2 * i] == obj.shape)
             hits[f"validation, {obj.size}, colour word unseen with the shape"].append(named[2 * i + 1] == obj.shape)
@@ -93,7 +98,8 @@ def main() -> None:
         for obj in scene.objects:
             novel = (obj.colour, obj.shape) in HELD_OUT_PAIRS
             swaps = [c for c in COLOURS if novel and c != obj.colour and (c, obj.shape) not in HELD_OUT_PAIRS]
-            named = shapes_named(model, processor, scene, [up_to_colour(scene, obj) + c for c in [obj.colour, *swaps]])
+            prefixes = [up_to_colour(scene, obj) + c for c in [obj.colour, *swaps]]
+            named = shapes_named(model, processor, first_token, scene, prefixes)
             pair = "novel" if novel else "seen"
             hits[f"compositional, {pair} pairs"].append(named[0] == obj.shape)
             hits[f"compositional, {pair} pair, {obj.size} {obj.shape}"].append(named[0] == obj.shape)

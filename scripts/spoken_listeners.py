@@ -34,7 +34,8 @@ from mmgpt.data import scene_dataset  # noqa: E402
 from mmgpt.data.heldout import heldout_drawings  # noqa: E402
 from mmgpt.data.questions import answer_is_right  # noqa: E402
 from mmgpt.evaluate import (  # noqa: E402
-    EvalSizes, greedy_answers, heldout_wording_questions, in_distribution_questions, spoken_versions)
+    EvalSizes, answer_scores, heldout_wording_questions, in_distribution_questions, spoken_versions)
+from mmgpt.evaluate.common import _chunks  # noqa: E402
 from mmgpt.evaluate.speech import _wer  # noqa: E402
 
 SEED = 1234  # the evaluation's
@@ -42,8 +43,7 @@ SEED = 1234  # the evaluation's
 
 def whisper_transcripts(model, processor, asked, batch: int = 25) -> list[str]:
     heard = []
-    for start in range(0, len(asked), batch):
-        chunk = asked[start:start + batch]
+    for chunk in _chunks(asked, batch):
         features = processor.feature_extractor([a.waveform for a in chunk], sampling_rate=SAMPLE_RATE,
                                                return_tensors="pt").input_features
         with torch.no_grad():
@@ -53,8 +53,7 @@ def whisper_transcripts(model, processor, asked, batch: int = 25) -> list[str]:
 
 
 def accuracy(model, processor, asked, batch: int) -> float:
-    answers, _ = greedy_answers(model, processor, asked, batch)
-    return 100 * sum(answer_is_right(p, a.answer) for p, a in zip(answers, asked)) / len(asked)
+    return answer_scores(model, processor, asked, batch, answer_is_right)["accuracy"]
 
 
 def main(path: str) -> None:
