@@ -377,7 +377,10 @@ def _data_section(train_cfg: dict) -> str:
         f"{' or '.join(speech.NOISE_COLOURS)} noise at {speech.SNR_DB[0]:g}-{speech.SNR_DB[1]:g} dB SNR"
         + (f" ({clean:.0%} with no noise)" if (clean := train_cfg.get("clean_speech_share")) else "")
         + (f", {reverb:.0%} in a simulated room" if reverb else "")
-        + f"; {len(speech.TEST_VOICES)} other voices are held out for testing. "
+        + (f"; {other:.0%} of it said instead by other synthesizers' voices, built from recordings of real speakers "
+           f"({', '.join(speech.OTHER_TRAIN_VOICES)})" if (other := train_cfg.get("other_voice_share")) else "")
+        + f"; {len(speech.TEST_VOICES)} other voices are held out for testing, and "
+        f"{len(speech.OTHER_TEST_VOICES)} of other synthesizers ({', '.join(speech.OTHER_TEST_VOICES)}). "
         f"{train_cfg['speech_pool']} training utterances"
         + (f" and {train_cfg['spoken_question_pool']} spoken questions" if train_cfg.get("spoken_ask_batch") else "")
         + f"{_mel_warp(train_cfg)}."

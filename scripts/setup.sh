@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up a fresh clone: system packages (when run as root), a .venv, and the pinned Python requirements.
 #   bash scripts/setup.sh          # what the app needs
-#   bash scripts/setup.sh --dev    # plus what the tests need (requirements-dev.txt, chromium)
+#   bash scripts/setup.sh --dev    # plus what the tests, training and evaluation need (requirements-dev.txt,
+#                                  # chromium, the flite and festival speech synthesizers and three festival voices)
 # Re-running is cheap: pip runs only when a requirements file changed since the last install.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -13,7 +14,14 @@ dev=0
 packages=()
 command -v espeak-ng >/dev/null || packages+=(espeak-ng)
 command -v ffmpeg >/dev/null || packages+=(ffmpeg)
-if [[ $dev == 1 ]] && ! command -v chromium >/dev/null; then packages+=(chromium); fi
+if [[ $dev == 1 ]]; then
+    command -v chromium >/dev/null || packages+=(chromium)
+    command -v flite >/dev/null || packages+=(flite)
+    command -v text2wave >/dev/null || packages+=(festival)
+    for voice in festvox-kallpc16k festvox-kdlpc16k festvox-us-slt-hts; do  # mmgpt.data.speech.OTHER_*_VOICES
+        dpkg -s "$voice" >/dev/null 2>&1 || packages+=("$voice")
+    done
+fi
 command -v python3 >/dev/null || packages+=(python3)
 if ! python3 -c "import ensurepip, venv" 2>/dev/null; then packages+=(python3-venv); fi
 if (( ${#packages[@]} )); then

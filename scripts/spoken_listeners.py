@@ -1,9 +1,10 @@
 """Who should hear a spoken question about a picture: the asking model itself, or Whisper tiny.en first?
 
 The evaluation's spoken questions (its seed and sets: the question set's wording about test scenes, and the held-out
-wording about the held-out renderer's pictures, each spoken by the held-out espeak-ng voices) are answered twice: as
-the model hears them itself, in one sequence of picture, speech and text, and from the transcript that Whisper tiny.en
-(int8, as the app runs it on a CPU) writes first. The app's default listener (`ImageTab.listener_for`) follows this.
+wording about the held-out renderer's pictures) are spoken by the held-out espeak-ng voices and by the held-out voices
+of other synthesizers (`speech.OTHER_TEST_VOICES`), and answered twice: as the model hears them itself, in one sequence
+of picture, speech and text, and from the transcript that Whisper tiny.en (int8, as the app runs it on a CPU) writes
+first. The app's default listener (`ImageTab.default_listener`) follows this.
 
     python scripts/spoken_listeners.py assets/mmgpt-tiny
 
@@ -33,6 +34,7 @@ from mmgpt.audio import SAMPLE_RATE  # noqa: E402
 from mmgpt.data import scene_dataset  # noqa: E402
 from mmgpt.data.heldout import heldout_drawings  # noqa: E402
 from mmgpt.data.questions import answer_is_right  # noqa: E402
+from mmgpt.data.speech import OTHER_TEST_VOICES, TEST_VOICES  # noqa: E402
 from mmgpt.evaluate import (  # noqa: E402
     EvalSizes, answer_scores, heldout_wording_questions, in_distribution_questions, spoken_versions)
 from mmgpt.evaluate.common import _chunks  # noqa: E402
@@ -63,17 +65,19 @@ def main(path: str) -> None:
     whisper = whisper_ct2.quantized_for_cpu(whisper)
     test = scene_dataset("test", sizes.scenes, SEED)
     heldout = [d.scene for d in heldout_drawings(sizes.scenes, SEED)]
-    for wording, asked in (("the question set's", in_distribution_questions(test, sizes.questions, SEED)),
-                           ("held-out", heldout_wording_questions(heldout, sizes.questions, SEED))):
-        spoken = spoken_versions(asked, SEED, None)
-        heard = whisper_transcripts(whisper, whisper_processor, spoken)
-        # A question Whisper writes down as nothing gets no answer, as in the app.
-        typed = [replace(a, question=h) for a, h in zip(asked, heard) if h]
-        whisper_first = accuracy(model, processor, typed, sizes.batch) * len(typed) / len(asked) if typed else 0.0
-        itself = accuracy(model, processor, spoken, sizes.batch)
-        wer = _wer([a.question for a in asked], heard)
-        print(f"{wording} wording, {len(asked)} questions: the model hears them {itself:.1f}%, Whisper first "
-              f"{whisper_first:.1f}% (Whisper's WER {wer:.1f}%)")
+    for voices, said_by in ((TEST_VOICES, "espeak-ng's held-out voices"),
+                            (OTHER_TEST_VOICES, "other synthesizers' held-out voices")):
+        for wording, asked in (("the question set's", in_distribution_questions(test, sizes.questions, SEED)),
+                               ("held-out", heldout_wording_questions(heldout, sizes.questions, SEED))):
+            spoken = spoken_versions(asked, SEED, None, voices)
+            heard = whisper_transcripts(whisper, whisper_processor, spoken)
+            # A question Whisper writes down as nothing gets no answer, as in the app.
+            typed = [replace(a, question=h) for a, h in zip(asked, heard) if h]
+            whisper_first = accuracy(model, processor, typed, sizes.batch) * len(typed) / len(asked) if typed else 0.0
+            itself = accuracy(model, processor, spoken, sizes.batch)
+            wer = _wer([a.question for a in asked], heard)
+            print(f"{said_by}, {wording} wording, {len(asked)} questions: the model hears them {itself:.1f}%, "
+                  f"Whisper first {whisper_first:.1f}% (Whisper's WER {wer:.1f}%)", flush=True)
 
 
 if __name__ == "__main__":

@@ -297,7 +297,7 @@ def _value(results: dict, dotted: str):
 @needs_espeak
 def test_evaluate_writes_every_figure_and_prints_it_beside_its_target(evaluated):
     from mmgpt.data.questions import OBJECT_KINDS, QUESTION_KINDS
-    from mmgpt.data.speech import TEST_VOICES
+    from mmgpt.data.speech import OTHER_TEST_VOICES, TEST_VOICES
     from mmgpt.evaluate import QA_SETS, TARGETS, figures
 
     _, out, printed = evaluated
@@ -315,6 +315,9 @@ def test_evaluate_writes_every_figure_and_prints_it_beside_its_target(evaluated)
     assert 0 <= paired["both_right"] <= paired["answers_differ"] <= 100  # two right answers always differ
     for key in ("speech_captions", "speech_phrases_heldout", "qa_spoken", "qa_heldout_spoken"):
         assert set(results[key]["by_voice"]) == set(TEST_VOICES), key  # each text in every held-out voice
+    for key in ("speech_captions_other_voices", "speech_phrases_other_voices", "speech_phrases_heldout_other_voices"):
+        assert set(results[key]["by_voice"]) == set(OTHER_TEST_VOICES), key
+    assert set(results["qa_spoken_other_voices"]["by_voice"]) <= set(OTHER_TEST_VOICES)
     assert set(results["speech_phrases"]["by_voice"]) <= set(TEST_VOICES)  # the speech set draws voices itself
     assert set(results["caption_heldout"]["by_background"]) and set(results["caption_heldout"]["by_style"])
     for figure in figures(results):

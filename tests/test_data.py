@@ -18,6 +18,9 @@ from mmgpt.data.speech import TEST_VOICES, TRAIN_VOICES, add_noise, measure_snr_
 from mmgpt.data.text import load_shakespeare, split_text
 
 needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+needs_other_synthesizers = pytest.mark.skipif(
+    bool(speech.missing_synthesizers(speech.OTHER_TRAIN_VOICES + speech.OTHER_TEST_VOICES + TEST_VOICES)),
+    reason="flite, festival or espeak-ng is not installed (bash scripts/setup.sh --dev)")
 CORPUS = text.default_corpus_path()
 # What a transcript may hold: lowercase words and digits, one space apart, an apostrophe only inside a word ("what's")
 TRANSCRIPT = r"[a-z0-9]+('[a-z]+)?( [a-z0-9]+('[a-z]+)?)*"
@@ -208,6 +211,71 @@ def test_every_voice_works_and_sounds_different(tmp_path):
     clips = {voice: synthesize("hello there", voice, 160, 50, tmp_path) for voice in TRAIN_VOICES + TEST_VOICES}
     assert all(clip.size > 0.3 * SAMPLE_RATE for clip in clips.values())
     assert len({clip.tobytes() for clip in clips.values()}) == len(clips), "some voice variant is ignored"
+
+
+def test_other_synthesizers_hold_out_their_own_speakers():
+    """Held-out voices of other synthesizers are other speakers: slt and ked are heard in no training voice."""
+    speakers = {"flite:rms": "rms", "flite:awb": "awb", "flite:kal16": "kal", "festival:kal_diphone": "kal",
+                "flite:slt": "slt", "festival:ked_diphone": "ked", "festival:cmu_us_slt_arctic_hts": "slt"}
+    assert set(speakers) == set(speech.OTHER_TRAIN_VOICES + speech.OTHER_TEST_VOICES), "a voice's speaker is unknown"
+    assert not {speakers[v] for v in speech.OTHER_TRAIN_VOICES} & {speakers[v] for v in speech.OTHER_TEST_VOICES}
+
+
+@needs_other_synthesizers
+def test_other_synthesizers_speak_at_the_speed_and_pitch_asked(tmp_path):
+    """flite and festival take no espeak pitch: a higher pitch plays the speech faster and higher, and the tempo is
+    stretched first, so that the words per minute are as asked whatever the pitch."""
+    for voice in speech.OTHER_TRAIN_VOICES + speech.OTHER_TEST_VOICES:
+        slow = synthesize("a small red circle at the top left", voice, 130, 50, tmp_path)
+        fast = synthesize("a small red circle at the top left", voice, 220, 50, tmp_path)
+        high = synthesize("a small red circle at the top left", voice, 130, 90, tmp_path)
+        assert slow.dtype == np.float32 and np.abs(slow).max() == pytest.approx(speech.CACHE_PEAK, abs=1e-3)
+        assert fast.size < 0.8 * slow.size, voice
+        assert abs(high.size - slow.size) < 0.15 * slow.size, voice
+        assert _mean_pitch(high) > 1.1 * _mean_pitch(slow), voice
+
+
+def _mean_pitch(clip: np.ndarray) -> float:
+    import librosa
+
+    f0, voiced, _ = librosa.pyin(clip, fmin=60, fmax=500, sr=SAMPLE_RATE)
+    return float(np.nanmean(f0[voiced]))
+
+
+@needs_other_synthesizers
+def test_a_text_another_synthesizer_says_too_slowly_is_said_just_fast_enough_to_fit(tmp_path):
+    long = "could you let me know whether the small purple triangle is to the left of the large orange diamond here"
+    clip = synthesize(long, "flite:rms", speech.SPEED_WPM[0], speech.PITCH[0], tmp_path)
+    assert 0.8 * speech.MAX_UTTERANCE_SECONDS < clip.size / SAMPLE_RATE <= speech.MAX_UTTERANCE_SECONDS
+
+
+def test_a_voice_of_an_unknown_synthesizer_or_one_not_installed_is_named(tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="unknown synthesizer 'mbrola'"):
+        synthesize("hello", "mbrola:us1", 160, 50, tmp_path)
+    monkeypatch.setattr(shutil, "which", lambda program: None if program == "text2wave" else "/usr/bin/" + program)
+    assert speech.missing_synthesizers(speech.OTHER_TEST_VOICES + TEST_VOICES) == ["text2wave"]
+    monkeypatch.setenv("PATH", str(tmp_path))  # no program at all on it
+    with pytest.raises(RuntimeError, match="flite is not installed; `bash scripts/setup.sh --dev`"):
+        synthesize("hello", "flite:rms", 160, 50, tmp_path)
+
+
+@needs_other_synthesizers
+def test_an_other_voice_share_of_training_speech_moves_only_voices(tmp_path):
+    """A share of the training speech is said by other synthesizers' training voices: the same texts, speeds and noise,
+    and every utterance left in its espeak voice is the very clip it was. A larger share moves the same ones and more."""
+    plain = speech_dataset("train", 40, seed=0, cache_dir=tmp_path)
+    some = speech_dataset("train", 40, seed=0, cache_dir=tmp_path, other_voice_share=0.3)
+    more = speech_dataset("train", 40, seed=0, cache_dir=tmp_path, other_voice_share=0.6)
+    moved = [s.voice in speech.OTHER_TRAIN_VOICES for s in some]
+    assert 5 <= sum(moved) <= 20 and sum(m.voice in speech.OTHER_TRAIN_VOICES for m in more) > sum(moved)
+    for p, s, m, was_moved in zip(plain, some, more, moved):
+        assert (p.transcript, p.speed, p.snr_db) == (s.transcript, s.speed, s.snr_db)
+        if was_moved:
+            assert m.voice == s.voice and not np.array_equal(s.waveform, p.waveform)
+        else:
+            assert s.voice == p.voice and np.array_equal(s.waveform, p.waveform)
+    with pytest.raises(ValueError, match="other voice share 1.5"):
+        speech.render_specs([], other_voice_share=1.5)
 
 
 @needs_espeak

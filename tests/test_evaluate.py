@@ -105,6 +105,8 @@ def results(**overrides) -> dict:
         "qa_typed": _questions(95.0, False), "qa_heldout_typed": _questions(92.0, False),
         "qa_heldout_typed_lowercase": _questions(93.0, False),
         "qa_spoken": _questions(90.0, True), "qa_heldout_spoken": _questions(88.0, True),
+        "speech_captions_other_voices": _speech(2.5), "speech_phrases_other_voices": _speech(4.5),
+        "speech_phrases_heldout_other_voices": _speech(5.0), "qa_spoken_other_voices": _questions(86.0, True),
         "checkpoint_mb": 30.0, "decode_tokens_per_s": 500.0,
     }
     base["caption_heldout"]["by_style"] = {"outlined": {"keyword_accuracy": 96.0, "n": 5}}
@@ -184,6 +186,19 @@ def test_the_card_says_which_held_out_styles_the_training_renderer_draws_too(mon
     assert "measure coverage more than generalization" not in _evaluation_section(results(), {})
 
 
+def test_other_synthesizers_voices_are_reported_not_available_where_they_are_not_installed(monkeypatch):
+    from mmgpt.data import speech
+    from mmgpt.evaluate.speech import other_voice_scores
+
+    monkeypatch.setattr(speech, "missing_synthesizers", lambda voices: ["text2wave"])
+    sets = other_voice_scores(None, None, {"speech_captions_other_voices": ["a red circle"]}, 0, None, 8)
+    reason = "text2wave not installed (`bash scripts/setup.sh --dev` installs them)"
+    assert sets == {"speech_captions_other_voices": {"available": False, "reason": reason}}
+    row = next(line for line in format_table(results(**sets)).splitlines() if "other synthesizers' voices" in line)
+    assert "not available" in row and "≤ 5" in row
+    assert f"not available: {reason}" in format_table(results(**sets))
+
+
 def test_a_card_with_every_target_met_says_so():
     assert "Every target is met." in _evaluation_section(results(), {})
     assert unexplained_misses(results(), {}) == []
@@ -220,20 +235,22 @@ def test_the_card_says_which_questions_came_in_pairs_were_written_down_and_which
     from mmgpt.train import TrainConfig
 
     plain = dataclasses.asdict(TrainConfig(ask_batch=32))
-    card = _data_section({**plain, "paired_share": 0.4, "clean_speech_share": 0.3, "speech_text_share": 0.2,
+    card = _data_section({**plain, "paired_share": 0.4, "clean_speech_share": 0.3, "other_voice_share": 0.3,
+                          "speech_text_share": 0.2,
                           "speech_word_share": 0.25, "speech_word_vocabulary": 3000,
                           "transcribe_spoken_questions": True, "swapped_recording_share": 0.3})
     assert "40% of the typed questions come in pairs" in card and "(30% with no noise)" in card
+    assert "30% of it said instead by other synthesizers' voices" in card and "flite:rms" in card
     assert "20% of the training utterances are runs of 2 to 8 words of the training text" in card
     assert "25% of the training utterances are runs of 2 to 8 words drawn one by one" in card
     assert "the training text's 3000 most frequent words" in card
     assert "first writes the words it heard" in card
     assert "30% of the spoken questions are heard as another question's recording" in card
-    settings = ("paired_share", "clean_speech_share", "speech_text_share", "speech_word_share",
+    settings = ("paired_share", "clean_speech_share", "other_voice_share", "speech_text_share", "speech_word_share",
                 "transcribe_spoken_questions", "swapped_recording_share")
     for before in (plain, {k: v for k, v in plain.items() if k not in settings}):
         card = _data_section(before)
-        assert not any(said in card for said in ("in pairs", "no noise", "words of the training text",
+        assert not any(said in card for said in ("in pairs", "no noise", "words of the training text", "instead by",
                                                  "drawn one by one", "first writes the words it heard",
                                                  "another question's recording"))
 

@@ -238,8 +238,8 @@ def test_paired_questions_share_a_picture_and_fill_that_share_of_the_batch():
     assert not torch.equal(pixels[4], pixels[5])  # then conversations, one picture each
 
 
-@pytest.mark.parametrize("setting", ["paired_share", "clean_speech_share", "speech_text_share", "speech_word_share",
-                                     "swapped_recording_share", "focus_share"])
+@pytest.mark.parametrize("setting", ["paired_share", "clean_speech_share", "other_voice_share", "speech_text_share",
+                                     "speech_word_share", "swapped_recording_share", "focus_share"])
 def test_a_share_outside_zero_to_one_is_refused_before_training(setting, tmp_path):
     with pytest.raises(ValueError, match=f"{setting} 1.5"):
         train(TrainConfig(out_dir=str(tmp_path), **{setting: 1.5}))

@@ -1,5 +1,6 @@
 """Synthetic speech: espeak-ng speaks scene captions, free-form phrases about shapes, questions about a picture,
-numbers and short commands, in hundreds of voices, with room reverberation and added noise.
+numbers and short commands, in hundreds of voices, with room reverberation and added noise. Two other synthesizers,
+flite and festival, speak a share of it in voices built from recordings of real speakers (`OTHER_TRAIN_VOICES`).
 
 Clean synthesized audio is cached on disk, keyed by (text, voice, speed, pitch); level, silence padding and
 noise are applied afterwards from the utterance's seed, so the same utterance exists clean and at any SNR.
@@ -17,7 +18,7 @@ import subprocess
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +55,15 @@ TRAIN_VOICES = tuple(base + (f"+{variant}" if variant else "") for base in TRAIN
                      for variant in TRAIN_VARIANTS)
 # Held out for "test": base voices (Caribbean, New York) and variants (m7, f5) that training never hears.
 TEST_VOICES = ("en-029+m7", "en-us-nyc+f5", "en-029+f5")
+# Voices of other synthesizers, "ENGINE:VOICE". Every espeak-ng voice is one formant synthesizer's: mmgpt-tiny v4.29,
+# which had heard nothing else, wrote spoken test captions in flite's and festival's voices at 47.9% WER (0.7% in the
+# held-out espeak voices) and Whisper tiny.en at 14.6%. flite's rms and awb are statistical voices trained on
+# recordings of a US and a Scottish speaker (CMU ARCTIC), kal16 and festival's kal_diphone are one US speaker's
+# recorded diphones. Held out: a third speaker (slt, in both engines, festival's an HTS voice, a kind of synthesis
+# training never hears) and a fourth one's diphones (ked).
+OTHER_TRAIN_VOICES = ("flite:rms", "flite:awb", "flite:kal16", "festival:kal_diphone")
+OTHER_TEST_VOICES = ("flite:slt", "festival:ked_diphone", "festival:cmu_us_slt_arctic_hts")
+ESPEAK_DEFAULT_WPM = 175  # the speed at which flite and festival speak unless stretched
 
 COMMANDS = (
     "stop", "go", "go left", "go right", "go forward", "go back", "turn left", "turn right", "wait",
@@ -159,7 +169,8 @@ def _parse_espeak_wav(data: bytes) -> tuple[np.ndarray, int]:
 def synthesize(text: str, voice: str, speed: int, pitch: int, cache_dir: str | Path | None = None) -> np.ndarray:
     """Clean speech for `text`, peak-normalized to CACHE_PEAK: float32 (n_samples,) at 16 kHz.
 
-    Read from the cache when there; otherwise spoken by espeak-ng and written to the cache atomically
+    `voice` is an espeak-ng voice ("en-us+m3") or another synthesizer's, "ENGINE:VOICE" ("flite:rms"). Read from the
+    cache when there; otherwise spoken by that synthesizer and written to the cache atomically
     (several processes may fill the same cache at once).
     """
     import soundfile
@@ -169,17 +180,10 @@ def synthesize(text: str, voice: str, speed: int, pitch: int, cache_dir: str | P
         samples, _ = soundfile.read(path, dtype="int16")
         return (samples / 32768).astype(np.float32)
 
-    # text goes in on stdin, so a transcript can never be taken for a command-line option
-    result = subprocess.run(
-        [ESPEAK, "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", "--stdin"],
-        input=text.encode(), capture_output=True,
-    )
-    if result.returncode != 0 or not result.stdout:
-        raise RuntimeError(f"{ESPEAK} -v {voice} failed (exit {result.returncode}): {result.stderr.decode().strip()}")
-    samples, sampling_rate = _parse_espeak_wav(result.stdout)
-    audio = to_mono_16k(samples.astype(np.float32) / 32768, sampling_rate)
+    engine, _, name = voice.rpartition(":")
+    audio = _other_synthesizer(engine, name, text, speed, pitch) if engine else _espeak(text, voice, speed, pitch)
     if audio.size == 0 or not np.any(audio):
-        raise RuntimeError(f"{ESPEAK} -v {voice} produced silence for a {len(text)}-character text")
+        raise RuntimeError(f"{engine or ESPEAK} voice {voice} produced silence for a {len(text)}-character text")
     audio *= CACHE_PEAK / np.abs(audio).max()
     # quantize exactly as stored, so a cache hit returns the very same samples as this first call
     quantized = np.clip(np.round(audio * 32768), -32768, 32767).astype(np.int16)
@@ -189,6 +193,72 @@ def synthesize(text: str, voice: str, speed: int, pitch: int, cache_dir: str | P
     soundfile.write(temporary, quantized, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
     os.replace(temporary, path)
     return (quantized / 32768).astype(np.float32)
+
+
+def missing_synthesizers(voices: tuple[str, ...]) -> list[str]:
+    """The programs that `voices` need ("flite", "text2wave" for festival, espeak-ng) and this machine lacks."""
+    import shutil
+
+    programs = {"flite": "flite", "festival": "text2wave", "": ESPEAK}
+    needed = dict.fromkeys(programs[voice.rpartition(":")[0]] for voice in voices)
+    return [program for program in needed if shutil.which(program) is None]
+
+
+def _espeak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
+    # text goes in on stdin, so a transcript can never be taken for a command-line option
+    result = subprocess.run(
+        [ESPEAK, "-v", voice, "-s", str(speed), "-p", str(pitch), "--stdout", "--stdin"],
+        input=text.encode(), capture_output=True,
+    )
+    if result.returncode != 0 or not result.stdout:
+        raise RuntimeError(f"{ESPEAK} -v {voice} failed (exit {result.returncode}): {result.stderr.decode().strip()}")
+    samples, sampling_rate = _parse_espeak_wav(result.stdout)
+    return to_mono_16k(samples.astype(np.float32) / 32768, sampling_rate)
+
+
+def _other_synthesizer(engine: str, name: str, text: str, speed: int, pitch: int) -> np.ndarray:
+    """`text` said by flite's or festival's voice `name` at `speed` words per minute, 16 kHz.
+
+    Neither takes espeak's pitch for the voices used here, so `pitch` (espeak's 0-99) becomes a change of playback
+    rate, as speed perturbation does for training a recognizer: up to 16% higher or lower, with the tempo stretched
+    beforehand so that the words per minute stay as drawn. Their words per minute are not quite espeak's, so a text
+    that would run past MAX_UTTERANCE_SECONDS is said again just fast enough to fit."""
+    rate = 2 ** ((pitch - 50) / 200)
+    audio = _other_synthesizer_run(engine, name, text, ESPEAK_DEFAULT_WPM / speed * rate, rate)
+    seconds = audio.size / SAMPLE_RATE
+    if seconds > MAX_UTTERANCE_SECONDS:
+        fit = 0.95 * MAX_UTTERANCE_SECONDS / seconds
+        audio = _other_synthesizer_run(engine, name, text, ESPEAK_DEFAULT_WPM / speed * rate * fit, rate)
+    return audio
+
+
+def _other_synthesizer_run(engine: str, name: str, text: str, stretch: float, rate: float) -> np.ndarray:
+    import tempfile
+
+    import soundfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        text_file, wav_file = Path(folder) / "text.txt", Path(folder) / "speech.wav"
+        text_file.write_text(text)  # from a file, so a transcript can never be taken for a command-line option
+        if engine == "flite":
+            command = ["flite", "-voice", name, "--setf", f"duration_stretch={stretch:.3f}", "-f", str(text_file),
+                       "-o", str(wav_file)]
+        elif engine == "festival":  # diphone voices take Duration_Stretch, HTS voices their engine's speed rate
+            settings = (f"(voice_{name}) (set! hts_engine_params (append hts_engine_params '((\"-r\" "
+                        f"{1 / stretch:.3f}))))" if name.endswith("_hts") else
+                        f"(voice_{name}) (Parameter.set 'Duration_Stretch {stretch:.3f})")
+            command = ["text2wave", "-eval", f"(begin {settings})", str(text_file), "-o", str(wav_file)]
+        else:
+            raise ValueError(f"unknown synthesizer {engine!r} in voice {engine}:{name}; expected flite or festival")
+        try:
+            result = subprocess.run(command, capture_output=True)
+        except FileNotFoundError:
+            raise RuntimeError(f"{command[0]} is not installed; `bash scripts/setup.sh --dev` installs it") from None
+        if result.returncode != 0 or not wav_file.exists():
+            raise RuntimeError(f"{engine} voice {name} failed (exit {result.returncode}): "
+                               f"{result.stderr.decode().strip()}")
+        samples, sampling_rate = soundfile.read(wav_file, dtype="float32")
+    return to_mono_16k(samples, round(sampling_rate * rate))
 
 
 def _noise(rng: np.random.Generator, n_samples: int, colour: str) -> np.ndarray:
@@ -287,20 +357,20 @@ def text_lines(text: str, n: int, seed: int) -> list[str]:
 
 
 def spoken_text_lines(text: str, n: int, seed: int, cache_dir: str | Path | None = None,
-                      clean_share: float = 0.0) -> list[Utterance]:
+                      clean_share: float = 0.0, other_voice_share: float = 0.0) -> list[Utterance]:
     """`text_lines` spoken by the training voices, noise and rooms drawn as for the speech set (kind "text").
 
     The speech set's own words are few (shapes, colours, numbers, 40 commands); a model that hears nothing else
     writes one of them for any word it does not know (held-out phrases: 76.7% WER for mmgpt-tiny v4.13)."""
     return _spoken_by_training_voices(text_lines(text, n, seed), "text", random.Random(split_seed("spoken-text", seed)),
-                                      cache_dir, clean_share)
+                                      cache_dir, clean_share, other_voice_share)
 
 
 def _spoken_by_training_voices(texts: list[str], kind: str, rng: random.Random, cache_dir: str | Path | None,
-                               clean_share: float) -> list[Utterance]:
+                               clean_share: float, other_voice_share: float) -> list[Utterance]:
     """`texts` spoken by the training voices, each said as `spoken_spec` draws from `rng` (noise, room, ...)."""
     specs = [spoken_spec(rng, text, kind, TRAIN_VOICES) for text in texts]
-    return render_specs(specs, cache_dir, clean_share=clean_share)
+    return render_specs(specs, cache_dir, clean_share=clean_share, other_voice_share=other_voice_share)
 
 
 def speech_set_words(samples: int = 5000) -> tuple[str, ...]:
@@ -336,14 +406,15 @@ def word_runs(groups: tuple[tuple[str, ...], ...], n: int, seed: int) -> list[st
 
 
 def spoken_word_runs(groups: tuple[tuple[str, ...], ...], n: int, seed: int, cache_dir: str | Path | None = None,
-                     clean_share: float = 0.0) -> list[Utterance]:
+                     clean_share: float = 0.0, other_voice_share: float = 0.0) -> list[Utterance]:
     """`word_runs` spoken by the training voices, noise and rooms drawn as for the speech set (kind "words").
 
     Every utterance of the speech set follows one of a few frames, and mmgpt-tiny v4.14 wrote a frame it knew for
     speech in any other: "turn the light on" became "41", and held-out phrases, mostly of words it knows, stayed at
     77% WER. In a run of independent words only the sound tells the next word."""
     return _spoken_by_training_voices(word_runs(groups, n, seed), "words",
-                                      random.Random(split_seed("spoken-words", seed)), cache_dir, clean_share)
+                                      random.Random(split_seed("spoken-words", seed)), cache_dir, clean_share,
+                                      other_voice_share)
 
 
 def spoken_spec(rng: random.Random, text: str, kind: str, voices: tuple[str, ...]) -> _Spec:
@@ -401,7 +472,7 @@ def _render(spec: _Spec, clean: np.ndarray, snr_db: float | None, *, room: bool)
 
 def speech_dataset(
     split: str, n: int, seed: int, cache_dir: str | Path | None = None, snr_db: float | None = None,
-    workers: int = 2, kinds: tuple[str, ...] | None = None, clean_share: float = 0.0,
+    workers: int = 2, kinds: tuple[str, ...] | None = None, clean_share: float = 0.0, other_voice_share: float = 0.0,
 ) -> list[Utterance]:
     """`n` utterances of `split`: "train" and "validation" use TRAIN_VOICES, "test" uses TEST_VOICES.
 
@@ -410,6 +481,7 @@ def speech_dataset(
     same texts, voices, levels and noise seeds, so clean and noisy versions line up utterance by utterance.
     kinds: only utterances of these kinds (see CONTENT_WEIGHTS), e.g. `("phrase",)`.
     clean_share: with snr_db None, this share of the utterances has no noise (`render_specs`).
+    other_voice_share: this share of the utterances is said by another synthesizer (`said_by_other_voices`).
     """
     if kinds is not None and not set(kinds) <= set(CONTENT_WEIGHTS):
         raise ValueError(f"unknown utterance kinds {sorted(set(kinds) - set(CONTENT_WEIGHTS))}; "
@@ -422,21 +494,36 @@ def speech_dataset(
         spec = _sample_spec(rng, split, captions)
         if kinds is None or spec.kind in kinds:
             specs.append(spec)
-    return render_specs(specs, cache_dir, snr_db, workers, clean_share)
+    return render_specs(specs, cache_dir, snr_db, workers, clean_share, other_voice_share)
+
+
+def said_by_other_voices(specs: list[_Spec], share: float) -> list[_Spec]:
+    """`specs` with this `share` of them said by `OTHER_TRAIN_VOICES` rather than their espeak-ng voice. Which ones,
+    and in whose voice, follows from each spec's noise seed alone, as `render_specs`'s clean share does: a larger
+    share moves more clips to other voices and leaves the rest as they were."""
+    if not 0 <= share <= 1:
+        raise ValueError(f"other voice share {share}: a share of the utterances, from 0 to 1")
+    chosen = []
+    for spec in specs:
+        rng = random.Random(f"other-voice/{spec.noise_seed}")
+        chosen.append(replace(spec, voice=rng.choice(OTHER_TRAIN_VOICES)) if rng.random() < share else spec)
+    return chosen
 
 
 def render_specs(specs: list[_Spec], cache_dir: str | Path | None = None, snr_db: float | None = None,
-                 workers: int = 2, clean_share: float = 0.0) -> list[Utterance]:
-    """Synthesize (or read from the cache) and render each spec, `workers` espeak processes at a time.
+                 workers: int = 2, clean_share: float = 0.0, other_voice_share: float = 0.0) -> list[Utterance]:
+    """Synthesize (or read from the cache) and render each spec, `workers` synthesizer processes at a time.
 
     clean_share: with snr_db None, this share of the specs is rendered without noise (a room's echo stays). Noise
     fills the silence before and after the speech; without any clean clips in training, mmgpt-tiny v4.11 heard
     digital silence as something new: the same 200 test utterances gave 8.5% WER clean and 3.4% at 30 dB SNR
     (spoken commands 35.1% and 3.5%). Whether a spec is clean follows from its noise seed alone, so a larger share
     only turns more clips clean and leaves the others as they were; a share of 0 renders every clip noisy.
+    other_voice_share: this share of the specs is said by another synthesizer (`said_by_other_voices`).
     """
     if not 0 <= clean_share <= 1:
         raise ValueError(f"clean_share {clean_share}: a share of the utterances, from 0 to 1")
+    specs = said_by_other_voices(specs, other_voice_share)
     keys = list(dict.fromkeys((s.text, s.voice, s.speed, s.pitch) for s in specs))
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
         clips = dict(zip(keys, pool.map(lambda key: synthesize(*key, cache_dir=cache_dir), keys)))

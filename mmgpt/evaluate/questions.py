@@ -168,11 +168,13 @@ def heldout_wording_questions(scenes, per_kind: int, seed: int) -> list[Asked]:
             for scene, q in heldout_questions(scenes, per_kind, seed)]
 
 
-def spoken_versions(asked: list[Asked], seed: int, cache_dir) -> list[Asked]:
-    """The same questions, spoken in the held-out voices in turn."""
+def spoken_versions(asked: list[Asked], seed: int, cache_dir, held_out_voices: tuple[str, ...] | None = None
+                    ) -> list[Asked]:
+    """The same questions, spoken in the held-out voices (None: `TEST_VOICES`) in turn."""
     from ..data.speech import TEST_VOICES
 
-    voices = [TEST_VOICES[i % len(TEST_VOICES)] for i in range(len(asked))]
+    held_out_voices = held_out_voices or TEST_VOICES
+    voices = [held_out_voices[i % len(held_out_voices)] for i in range(len(asked))]
     clips = speak([a.question for a in asked], voices, seed, cache_dir)
     return [replace(a, waveform=c.waveform, voice=c.voice) for a, c in zip(asked, clips)]
 
@@ -186,11 +188,18 @@ def question_scores(model, processor, test_scenes, heldout_scenes, sizes: EvalSi
     from ..data.questions import answer_is_right
 
     results = {}
-    for prefix, asked in (("qa", in_distribution_questions(test_scenes, sizes.questions, seed)),
+    in_distribution = in_distribution_questions(test_scenes, sizes.questions, seed)
+    for prefix, asked in (("qa", in_distribution),
                           ("qa_heldout", heldout_wording_questions(heldout_scenes, sizes.questions, seed))):
         results[f"{prefix}_typed"] = answer_scores(model, processor, asked, sizes.batch, answer_is_right)
         results[f"{prefix}_spoken"] = answer_scores(model, processor, spoken_versions(asked, seed, cache_dir),
                                                     sizes.batch, answer_is_right)
+    from ..data.speech import OTHER_TEST_VOICES
+    from .speech import other_voices_unavailable
+
+    results["qa_spoken_other_voices"] = other_voices_unavailable() or answer_scores(
+        model, processor, spoken_versions(in_distribution, seed, cache_dir, OTHER_TEST_VOICES), sizes.batch,
+        answer_is_right)
     # The held-out questions are typed as people type them, capitalized; the same in lowercase (as the question
     # set writes its own) tells wording apart from capitals when the figure falls short.
     lowercase = [replace(a, question=a.question.lower()) for a in heldout_wording_questions(heldout_scenes,

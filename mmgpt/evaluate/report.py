@@ -20,6 +20,11 @@ TARGETS = {
     "qa_heldout_typed.accuracy": (">=", 90.0),
     "qa_spoken.accuracy": (">=", 85.0),
     "qa_heldout_spoken.accuracy": (">=", 85.0),
+    # The same targets for the held-out voices of synthesizers other than espeak-ng (`speech.OTHER_TEST_VOICES`)
+    "speech_captions_other_voices.wer": ("<=", 5.0),
+    "speech_phrases_other_voices.wer": ("<=", 5.0),
+    "speech_phrases_heldout_other_voices.wer": ("<=", 5.0),
+    "qa_spoken_other_voices.accuracy": (">=", 85.0),
     "text_nats_per_char": ("<=", 1.69),
     "checkpoint_mb": ("<=", 40.0),
 }
@@ -32,12 +37,17 @@ CAPTION_FIGURES = {"exact_match": "exact match, %", "keyword_accuracy": "keyword
                    "size_accuracy": "size accuracy, %", "bleu": "BLEU"}
 SPEECH_SETS = {"speech_captions": "spoken test captions", "speech_phrases": "speech set's phrases",
                "speech_phrases_heldout": "held-out phrases", "speech_clean": "mixed test utterances, clean",
-               "speech_10db": "mixed test utterances, 10 dB SNR"}
+               "speech_10db": "mixed test utterances, 10 dB SNR",
+               # not in evaluations before v4.32
+               "speech_captions_other_voices": "spoken test captions, other synthesizers' voices",
+               "speech_phrases_other_voices": "speech set's phrases, other synthesizers' voices",
+               "speech_phrases_heldout_other_voices": "held-out phrases, other synthesizers' voices"}
 # The same typed question about each of two objects of a test scene (`paired_questions`); older evaluations lack it.
 PAIRED_FIGURES = {"both_right": "both answers right, %", "answers_differ": "the two answers differ, %"}
 QA_SETS = {"qa_typed": "typed, question set's wording", "qa_heldout_typed": "typed, held-out wording",
            "qa_heldout_typed_lowercase": "typed, held-out wording in lowercase",
-           "qa_spoken": "spoken, question set's wording", "qa_heldout_spoken": "spoken, held-out wording"}
+           "qa_spoken": "spoken, question set's wording", "qa_heldout_spoken": "spoken, held-out wording",
+           "qa_spoken_other_voices": "spoken, question set's wording, other synthesizers' voices"}
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@ and writes the JSON; with the figures that need no other module (text nats/char,
 
 import json
 import math
+import random
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -14,7 +15,7 @@ from .captions import caption_scores
 from .common import EvalSizes
 from .questions import question_scores
 from .report import format_table
-from .speech import per_voice_scores, speech_set_phrases, transcription_scores
+from .speech import other_voice_scores, per_voice_scores, speech_set_phrases, transcription_scores
 
 
 def text_nats_per_char(model, processor, text: str, windows: int, block: int) -> float:
@@ -95,9 +96,16 @@ def evaluate(model_dir: str, text_path: str | None, out_json: str | None, sizes:
     results["speech_phrases"] = speech_set_phrases(model, processor, sizes.per_voice * 3, seed, cache_dir,
                                                    sizes.batch)
     from ..data.heldout import heldout_phrases
+    from ..data.speech import free_phrase
 
     results["speech_phrases_heldout"] = per_voice_scores(
         model, processor, heldout_phrases(sizes.per_voice, seed), seed, cache_dir, sizes.batch)
+    phrases = random.Random(seed)
+    results.update(other_voice_scores(model, processor, {
+        "speech_captions_other_voices": captions,
+        "speech_phrases_other_voices": [free_phrase(phrases) for _ in range(sizes.per_voice)],
+        "speech_phrases_heldout_other_voices": heldout_phrases(sizes.per_voice, seed),
+    }, seed, cache_dir, sizes.batch))
     results.update(question_scores(model, processor, test_scenes, heldout_scenes, sizes, seed, cache_dir))
     results["checkpoint_mb"] = checkpoint_megabytes(model_dir)
     results["weights_sha256"] = digest

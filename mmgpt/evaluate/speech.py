@@ -111,13 +111,35 @@ def speak(texts: list[str], voices: list[str], seed: int, cache_dir=None, worker
     return spoken
 
 
-def per_voice_scores(model, processor, texts: list[str], seed: int, cache_dir, batch: int) -> dict:
-    """WER of `texts` spoken in every held-out voice, overall and per voice."""
+def per_voice_scores(model, processor, texts: list[str], seed: int, cache_dir, batch: int,
+                     held_out_voices: tuple[str, ...] | None = None) -> dict:
+    """WER of `texts` spoken in every held-out voice (None: `TEST_VOICES`), overall and per voice."""
     from ..data.speech import TEST_VOICES
 
-    voices = [voice for voice in TEST_VOICES for _ in texts]
-    spoken = speak(texts * len(TEST_VOICES), voices, seed, cache_dir)
+    held_out_voices = held_out_voices or TEST_VOICES
+    voices = [voice for voice in held_out_voices for _ in texts]
+    spoken = speak(texts * len(held_out_voices), voices, seed, cache_dir)
     return transcription_scores(model, processor, spoken, batch, groups={"voice": voices})
+
+
+def other_voices_unavailable() -> dict | None:
+    """Why the other synthesizers' held-out voices (`OTHER_TEST_VOICES`) cannot speak here, or None when they can."""
+    from ..data.speech import OTHER_TEST_VOICES, missing_synthesizers
+
+    if missing := missing_synthesizers(OTHER_TEST_VOICES):
+        return _unavailable(f"{' and '.join(missing)} not installed (`bash scripts/setup.sh --dev` installs them)")
+    return None
+
+
+def other_voice_scores(model, processor, texts: dict[str, list[str]], seed: int, cache_dir, batch: int) -> dict:
+    """{set name: `per_voice_scores` of its texts in the other synthesizers' held-out voices (`OTHER_TEST_VOICES`)},
+    or each set unavailable, with the reason, where flite or festival is not installed."""
+    from ..data.speech import OTHER_TEST_VOICES
+
+    if unavailable := other_voices_unavailable():
+        return dict.fromkeys(texts, unavailable)
+    return {name: per_voice_scores(model, processor, said, seed, cache_dir, batch, OTHER_TEST_VOICES)
+            for name, said in texts.items()}
 
 
 def speech_set_phrases(model, processor, n: int, seed: int, cache_dir, batch: int) -> dict:

@@ -129,14 +129,13 @@ class TaskBatches:
             # The pool is the same on every resume, so its clips come from the on-disk cache after the first run.
             lines = round(cfg.speech_pool * cfg.speech_text_share)
             runs = round(cfg.speech_pool * (cfg.speech_text_share + cfg.speech_word_share)) - lines  # <= the pool
+            said = dict(clean_share=cfg.clean_speech_share, other_voice_share=cfg.other_voice_share)
             utterances = speech_dataset("train", cfg.speech_pool - lines - runs, pool_seed, cfg.speech_cache_dir,
-                                        clean_share=cfg.clean_speech_share)
-            utterances += spoken_text_lines(train_text, lines, pool_seed, cfg.speech_cache_dir,
-                                            clean_share=cfg.clean_speech_share)
+                                        **said)
+            utterances += spoken_text_lines(train_text, lines, pool_seed, cfg.speech_cache_dir, **said)
             if runs:
                 vocabulary = word_vocabulary(train_text, cfg.speech_word_vocabulary)
-                utterances += spoken_word_runs(vocabulary, runs, pool_seed, cfg.speech_cache_dir,
-                                               clean_share=cfg.clean_speech_share)
+                utterances += spoken_word_runs(vocabulary, runs, pool_seed, cfg.speech_cache_dir, **said)
             self.speech = sorted(
                 ((processor.audio_to_features(u.waveform, SAMPLE_RATE), self.encode(u.transcript))
                  for u in utterances),
@@ -319,5 +318,6 @@ def spoken_question_pool(cfg: TrainConfig, pool_seed: int) -> list[tuple[int, li
         talk = conversation(make_scene(random.Random(scene_seed), "train"), rng, rng.randint(1, cfg.max_turns))
         entries.append((scene_seed, talk))
         specs.append(spoken_spec(rng, spoken_form(talk[-1].question), "question", TRAIN_VOICES))
-    utterances = render_specs(specs, cfg.speech_cache_dir, clean_share=cfg.clean_speech_share)
+    utterances = render_specs(specs, cfg.speech_cache_dir, clean_share=cfg.clean_speech_share,
+                              other_voice_share=cfg.other_voice_share)
     return [(seed, talk, u) for (seed, talk), u in zip(entries, utterances)]

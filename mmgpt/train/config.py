@@ -49,6 +49,9 @@ class TrainConfig:
     speech_pool: int = 12_000  # distinct training utterances synthesized up front
     # Share of the training speech (both pools) with no noise; the rest is at 10-30 dB SNR (`speech.render_specs`).
     clean_speech_share: float = 0.0
+    # Share of the training speech (both pools) said by flite's and festival's voices (`speech.OTHER_TRAIN_VOICES`)
+    # rather than espeak-ng's; which clips, as for `clean_speech_share`, follows from each clip's noise seed.
+    other_voice_share: float = 0.0
     mel_warp: float = 0.1  # frequency warp of training clips, up to +/- this fraction; 0 turns it off
     # Draw each transcribe batch from this many batches' worth of clips of similar length (less padding, so a
     # step takes half the time), or 0: from the whole pool. 0, because in a 400-step speech-only ablation, 8 gave

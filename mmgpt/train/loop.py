@@ -193,7 +193,7 @@ def train(cfg: TrainConfig) -> Path:
     cfg = dataclasses.replace(cfg, tasks=",".join(task_names(cfg)))
     weights = task_weights(cfg)
     focus_shapes(cfg)  # a misspelt shape is named now, not when the first captions are drawn
-    for name in ("paired_share", "clean_speech_share", "speech_text_share", "speech_word_share",
+    for name in ("paired_share", "clean_speech_share", "other_voice_share", "speech_text_share", "speech_word_share",
                  "swapped_recording_share", "focus_share"):
         if not 0 <= getattr(cfg, name) <= 1:
             raise ValueError(f"{name} {getattr(cfg, name)}: a share, from 0 to 1")
