@@ -61,11 +61,12 @@ _TABLE: dict[str, tuple[str, str]] = {
     "ask": ("Ask", "提问"),
     "ask_model": ("Model for questions", "回答问题的模型"),
     "question_listener": ("Spoken questions heard by", "语音问题由谁来听"),
-    "question_listener_info": ("the model for questions itself hears the question with the picture, in one "
-                               "sequence; a speech model writes it down first. mmgpt-tiny learned from synthetic "
-                               "voices: for your own voice, try a Whisper model",
-                               "回答问题的模型自己把问题和图片放在同一个序列里听；语音模型则先把问题写成文字。"
-                               "mmgpt-tiny 只听过合成语音：用你自己的声音提问时，可以试试 Whisper 模型"),
+    "question_listener_info": ("a speech model writes the question down first; pick the model for questions itself "
+                               "(mmgpt-tiny) to have it hear the question with the picture, in one sequence. It "
+                               "learned from synthetic voices; in voices unlike them, it gets far fewer questions right "
+                               "than Whisper does",
+                               "语音模型先把问题写成文字；选回答问题的模型本身（mmgpt-tiny），它就把问题和图片放在"
+                               "同一个序列里听。它只从合成语音学过；遇到与之不同的声音，它答对的问题远少于 Whisper"),
     "ask_stats": ("Speed of the answer", "回答的速度"),
     "new_conversation": ("New conversation", "新对话"),
     "read_aloud": ("Read the last answer aloud", "朗读最后一个回答"),

@@ -155,9 +155,15 @@ HEADLINE_ROWS = (
     ("Speech WER, held-out voices: free-form phrases, %", "speech_phrases.wer", "speech_phrases_heldout.wer"),
     ("Speech WER, held-out voices: captions, numbers and commands, clean, %", "speech_clean.wer", None),
     ("Speech WER, held-out voices: captions, numbers and commands, 10 dB SNR, %", "speech_10db.wer", None),
+    ("Speech WER, other synthesizers' held-out voices: spoken test captions, %", "speech_captions_other_voices.wer",
+     None),
+    ("Speech WER, other synthesizers' held-out voices: free-form phrases, %", "speech_phrases_other_voices.wer",
+     "speech_phrases_heldout_other_voices.wer"),
     ("Questions, typed: accuracy, %", "qa_typed.accuracy", "qa_heldout_typed.accuracy"),
     ("Questions, typed in lowercase: accuracy, %", None, "qa_heldout_typed_lowercase.accuracy"),
     ("Questions, spoken in held-out voices: accuracy, %", "qa_spoken.accuracy", "qa_heldout_spoken.accuracy"),
+    ("Questions, spoken in other synthesizers' held-out voices: accuracy, %", "qa_spoken_other_voices.accuracy",
+     None),
     ("Text: Tiny Shakespeare validation, nats/char", "text_nats_per_char", None),
     ("Checkpoint, MiB", "checkpoint_mb", None),
     ("Decode speed, tokens/s (batch 1, this 2-core CPU)", "decode_tokens_per_s", None),
@@ -203,9 +209,13 @@ def _evaluation_section(results: dict, why: dict[str, str]) -> str:
     voice_columns = {"speech_captions": "test captions", "speech_phrases": "speech set's phrases",
                      "speech_phrases_heldout": "held-out phrases", "speech_clean": "mixed, clean",
                      "speech_10db": "mixed, 10 dB"}
+    other_voice_columns = {"speech_captions_other_voices": "test captions",
+                           "speech_phrases_other_voices": "speech set's phrases",
+                           "speech_phrases_heldout_other_voices": "held-out phrases"}
     qa_columns = {"qa_typed": "typed", "qa_heldout_typed": "typed, held-out wording",
                   "qa_heldout_typed_lowercase": "the same in lowercase", "qa_spoken": "spoken",
-                  "qa_heldout_spoken": "spoken, held-out wording"}
+                  "qa_heldout_spoken": "spoken, held-out wording",
+                  "qa_spoken_other_voices": "spoken, other synthesizers"}
     sizes = results.get("sizes", {})
     parts = [
         f"`python -m mmgpt evaluate --model assets/mmgpt-tiny` (seed {results.get('seed', '?')}, "
@@ -222,6 +232,11 @@ def _evaluation_section(results: dict, why: dict[str, str]) -> str:
         "### Word error rate per held-out voice, %",
         _breakdown_table(by_key, "voice", voice_columns, _names(results, voice_columns, "voice"),
                          "{key}.by_voice.{name}.wer", "wer"),
+        *(["### Word error rate per held-out voice of another synthesizer, %",
+           "flite's and festival's voices, built from recordings of speakers that no training voice is built from "
+           "(`mmgpt.data.speech.OTHER_TEST_VOICES`).",
+           _breakdown_table(by_key, "voice", other_voice_columns, other_voices, "{key}.by_voice.{name}.wer", "wer")]
+          if (other_voices := _names(results, other_voice_columns, "voice")) else []),
         "### Questions by kind, accuracy %",
         _breakdown_table(by_key, "kind", qa_columns, _names(results, qa_columns, "kind"),
                          "{key}.by_kind.{name}.accuracy", "accuracy"),

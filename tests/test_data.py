@@ -261,8 +261,9 @@ def test_a_voice_of_an_unknown_synthesizer_or_one_not_installed_is_named(tmp_pat
 
 @needs_other_synthesizers
 def test_an_other_voice_share_of_training_speech_moves_only_voices(tmp_path):
-    """A share of the training speech is said by other synthesizers' training voices: the same texts, speeds and noise,
-    and every utterance left in its espeak voice is the very clip it was. A larger share moves the same ones and more."""
+    """A share of the training speech is said by other synthesizers' training voices: the same texts, speeds and
+    noise, and every utterance left in its espeak voice is the very clip it was. A larger share moves the same ones
+    and more."""
     plain = speech_dataset("train", 40, seed=0, cache_dir=tmp_path)
     some = speech_dataset("train", 40, seed=0, cache_dir=tmp_path, other_voice_share=0.3)
     more = speech_dataset("train", 40, seed=0, cache_dir=tmp_path, other_voice_share=0.6)

@@ -56,11 +56,11 @@ TRAIN_VOICES = tuple(base + (f"+{variant}" if variant else "") for base in TRAIN
 # Held out for "test": base voices (Caribbean, New York) and variants (m7, f5) that training never hears.
 TEST_VOICES = ("en-029+m7", "en-us-nyc+f5", "en-029+f5")
 # Voices of other synthesizers, "ENGINE:VOICE". Every espeak-ng voice is one formant synthesizer's: mmgpt-tiny v4.29,
-# which had heard nothing else, wrote spoken test captions in flite's and festival's voices at 47.9% WER (0.7% in the
-# held-out espeak voices) and Whisper tiny.en at 14.6%. flite's rms and awb are statistical voices trained on
-# recordings of a US and a Scottish speaker (CMU ARCTIC), kal16 and festival's kal_diphone are one US speaker's
-# recorded diphones. Held out: a third speaker (slt, in both engines, festival's an HTS voice, a kind of synthesis
-# training never hears) and a fourth one's diphones (ked).
+# which had heard nothing else, wrote the evaluation's spoken test captions at 52.6% WER in the held-out voices below
+# (0.7% in espeak-ng's). flite's rms and awb are statistical voices trained on recordings of a US and a Scottish
+# speaker (CMU ARCTIC); kal16 and festival's kal_diphone are one US speaker's recorded diphones. Held out: a third
+# speaker (slt) in both engines, festival's an HTS voice, a kind of synthesis that training never hears, and a fourth
+# speaker's diphones (ked).
 OTHER_TRAIN_VOICES = ("flite:rms", "flite:awb", "flite:kal16", "festival:kal_diphone")
 OTHER_TEST_VOICES = ("flite:slt", "festival:ked_diphone", "festival:cmu_us_slt_arctic_hts")
 ESPEAK_DEFAULT_WPM = 175  # the speed at which flite and festival speak unless stretched
@@ -220,8 +220,8 @@ def _other_synthesizer(engine: str, name: str, text: str, speed: int, pitch: int
     """`text` said by flite's or festival's voice `name` at `speed` words per minute, 16 kHz.
 
     Neither takes espeak's pitch for the voices used here, so `pitch` (espeak's 0-99) becomes a change of playback
-    rate, as speed perturbation does for training a recognizer: up to 16% higher or lower, with the tempo stretched
-    beforehand so that the words per minute stay as drawn. Their words per minute are not quite espeak's, so a text
+    rate, as speed perturbation does for training a recognizer: up to about 10% higher or lower, with the tempo
+    stretched beforehand so that the words per minute stay as drawn. Their words per minute are not quite espeak's, so a text
     that would run past MAX_UTTERANCE_SECONDS is said again just fast enough to fit."""
     rate = 2 ** ((pitch - 50) / 200)
     audio = _other_synthesizer_run(engine, name, text, ESPEAK_DEFAULT_WPM / speed * rate, rate)

@@ -38,7 +38,7 @@ CAPTION_FIGURES = {"exact_match": "exact match, %", "keyword_accuracy": "keyword
 SPEECH_SETS = {"speech_captions": "spoken test captions", "speech_phrases": "speech set's phrases",
                "speech_phrases_heldout": "held-out phrases", "speech_clean": "mixed test utterances, clean",
                "speech_10db": "mixed test utterances, 10 dB SNR",
-               # not in evaluations before v4.32
+               # not in evaluations before v4.35
                "speech_captions_other_voices": "spoken test captions, other synthesizers' voices",
                "speech_phrases_other_voices": "speech set's phrases, other synthesizers' voices",
                "speech_phrases_heldout_other_voices": "held-out phrases, other synthesizers' voices"}
@@ -115,7 +115,7 @@ def figures(results: dict) -> list[Figure]:
 def _grouped_rows(result: dict | None, key: str, label: str, field: str, groups: tuple[str, ...]) -> list[Figure]:
     target = TARGETS.get(f"{key}.{field}")
     if result is None or not result.get("available", True):
-        reason = "not measured" if result is None else result["reason"]
+        reason = "not in this evaluation, which predates it" if result is None else result["reason"]
         return [Figure(f"{key}.{field}", label, None, target, reason)]
     rows = [Figure(f"{key}.{field}", label, result[field], target)]
     whole, measure = label.split(": ", 1)

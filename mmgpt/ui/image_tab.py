@@ -91,13 +91,12 @@ class ImageHandlers(TabHandlers):
     def default_asking(self) -> str | None:
         return default_ask_preset(self.engine.presets)
 
-    def listener_for(self, preset) -> str | None:
-        """Who hears a spoken question to `preset` unless the user picks: the asking model itself where it hears
-        questions (one sequence of picture, speech and text: on held-out espeak voices mmgpt-tiny v4.29 answers
-        87.1% of spoken questions so, and 43.2% when Whisper tiny.en writes them down first;
-        `scripts/spoken_listeners.py`), else the app's speech model."""
-        if preset in self.listener_names() and self.engine.preset(preset).hears_questions:
-            return preset
+    def default_listener(self) -> str | None:
+        """Who hears a spoken question unless the user picks: the app's speech model (Whisper tiny.en where its
+        package is installed), which writes it down for the asking model to read. mmgpt-tiny hearing a question
+        itself, in one sequence of picture, speech and text, does better only in the voices it learned from:
+        `scripts/spoken_listeners.py` measures both on held-out espeak-ng voices and on held-out voices of other
+        synthesizers, built from recordings of real speakers (README, *Spoken questions heard by*)."""
         return self.default("audio")
 
     def listener_names(self) -> list[str]:
@@ -108,7 +107,7 @@ class ImageHandlers(TabHandlers):
         stats, heatmap, word choices, question spectrogram, word maps, question box, recorder); the first update
         empties the question box and the recorder.
 
-        A spoken question is heard by `listener`, a speech preset (None: `listener_for(preset)`). When that is the
+        A spoken question is heard by `listener`, a speech preset (None: `default_listener()`). When that is the
         asking model and it hears questions, it hears the question with the picture, in one sequence; one that
         writes down what it heard before answering (mmgpt-tiny from v4.14) writes it there, after the picture and
         the conversation. Any other listener writes the question down first and the asking model reads the
@@ -117,7 +116,7 @@ class ImageHandlers(TabHandlers):
         `show_maps`, the last update adds where the model looked for each word of the answer and, for a question it
         heard, where it listened."""
         preset = inputs.check_choice(preset, [p.name for p in self.asking_presets()], "preset_unknown")
-        listener = self.check_preset("audio", listener or self.listener_for(preset))
+        listener = self.check_preset("audio", listener or self.default_listener())
         chat = inputs.load_conversation(conversation)
         notes: list[Message] = []
         picture = inputs.load_image(image, notes)
@@ -307,7 +306,7 @@ def build(handlers: ImageHandlers, page: Page):
                                              value=handlers.default_asking(), label=I18N("ask_model"),
                                              interactive=True)
                     listener = gr.Dropdown(choices=handlers.listener_names(),
-                                           value=handlers.listener_for(handlers.default_asking()),
+                                           value=handlers.default_listener(),
                                            label=I18N("question_listener"), info=I18N("question_listener_info"),
                                            interactive=True)
                 with gr.Row():
@@ -331,7 +330,7 @@ def build(handlers: ImageHandlers, page: Page):
         # What only the API's /ask and /read_aloud take (inside the tab: between tabs it would split the tab bar)
         api_trigger, api_conversation, api_text = gr.Button(visible=False), gr.JSON(visible=False), gr.Textbox(
             visible=False)
-        api_listener = gr.Textbox(value="", visible=False)  # empty: `listener_for` the preset the call names
+        api_listener = gr.Textbox(value="", visible=False)  # empty: `default_listener()`
 
     caption_event = describe.click(page.model_handler(handlers.caption),
                                    [image, image_prompt, image_preset, page.show_maps, page.lang],
@@ -359,7 +358,6 @@ def build(handlers: ImageHandlers, page: Page):
                       answer_outputs, api_name="ask", **page.events)
     ask_stop.click(None, None, None, cancels=ask_events)
     hold_while_recording(recording, ask)
-    ask_preset.change(handlers.listener_for, ask_preset, listener, queue=False, api_visibility="private")
     conversation_outputs = [chat, ask_stats, question_heard]
     restart.click(new_conversation, None, conversation_outputs, queue=False, api_visibility="private")
     image.change(page.errors(handlers.new_picture), [image, chat, page.lang], conversation_outputs,
