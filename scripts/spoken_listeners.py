@@ -8,15 +8,20 @@ first. The app's default listener (`ImageTab.default_listener`) follows this.
 
     python scripts/spoken_listeners.py assets/mmgpt-tiny
 
-As run for v4.29 (fp16 as shipped), 280 questions a set:
+As run for v4.35 (fp16 as shipped), 280 questions a set:
 
-| wording | the model hears it | Whisper first | Whisper's WER on the questions |
-|---|---|---|---|
-| the question set's | 87.1% | 43.2% | 52.1% |
-| held-out | 66.1% | 42.1% | 59.7% |
+| voices | wording | the model hears it | Whisper first | Whisper's WER on the questions |
+|---|---|---|---|---|
+| espeak-ng's held-out | the question set's | 87.5% | 40.7% | 58.3% |
+| espeak-ng's held-out | held-out | 59.6% | 41.4% | 57.0% |
+| other synthesizers' held-out | the question set's | 63.9% | 90.7% | 7.4% |
+| other synthesizers' held-out | held-out | 47.1% | 80.0% | 10.7% |
 
-Whisper mishears these robotic voices ("Say what colour the star has." -> "It was called a staff house."); a human
-voice is the other way round (README, *Real speech offline*).
+Whisper mishears espeak-ng's robotic voices ("Say what colour the star has." -> "It was called a staff house."), and
+hears flite's and festival's, built from recordings of real speakers, far better than mmgpt-tiny does, which learned
+from espeak-ng's voices most of all. For v4.29, which had heard only espeak-ng, on another machine: 87.1% and 43.2%
+(Whisper's WER 52.1%) in the first row, 66.1% and 42.1% (59.7%) in the second. The same recordings gave Whisper's int8
+a different WER there, so torch's int8 kernels, which differ between CPUs, probably decide some words.
 """
 
 import sys
