@@ -64,6 +64,7 @@ TEST_VOICES = ("en-029+m7", "en-us-nyc+f5", "en-029+f5")
 OTHER_TRAIN_VOICES = ("flite:rms", "flite:awb", "flite:kal16", "festival:kal_diphone")
 OTHER_TEST_VOICES = ("flite:slt", "festival:ked_diphone", "festival:cmu_us_slt_arctic_hts")
 ESPEAK_DEFAULT_WPM = 175  # the speed at which flite and festival speak unless stretched
+SYNTHESIZER_PROGRAMS = {"": ESPEAK, "flite": "flite", "festival": "text2wave"}  # by a voice's "ENGINE:" prefix
 
 COMMANDS = (
     "stop", "go", "go left", "go right", "go forward", "go back", "turn left", "turn right", "wait",
@@ -199,8 +200,7 @@ def missing_synthesizers(voices: tuple[str, ...]) -> list[str]:
     """The programs that `voices` need ("flite", "text2wave" for festival, espeak-ng) and this machine lacks."""
     import shutil
 
-    programs = {"flite": "flite", "festival": "text2wave", "": ESPEAK}
-    needed = dict.fromkeys(programs[voice.rpartition(":")[0]] for voice in voices)
+    needed = dict.fromkeys(SYNTHESIZER_PROGRAMS[voice.rpartition(":")[0]] for voice in voices)
     return [program for program in needed if shutil.which(program) is None]
 
 
@@ -221,8 +221,8 @@ def _other_synthesizer(engine: str, name: str, text: str, speed: int, pitch: int
 
     Neither takes espeak's pitch for the voices used here, so `pitch` (espeak's 0-99) becomes a change of playback
     rate, as speed perturbation does for training a recognizer: up to about 10% higher or lower, with the tempo
-    stretched beforehand so that the words per minute stay as drawn. Their words per minute are not quite espeak's, so a text
-    that would run past MAX_UTTERANCE_SECONDS is said again just fast enough to fit."""
+    stretched beforehand so that the words per minute stay as drawn. Their words per minute are not quite espeak's,
+    so a text that would run past MAX_UTTERANCE_SECONDS is said again just fast enough to fit."""
     rate = 2 ** ((pitch - 50) / 200)
     audio = _other_synthesizer_run(engine, name, text, ESPEAK_DEFAULT_WPM / speed * rate, rate)
     seconds = audio.size / SAMPLE_RATE
@@ -241,13 +241,14 @@ def _other_synthesizer_run(engine: str, name: str, text: str, stretch: float, ra
         text_file, wav_file = Path(folder) / "text.txt", Path(folder) / "speech.wav"
         text_file.write_text(text)  # from a file, so a transcript can never be taken for a command-line option
         if engine == "flite":
-            command = ["flite", "-voice", name, "--setf", f"duration_stretch={stretch:.3f}", "-f", str(text_file),
-                       "-o", str(wav_file)]
+            command = [SYNTHESIZER_PROGRAMS[engine], "-voice", name, "--setf", f"duration_stretch={stretch:.3f}",
+                       "-f", str(text_file), "-o", str(wav_file)]
         elif engine == "festival":  # diphone voices take Duration_Stretch, HTS voices their engine's speed rate
             settings = (f"(voice_{name}) (set! hts_engine_params (append hts_engine_params '((\"-r\" "
                         f"{1 / stretch:.3f}))))" if name.endswith("_hts") else
                         f"(voice_{name}) (Parameter.set 'Duration_Stretch {stretch:.3f})")
-            command = ["text2wave", "-eval", f"(begin {settings})", str(text_file), "-o", str(wav_file)]
+            command = [SYNTHESIZER_PROGRAMS[engine], "-eval", f"(begin {settings})", str(text_file), "-o",
+                       str(wav_file)]
         else:
             raise ValueError(f"unknown synthesizer {engine!r} in voice {engine}:{name}; expected flite or festival")
         try:

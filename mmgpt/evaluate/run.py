@@ -98,13 +98,14 @@ def evaluate(model_dir: str, text_path: str | None, out_json: str | None, sizes:
     from ..data.heldout import heldout_phrases
     from ..data.speech import free_phrase
 
-    results["speech_phrases_heldout"] = per_voice_scores(
-        model, processor, heldout_phrases(sizes.per_voice, seed), seed, cache_dir, sizes.batch)
+    unheard_phrases = heldout_phrases(sizes.per_voice, seed)
+    results["speech_phrases_heldout"] = per_voice_scores(model, processor, unheard_phrases, seed, cache_dir,
+                                                         sizes.batch)
     phrases = random.Random(seed)
     results.update(other_voice_scores(model, processor, {
         "speech_captions_other_voices": captions,
         "speech_phrases_other_voices": [free_phrase(phrases) for _ in range(sizes.per_voice)],
-        "speech_phrases_heldout_other_voices": heldout_phrases(sizes.per_voice, seed),
+        "speech_phrases_heldout_other_voices": unheard_phrases,
     }, seed, cache_dir, sizes.batch))
     results.update(question_scores(model, processor, test_scenes, heldout_scenes, sizes, seed, cache_dir))
     results["checkpoint_mb"] = checkpoint_megabytes(model_dir)
