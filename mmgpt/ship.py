@@ -233,8 +233,8 @@ def _evaluation_section(results: dict, why: dict[str, str]) -> str:
         _breakdown_table(by_key, "voice", voice_columns, _names(results, voice_columns, "voice"),
                          "{key}.by_voice.{name}.wer", "wer"),
         *(["### Word error rate per held-out voice of another synthesizer, %",
-           "flite's and festival's voices, built from recordings of speakers that no training voice is built from "
-           "(`mmgpt.data.speech.OTHER_TEST_VOICES`).",
+           "flite's, festival's and piper's voices, built from recordings of speakers that no training voice is built "
+           "from (`mmgpt.data.speech.OTHER_TEST_VOICES`); piper's is a neural network's.",
            _breakdown_table(by_key, "voice", other_voice_columns, other_voices, "{key}.by_voice.{name}.wer", "wer")]
           if (other_voices := _names(results, other_voice_columns, "voice")) else []),
         "### Questions by kind, accuracy %",

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Set up a fresh clone: system packages (when run as root), a .venv, and the pinned Python requirements.
 #   bash scripts/setup.sh          # what the app needs
-#   bash scripts/setup.sh --dev    # plus what the tests, training and evaluation need (requirements-dev.txt,
-#                                  # chromium, the flite and festival speech synthesizers and three festival voices)
+#   bash scripts/setup.sh --dev    # plus what the tests, training and evaluation need (requirements-dev.txt, piper
+#                                  # among it; chromium, the flite and festival speech synthesizers, three festival
+#                                  # voices)
 # Re-running is cheap: pip runs only when a requirements file changed since the last install.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

