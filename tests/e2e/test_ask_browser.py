@@ -99,9 +99,9 @@ def test_a_typed_and_a_spoken_question_stream_into_the_chat(asking_page, questio
 
 
 # The shipped checkpoint's known miss on the spoken question through the fake microphone, or None if it has none.
-SPOKEN_MISS = ("mmgpt-tiny v4.35 answers the example recording right when it is sent to /ask, but through Chromium's "
-               "fake microphone it missed in the run looked at: it wrote it down as 'which is the square?' and "
-               "answered 'square' (v4.29 'which shape is it?'). Over 36 variants of the recording "
+SPOKEN_MISS = ("mmgpt-tiny v4.36 answers the example recording right when it is sent to /ask, but through Chromium's "
+               "fake microphone it missed in the run looked at: it wrote it down as 'which shape is it?' and "
+               "answered 'cross' (v4.35 'which is the square?'). Over 36 variants of the recording "
                "(scripts/recording_variants.py) v4.29 wrote 18 down right and answered 18 right. See "
                "assets/mmgpt-tiny/README.md")
 
