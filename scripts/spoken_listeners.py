@@ -8,20 +8,23 @@ CPU) writes first. The app's default listener (`ImageTab.default_listener`) foll
 
     python scripts/spoken_listeners.py assets/mmgpt-tiny
 
-As run for v4.35 (fp16 as shipped), 280 questions a set:
+As run for v4.36 (fp16 as shipped), 280 questions a set:
 
 | voices | wording | the model hears it | Whisper first | Whisper's WER on the questions |
 |---|---|---|---|---|
-| espeak-ng's held-out | the question set's | 87.5% | 40.7% | 58.3% |
-| espeak-ng's held-out | held-out | 59.6% | 41.4% | 57.0% |
-| other synthesizers' held-out | the question set's | 63.9% | 90.7% | 7.4% |
-| other synthesizers' held-out | held-out | 47.1% | 80.0% | 10.7% |
+| espeak-ng's held-out | the question set's | 89.6% | 42.1% | 58.3% |
+| espeak-ng's held-out | held-out | 63.6% | 44.6% | 57.0% |
+| flite's and festival's held-out | the question set's | 67.5% | 92.1% | 7.4% |
+| flite's and festival's held-out | held-out | 50.0% | 81.8% | 10.7% |
+| piper's joe (neural, no training voice is piper's) | the question set's | 75.4% | 93.6% | 5.6% |
+| piper's joe | held-out | 55.0% | 83.6% | 5.5% |
 
 Whisper mishears espeak-ng's robotic voices ("Say what colour the star has." -> "It was called a staff house."), and
-hears flite's and festival's, built from recordings of real speakers, far better than mmgpt-tiny does, which learned
-from espeak-ng's voices most of all. For v4.29, which had heard only espeak-ng, on another machine: 87.1% and 43.2%
-(Whisper's WER 52.1%) in the first row, 66.1% and 42.1% (59.7%) in the second. The same recordings gave Whisper's int8
-a different WER there, so torch's int8 kernels, which differ between CPUs, probably decide some words.
+hears flite's and festival's, built from recordings of real speakers, and piper's, a network trained on one, far better
+than mmgpt-tiny does, which learned from espeak-ng's voices most of all. For v4.35, in the first four rows: 87.5% and
+40.7%, 59.6% and 41.4%, 63.9% and 90.7%, 47.1% and 80.0%. For v4.29, which had heard only espeak-ng, on another machine:
+87.1% and 43.2% (Whisper's WER 52.1%) in the first row, 66.1% and 42.1% (59.7%) in the second. The same recordings gave
+Whisper's int8 a different WER there, so torch's int8 kernels, which differ between CPUs, probably decide some words.
 """
 
 import sys
