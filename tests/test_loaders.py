@@ -36,6 +36,7 @@ from mmgpt.engine import AudioRequest, Engine, GenerationParams, ImageRequest, T
 from mmgpt import loaders
 from mmgpt.loaders import ADAPTERS, chat_instruction, dtype_for, load_adapter, pick_device
 from mmgpt.presets import PRESETS, REPO_ROOT, Preset, UnknownPresetError, default_preset, get_preset, presets_for
+from mmgpt.model.testing import save_random_checkpoint
 
 hf_logging.disable_progress_bar()
 
@@ -272,8 +273,7 @@ def test_a_tiny_tail_after_the_last_full_window_is_dropped(whisper_preset):
 
 @pytest.fixture(scope="module")
 def mmgpt_preset(tmp_path_factory) -> Preset:
-    testing = pytest.importorskip("mmgpt.model.testing", reason="mmgpt.model is not written yet")
-    directory = testing.save_random_checkpoint(tmp_path_factory.mktemp("tiny-mmgpt"))
+    directory = save_random_checkpoint(tmp_path_factory.mktemp("tiny-mmgpt"))
     return Preset("tiny-mmgpt", ("image", "audio", "text"), "mmgpt", str(directory), "test", 1)
 
 

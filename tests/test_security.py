@@ -247,6 +247,19 @@ def other_addresses() -> list[str]:
     return sorted(address for address in found if not address.startswith("127.") and address != "0.0.0.0")
 
 
+def listening_on(port: int) -> dict[str, set[str]]:
+    """The local addresses that listen on `port`, IPv4 and IPv6, from the kernel's table of TCP sockets (Linux).
+    Unlike connecting from `other_addresses`, this checks something on a machine with no network but loopback."""
+    found = {"tcp": set(), "tcp6": set()}
+    for table in found:
+        for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            address, hex_port = local.split(":")
+            if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                found[table].add(address)
+    return found
+
+
 def test_a_default_launch_is_reachable_on_loopback_only_and_sends_no_analytics(stress_engine, monkeypatch):
     import gradio.analytics
 
@@ -263,6 +276,7 @@ def test_a_default_launch_is_reachable_on_loopback_only_and_sends_no_analytics(s
         assert demo.analytics_enabled is False and demo.server_name == "127.0.0.1"
         with socket.create_connection(("127.0.0.1", port), timeout=5):
             pass
+        assert listening_on(port) == {"tcp": {"0100007F"}, "tcp6": set()}  # 127.0.0.1, as the kernel writes it
         for address in other_addresses():
             with pytest.raises(OSError):
                 socket.create_connection((address, port), timeout=2).close()
