@@ -38,7 +38,7 @@ fi
 # --- Python environment ---------------------------------------------------------------------------------------
 python=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then
-    "$python" -c 'import sys; assert sys.version_info >= (3, 10), "mmgpt needs Python 3.10 or newer (3.11 recommended)"'
+    "$python" -c 'import sys; assert sys.version_info >= (3, 11), "mmgpt needs Python 3.11 or newer (tomllib, numpy 2.4)"'
     echo "setup: creating .venv with $("$python" --version)"
     "$python" -m venv .venv
 fi
