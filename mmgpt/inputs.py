@@ -47,6 +47,7 @@ MIN_AUDIO_SECONDS = 0.1  # seconds
 MIN_SAMPLE_RATE = 4_000  # Hz; below this nothing of speech survives
 MAX_SAMPLE_RATE = 384_000  # Hz
 MAX_CHANNELS = 8
+AUDIO_BLOCK_SAMPLES = 2_000_000  # samples (all channels) decoded from a file at a time: 8 MB of float32
 SILENCE_PEAK_DBFS = -60.0  # dB below full scale: a recording whose loudest 30 ms frame is quieter is "silence"
 CLIPPED_FRACTION = 0.001  # share of samples at full scale above which a recording counts as clipped
 FFMPEG_TIMEOUT_SECONDS = 120  # wall-clock limit on one ffmpeg decode
@@ -319,14 +320,31 @@ def _file_audio(path: Path, notes: list[Message]) -> tuple[np.ndarray, bool]:
             sample_rate = _check_rate(sound.samplerate)
             _check_channels(sound.channels)
             limit = int(MAX_AUDIO_SECONDS * sample_rate)
-            samples = sound.read(frames=limit + 1, dtype="float32", always_2d=True)
+            levels, resample, pieces, frames = _Levels(), _resampler(sample_rate), [], 0
+            # A few MB of FLAC can hold 600 s of 8 channels at 384 kHz, 7 GB decoded: read a block at a time.
+            for block in sound.blocks(blocksize=max(1, AUDIO_BLOCK_SAMPLES // sound.channels), frames=limit + 1,
+                                      dtype="float32", always_2d=True):
+                kept = block[:max(0, limit - frames)]
+                frames += len(block)
+                pieces.append(resample(levels.clean(kept).mean(axis=1)))
+            pieces.append(resample(np.zeros(0, np.float32), last=True))
     except InputError:
         raise
     except (RuntimeError, ValueError, TypeError, OSError, EOFError) as exc:  # soundfile can't: try ffmpeg
         logger.info("soundfile could not read the upload (%s); trying ffmpeg", type(exc).__name__)
         return _ffmpeg_audio(path, notes)
-    truncated = samples.shape[0] > limit
-    return _to_clean_16k(samples[:limit], sample_rate, notes), truncated
+    return levels.finish(np.concatenate(pieces), notes), frames > limit
+
+
+def _resampler(sample_rate: int):
+    """`resample(mono_block, last=False)` -> the block at SAMPLE_RATE, carrying the filter's state across blocks.
+    The quality is librosa's default, which `to_mono_16k` uses for whole recordings."""
+    import soxr
+
+    if sample_rate == SAMPLE_RATE:
+        return lambda block, last=False: block
+    stream = soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
+    return lambda block, last=False: stream.resample_chunk(np.ascontiguousarray(block, np.float32), last=last)
 
 
 def ffmpeg_available() -> bool:
@@ -377,21 +395,41 @@ def _check_channels(channels: int):
 
 
 def _to_clean_16k(waveform: np.ndarray, sample_rate: int, notes: list[Message]) -> np.ndarray:
-    """Float samples `(n,)` or `(n, channels)` -> finite, within [-1, 1], mono, SAMPLE_RATE. Levels are judged
-    before resampling, whose ringing would otherwise overshoot full scale on clipped input."""
-    bad = ~np.isfinite(waveform)
-    count = int(bad.sum())
-    if count:
-        waveform = np.where(bad, np.float32(0.0), waveform).astype(np.float32)
-        notes.append(Message("audio_nonfinite", count=count))
-    if waveform.size:
-        peak = float(np.max(np.abs(waveform)))
-        if peak > 1.0 + 1e-6:
-            notes.append(Message("audio_rescaled", peak=f"{peak:.3g}"))
-            waveform = waveform / np.float32(peak)
-        elif np.mean(np.abs(waveform) >= 0.999) > CLIPPED_FRACTION:
+    """Float samples `(n,)` or `(n, channels)` -> finite, within [-1, 1], mono, SAMPLE_RATE."""
+    levels = _Levels()
+    return levels.finish(to_mono_16k(levels.clean(waveform), sample_rate), notes)
+
+
+class _Levels:
+    """What is wrong with a recording's levels, gathered a block at a time: non-finite samples (set to 0), a peak
+    above full scale (the whole is scaled down) and clipping. Levels are judged before resampling, whose ringing
+    would otherwise overshoot full scale on clipped input; scaling commutes with resampling, so it comes after."""
+
+    def __init__(self):
+        self.nonfinite, self.at_full_scale, self.samples, self.peak = 0, 0, 0, 0.0
+
+    def clean(self, block: np.ndarray) -> np.ndarray:
+        bad = ~np.isfinite(block)
+        if bad.any():
+            self.nonfinite += int(bad.sum())
+            block = np.where(bad, np.float32(0.0), block).astype(np.float32)
+        if block.size:
+            magnitude = np.abs(block)
+            self.peak = max(self.peak, float(magnitude.max()))
+            self.at_full_scale += int(np.count_nonzero(magnitude >= 0.999))
+            self.samples += block.size
+        return block
+
+    def finish(self, waveform: np.ndarray, notes: list[Message]) -> np.ndarray:
+        """The mono SAMPLE_RATE `waveform` made of the cleaned blocks, scaled and clipped to [-1, 1]; notes why."""
+        if self.nonfinite:
+            notes.append(Message("audio_nonfinite", count=self.nonfinite))
+        if self.peak > 1.0 + 1e-6:
+            notes.append(Message("audio_rescaled", peak=f"{self.peak:.3g}"))
+            waveform = waveform / np.float32(self.peak)
+        elif self.samples and self.at_full_scale / self.samples > CLIPPED_FRACTION:
             notes.append(Message("audio_clipped"))
-    return np.clip(to_mono_16k(waveform, sample_rate), -1.0, 1.0)
+        return np.clip(waveform, -1.0, 1.0).astype(np.float32)
 
 
 def _finish(waveform: np.ndarray, truncated: bool, notes: list[Message]) -> AudioClip:

@@ -443,6 +443,42 @@ def test_long_file_is_truncated_too(tmp_path):
     assert clip.truncated and clip.seconds == pytest.approx(MAX_AUDIO_SECONDS)
 
 
+def test_a_file_read_in_blocks_gives_what_the_whole_recording_gives(tmp_path, monkeypatch):
+    """Files are decoded a block at a time. The waveform, its level notes and the truncation do not depend on where
+    the blocks fall: the same samples given whole, as an array, give the same clip."""
+    rate = 44_100
+    wave = speech_like(1.5, rate, amplitude=3.0, channels=2)  # beyond full scale: scaled down
+    wave[1000:1010] = np.nan
+    path = tmp_path / "float.wav"
+    sf.write(path, wave, rate, subtype="FLOAT")
+    whole = load_audio((rate, wave))
+    monkeypatch.setattr(inputs, "AUDIO_BLOCK_SAMPLES", 999)  # odd, so blocks split the recording anywhere
+    blocks = load_audio(str(path))
+    assert [str(note) for note in blocks.notes] == [str(note) for note in whole.notes]
+    assert [note.key for note in blocks.notes] == ["audio_nonfinite", "audio_rescaled"]
+    assert blocks.waveform.shape == whole.waveform.shape
+    np.testing.assert_allclose(blocks.waveform, whole.waveform, atol=1e-4)
+
+
+def test_a_small_file_that_decodes_to_hundreds_of_megabytes_is_read_in_little_memory(tmp_path):
+    """10 s of 8 channels at 384 kHz is 7 MB of FLAC and 123 MB of float32 samples; 600 s would be 7 GB."""
+    import tracemalloc
+
+    rate, channels, seconds = 384_000, 8, 10
+    path = tmp_path / "wide.flac"
+    with sf.SoundFile(path, "w", rate, channels, format="FLAC") as out:
+        for _ in range(seconds):
+            out.write(speech_like(1.0, rate, channels=channels))
+    tracemalloc.start()
+    try:
+        clip = load_audio(str(path))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert clip.seconds == pytest.approx(seconds, abs=0.01) and not clip.truncated
+    assert peak < 48e6, f"decoding took {peak / 1e6:.0f} MB at its peak"
+
+
 @pytest.mark.parametrize("suffix, fmt", [("flac", "FLAC"), ("ogg", "OGG"), ("mp3", "MP3")])
 def test_soundfile_formats(tmp_path, suffix, fmt):
     path = tmp_path / f"clip.{suffix}"
