@@ -358,6 +358,28 @@ def test_picking_a_word_of_an_answer_to_a_spoken_question_redraws_both_maps(serv
     assert beyond is None and heard == gr.skip()
 
 
+@needs_espeak
+@pytest.mark.parametrize("spoken", [False, True], ids=["typed", "spoken"])
+def test_a_question_whose_answer_fails_is_given_back_with_the_conversation_as_it_was(served, tmp_path, spoken):
+    """The first update takes the question out of its box or the recorder. When hearing or answering it then fails
+    (here: the time limit, mid-answer), the last update puts it back and the conversation is as it was, so nothing
+    is lost; the error still reaches the user."""
+    _, engine = served
+    handlers = app.Handlers(Engine(timeout_s=1.0, presets=engine.presets))  # ENDLESS talks far longer than 1 s
+    picture = {"path": str(scene_png(tmp_path / "scene.png"))}
+    recording = {"path": str(speech_wav(tmp_path / "question.wav", "what colour is the square"))} if spoken else None
+    question = "" if spoken else "what colour is the square?"
+    before = [{"role": "user", "content": "what shape is it?"}, {"role": "assistant", "content": "a square"}]
+    updates = []
+    with pytest.raises(Exception, match="time limit"):
+        for update in handlers.ask(picture, question, recording, before, ENDLESS, RANDOM, False, "en"):
+            updates.append(update)
+    assert len(updates) >= 2 and updates[0][-2:] == ("", None), "the first update empties the box and the recorder"
+    conversation, *_, box, recorder = updates[-1]
+    assert [(m["role"], m["content"]) for m in conversation] == [(m["role"], m["content"]) for m in before]
+    assert (box, recorder) == (question, recording)
+
+
 def test_an_answer_clicked_in_the_chat_is_read_aloud(served):
     _, engine = served
     conversation = [{"role": "user", "content": [{"type": "text", "text": "what colour?"}]},

@@ -136,20 +136,25 @@ class ImageHandlers(TabHandlers):
         messages = [*chat.messages, {"role": "user", "content": typed or SPOKEN_MARK + HEARD_PLACEHOLDER}]
         outputs = _ChatOutputs(messages)
         writes_down = hears and getattr(self.engine.load(preset), "writes_heard_questions", False)
-        if clip is not None:
-            hearing = HeardQuestionRequest(picture, audio=clip.waveform, history=chat.turns) if writes_down \
-                else AudioRequest(clip.waveform)
-            typed = yield from self._transcribe_question(listener, hearing, outputs, lang)
-        if hears:  # the model hears the recording itself, with the words it wrote for it if it writes them
-            request = AskRequest(picture, question=typed if writes_down else "", audio=clip.waveform,
-                                 history=chat.turns)
-        else:
-            request = AskRequest(picture, question=typed, history=chat.turns)
         params = self.engine.preset(preset).params()
-        answer_at = len(messages)
-        messages.append({"role": "assistant", "content": ""})
-        text, stats, last = yield from relay(stream_text(self.engine, preset, request, params, lang, warn_notes=False),
-                                             outputs.answer)
+        answer_at, box = len(messages), typed
+        try:
+            if clip is not None:
+                hearing = HeardQuestionRequest(picture, audio=clip.waveform, history=chat.turns) if writes_down \
+                    else AudioRequest(clip.waveform)
+                typed = yield from self._transcribe_question(listener, hearing, outputs, lang)
+            if hears:  # the model hears the recording itself, with the words it wrote for it if it writes them
+                request = AskRequest(picture, question=typed if writes_down else "", audio=clip.waveform,
+                                     history=chat.turns)
+            else:
+                request = AskRequest(picture, question=typed, history=chat.turns)
+            messages.append({"role": "assistant", "content": ""})
+            text, stats, last = yield from relay(stream_text(self.engine, preset, request, params, lang,
+                                                             warn_notes=False), outputs.answer)
+        except Exception:
+            if outputs.sent:  # the question left its box or the recorder: give it back, and the chat as it was
+                yield outputs.restored(chat.messages, box, recording)
+            raise
         for note in last.notes if last else ():  # e.g. the oldest turns were left out: said before the answer
             messages.insert(answer_at, _note(note.text(lang)))
         if _unsure(last):
@@ -257,6 +262,11 @@ class _ChatOutputs:
     def answer(self, text: str, stats: str, *_) -> tuple:
         self.messages[-1]["content"] = text
         return self.final(stats, *SKIP_MAPS, gr.skip())
+
+    def restored(self, messages: list[dict], question: str, recording) -> tuple:
+        """After a failure: the conversation as it was before the question, and the question back where it was
+        typed or recorded, so that nothing is lost and asking again takes one click."""
+        return [dict(message) for message in messages], "", *SKIP_MAPS, gr.skip(), question, recording
 
     def final(self, stats: str, heatmap, words, heard, kept) -> tuple:
         conversation = [dict(message) for message in self.messages]  # copies: Gradio diffs against what it sent
