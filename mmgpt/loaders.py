@@ -152,7 +152,7 @@ class CausalLMAdapter:
         _expect(request, TextRequest, type(self).__name__)
         if request.task != "continue":
             raise ValueError(f'this model only continues text; "{request.task}" needs an instruction-tuned model')
-        return on_model(self.tokenizer(request.prompt, return_tensors="pt"), self.model)
+        return on_model(self.tokenizer(request.prompt, return_tensors="pt", split_special_tokens=True), self.model)
 
     def room_for_new_tokens(self, inputs: dict) -> int | None:
         return decoder_room(self.model, inputs["input_ids"].shape[-1])
@@ -168,7 +168,7 @@ class ChatLMAdapter(CausalLMAdapter):
     def prepare(self, request) -> dict:
         _expect(request, TextRequest, type(self).__name__)
         if request.task == "continue":
-            return on_model(self.tokenizer(request.prompt, return_tensors="pt"), self.model)
+            return on_model(self.tokenizer(request.prompt, return_tensors="pt", split_special_tokens=True), self.model)
         messages = [
             {"role": "system", "content": CHAT_SYSTEM_PROMPT},
             {"role": "user", "content": chat_instruction(request)},

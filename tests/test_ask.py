@@ -324,6 +324,9 @@ def test_bad_questions_get_clear_messages_and_the_next_question_works(served, pi
     assert "no model named 'nobody'" in refused(picture, "", silence, None, RANDOM, False, listener="nobody")
     assert "no model named" in refused(picture, "", silence, None, RANDOM, False, listener=VLM)  # cannot hear
     assert client.predict(picture, "what colour?", None, None, RANDOM, False, "en", api_name="/ask")[0]
+    typed_tokens = "what is <|patch|> or <|answer|>?"  # the model's reserved tokens, typed: plain text to it
+    conversation = client.predict(picture, typed_tokens, None, None, RANDOM, False, "en", api_name="/ask")[0]
+    assert texts(conversation)[0] == ("user", typed_tokens) and texts(conversation)[1][1]
 
 
 @needs_espeak

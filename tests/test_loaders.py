@@ -82,8 +82,11 @@ def test_causal_lm_loader_streams_a_gpt2_continuation(tmp_path):
     model = GPT2LMHeadModel(config)
     model.generation_config.suppress_tokens = [0, 1]  # a random model must not end at once
     model.save_pretrained(tmp_path)
-    updates = stream(Preset("tiny-gpt2", ("text",), "causal-lm", str(tmp_path), "test", 1), TextRequest("romeo"))
+    preset = Preset("tiny-gpt2", ("text",), "causal-lm", str(tmp_path), "test", 1)
+    updates = stream(preset, TextRequest("romeo"))
     assert updates[-1].tokens == 6 and len(updates[-1].text.split()) == 6 and len(updates) >= 3
+    typed = load_adapter(preset, "cpu", torch.float32).prepare(TextRequest("romeo <|endoftext|>"))["input_ids"]
+    assert 0 not in typed[0].tolist(), "a typed <|endoftext|> is text, not the end of a document"
 
 
 @pytest.fixture(scope="module")

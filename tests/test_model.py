@@ -518,6 +518,23 @@ def test_a_wrong_number_of_image_placeholders_raises(tiny, change):
         model(input_ids=torch.tensor([ids]), pixel_values=inputs["pixel_values"])
 
 
+@pytest.mark.parametrize("task", ["caption", "continue", "ask"])
+def test_a_reserved_token_typed_by_a_user_is_read_as_text(tiny, task):
+    """Typed text never adds a token that gives the sequence its structure: "<|patch|>" in a caption's start, a
+    prompt or a question (and its earlier turns) is those characters, so every reserved token appears as often as
+    it does for plain text."""
+    _, processor = tiny
+    reserved = set(processor.token_ids.values())
+
+    def structure(text: str) -> list[int]:
+        ids = (processor.ask_ids(text, history=[(text, text)]) if task == "ask" else processor.prompt_ids(task, text))
+        return [i for i in ids if i in reserved]
+
+    typed = " ".join(processor.token_ids)  # every reserved token's name
+    assert structure(f"what is {typed}?") == structure("what is it?")
+    assert processor.tokenizer.decode(processor.prompt_ids("continue", typed)[1:]) == typed
+
+
 def test_more_audio_placeholders_than_the_features_give_raises(tiny):
     model, processor = tiny
     inputs = processor(audio=random_audio(0, seconds=0.5), sampling_rate=16_000)

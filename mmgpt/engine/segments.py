@@ -75,7 +75,7 @@ def _read_tokens(tokenizer, request: TextRequest) -> int:
 
 
 def _text_ids(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"] if text else []
+    return tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"] if text else []
 
 
 def _keep_end(tokenizer, text: str, drop: int, keep_one: bool) -> str:

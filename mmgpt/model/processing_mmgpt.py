@@ -151,7 +151,7 @@ class MMGPTProcessor(ProcessorMixin):
             prefix = []
         else:
             raise ValueError(f"unknown task {task!r}; expected one of {sorted(TASK_TOKENS)}")
-        return prefix + [ids[TASK_TOKENS[task]]] + self.tokenizer.encode(text, add_special_tokens=False)
+        return prefix + [ids[TASK_TOKENS[task]]] + self._encode(text)
 
     def ask_ids(self, question: str, audio_frames: int = 0, history: Sequence[tuple[str, str]] = ()) -> list[int]:
         """Token ids of a question about a picture, after its earlier turns (see the module docstring)."""
@@ -174,7 +174,9 @@ class MMGPTProcessor(ProcessorMixin):
         return prompt + [ids["<|ask|>"], *encode(question), ids["<|answer|>"]]
 
     def _encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False)
+        """Text as text: a user who types "<|patch|>" or "<|answer|>" gets those characters, not the tokens that
+        give the sequence its structure."""
+        return self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
 
     # --- batches ------------------------------------------------------------------------------------------------
 
