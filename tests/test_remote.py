@@ -601,6 +601,9 @@ def test_the_app_streams_a_remote_answer_and_words_its_errors(presets, proxy, ch
         with pytest.raises(AppError, match="refused the API key"):
             client.predict("romeo", "chat", "French", "", "keyed", 8, 0.0, 1.0, 0, 1.0, None, False,
                            api_name="/generate")
+        with pytest.raises(AppError, match="拒绝了来自 " + KEY_ENV):  # the server's refusal, not "not downloaded"
+            client.predict("romeo", "chat", "French", "", "keyed", 8, 0.0, 1.0, 0, 1.0, None, False, "zh-CN",
+                           api_name="/generate")
 
 
 # --- last: the server dies ------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from pathlib import Path
 import gradio as gr
 
 from mmgpt import inputs, overlays
-from mmgpt.engine import Engine, GenerationParams, GenerationTimeout, PresetUnavailableError, StreamUpdate
+from mmgpt.engine import Engine, GenerationParams, GenerationTimeout, PresetUnavailableError, RemoteError, StreamUpdate
 from mmgpt.i18n import make_i18n, translate
 from mmgpt.inputs import InputError, Message
 from mmgpt.presets import Preset, default_preset
@@ -55,7 +55,7 @@ class Page:
 def user_facing_errors(handler: Callable[..., Iterator], timeout_s: float | None = None) -> Callable[..., Iterator]:
     """Run a generator handler; turn what it raises into a `gr.Error` in the page's language, with no traceback.
 
-    InputError / ValueError / PresetUnavailableError / GenerationTimeout carry messages meant for users
+    InputError / ValueError / RemoteError / PresetUnavailableError / GenerationTimeout carry messages meant for users
     (`timeout_s` is the engine's limit, which the timeout message names). Anything else is logged with its
     traceback and shown as a generic "try again". Logs name the handler and the exception type, never the user's
     content.
@@ -72,6 +72,9 @@ def user_facing_errors(handler: Callable[..., Iterator], timeout_s: float | None
             raise
         except InputError as exc:
             logger.info("%s: refused input (%s)", handler.__name__, exc.key)
+            raise error(exc.message.text(lang), lang) from None
+        except RemoteError as exc:  # before its base class: it says what the server did, in the page's language
+            logger.warning("%s: a remote model failed (%s)", handler.__name__, exc.message.key)
             raise error(exc.message.text(lang), lang) from None
         except PresetUnavailableError as exc:
             logger.warning("%s: preset unavailable", handler.__name__)
