@@ -23,31 +23,34 @@ from mmgpt.ui.common import I18N, Page, user_facing_errors
 logger = logging.getLogger("mmgpt.app")
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int, minimum: int | None = None) -> int:
     value = os.environ.get(name, "").strip()
     try:
-        return int(value) if value else default
+        number = int(value) if value else default
     except ValueError:
         raise SystemExit(f"{name} must be a whole number, got {value!r}") from None
+    if minimum is not None and number < minimum:  # 0 requests at once would queue every request for ever
+        raise SystemExit(f"{name} must be at least {minimum}, got {number}")
+    return number
 
 
 # --- configuration (each read once, here; see the README's table) ------------------------------------------------
 # Generations at once, all tabs together. Requests to one model share its decoding steps (mmgpt.engine.batching), so
 # a batch of 16 costs little more per step than one request; models that cannot batch take turns on the cores.
-CONCURRENCY_LIMIT = _env_int("MMGPT_CONCURRENCY", 16)
+CONCURRENCY_LIMIT = _env_int("MMGPT_CONCURRENCY", 16, minimum=1)
 BATCHING = _env_int("MMGPT_BATCHING", 1) != 0  # 0: every request decodes on its own (the path before batching)
 # torch threads per thread that runs a model (the batch thread, each request's prefill): 1 keeps them off each
 # other's cores on a 2-core machine (see benchmarks/README.md, "Threads and OpenMP")
-TORCH_THREADS = _env_int("MMGPT_TORCH_THREADS", 1)
+TORCH_THREADS = _env_int("MMGPT_TORCH_THREADS", 1, minimum=1)
 # 1: the models run in a worker process of their own, where no web-server thread holds their GIL (tokens reach the
 # browser at the model's pace; benchmarks/README.md). ZeroGPU runs handlers in a fork of this process, which must
 # hold the models itself, so there it is always 0.
 ENGINE_PROCESS = _env_int("MMGPT_ENGINE_PROCESS", 1) != 0 and not os.environ.get("SPACES_ZERO_GPU")
-QUEUE_MAX_SIZE = _env_int("MMGPT_QUEUE_SIZE", 16)  # waiting requests beyond which users hear "busy, try again"
-MAX_LOADED_MODELS = _env_int("MMGPT_MAX_LOADED", 3)  # models kept in memory; the least recently used goes first
-GENERATION_TIMEOUT_S = _env_int("MMGPT_TIMEOUT_S", 120)  # seconds one request may generate for
+QUEUE_MAX_SIZE = _env_int("MMGPT_QUEUE_SIZE", 16, minimum=1)  # waiting requests beyond which users hear "busy"
+MAX_LOADED_MODELS = _env_int("MMGPT_MAX_LOADED", 3, minimum=1)  # models kept in memory; least recently used goes first
+GENERATION_TIMEOUT_S = _env_int("MMGPT_TIMEOUT_S", 120, minimum=1)  # seconds one request may generate for
 CACHE_SWEEP_S, CACHE_MAX_AGE_S = 600, 1800  # every 10 min delete uploads and outputs older than 30 min
-MAX_UPLOAD_MB = _env_int("MMGPT_MAX_UPLOAD_MB", 100)
+MAX_UPLOAD_MB = _env_int("MMGPT_MAX_UPLOAD_MB", 100, minimum=1)
 CONCURRENCY_GROUP = "models"  # every model event shares one concurrency limit
 SESSION_CAPACITY = 1000  # browser sessions whose Gradio state is kept (about 0.13 MB each; the app keeps no user state)
 

@@ -6,8 +6,12 @@ for `max_new_tokens` tokens). The tests of right answers need the trained model 
 """
 
 import json
+import logging
+import os
 import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -232,6 +236,32 @@ def test_bad_files_get_the_inputs_messages(served, tmp_path):
     silent = tmp_path / "silence.wav"
     sf.write(silent, np.zeros(16_000, dtype=np.float32), 16_000)
     assert "No speech was heard" in error_of(client, handle_file(str(silent)), RANDOM_PRESET, api_name="/transcribe")
+
+
+@pytest.mark.parametrize("value, words", [("0", "must be at least 1, got 0"), ("-3", "must be at least 1, got -3"),
+                                          ("four", "must be a whole number, got 'four'")])
+def test_a_server_setting_out_of_range_stops_the_app_naming_it(monkeypatch, value, words):
+    """0 requests at once would queue every request for ever, and 0 torch threads would fail each one: the app
+    refuses to start instead, naming the variable."""
+    monkeypatch.setenv("MMGPT_CONCURRENCY", value)
+    with pytest.raises(SystemExit, match=f"MMGPT_CONCURRENCY {words}"):
+        app._env_int("MMGPT_CONCURRENCY", 16, minimum=1)
+    monkeypatch.setenv("MMGPT_BATCHING", "0")  # a switch: 0 is a setting, not a mistake
+    assert app._env_int("MMGPT_BATCHING", 1) == 0
+
+
+def test_a_misspelt_default_model_is_logged_and_the_tab_starts_with_another(monkeypatch, caplog):
+    monkeypatch.setenv("MMGPT_DEFAULT_TEXT", "gtp2-misspelt")
+    handlers = app.Handlers(Engine(presets=PRESETS))
+    with caplog.at_level(logging.WARNING, logger="mmgpt.app"):
+        assert handlers.default("text") in [preset.name for preset in handlers.presets("text")]
+    assert "gtp2-misspelt" in caplog.text and "the text tab starts with" in caplog.text
+
+
+def test_the_app_does_not_start_with_room_for_no_request():
+    started = subprocess.run([sys.executable, "-c", "import app"], cwd=ROOT, capture_output=True, text=True,
+                             env={**os.environ, "MMGPT_CONCURRENCY": "0"}, timeout=300)
+    assert started.returncode != 0 and "MMGPT_CONCURRENCY must be at least 1, got 0" in started.stderr
 
 
 @pytest.mark.parametrize("overrides, words", [

@@ -94,6 +94,11 @@ def user_facing_errors(handler: Callable[..., Iterator], timeout_s: float | None
     return run
 
 
+@functools.cache
+def _warn_once(message: str):
+    logger.warning(message)
+
+
 def error(message: str, lang: str) -> gr.Error:
     # the modal renders HTML: escape it, since messages may quote what a crafted request sent
     return gr.Error(html.escape(message, quote=False), title=translate("error_title", lang), print_exception=False)
@@ -246,7 +251,8 @@ class TabHandlers:
         names = [preset.name for preset in self.presets(task)]
         try:
             name = default_preset(task)
-        except ValueError:
+        except ValueError as exc:  # a misspelt MMGPT_DEFAULT_<TASK>: the page still starts, and the log says why
+            _warn_once(f"{exc}; the {task} tab starts with {names[0] if names else 'no model'} instead")
             name = None
         return name if name in names else (names[0] if names else None)
 
