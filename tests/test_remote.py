@@ -580,6 +580,43 @@ def test_a_chat_event_that_is_not_an_answer_is_reported_for_what_it_is(event, ke
     assert error.message.key == key and words in str(error)
 
 
+def body_stub(body: str, media_type: str):
+    """A stand-in server, not a real one: every POST is answered with one `body`, not streamed."""
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def answer(request):
+        return Response(body, media_type=media_type)
+
+    return Starlette(routes=[Route("/{path:path}", answer, methods=["POST"])])
+
+
+def test_a_chat_answer_that_was_not_streamed_is_reported_not_shown_as_empty():
+    body = json.dumps({"choices": [{"message": {"role": "assistant", "content": "hello"}}]})
+    with serving(body_stub(body, "application/json")) as url:
+        preset = remote_preset("stub", f"{url}/v1", "m")
+        error = error_of(RemoteBackend(timeout_s=10).stream(preset, CHAT, SHORT))
+    assert error.message.key == "remote_malformed" and "not streamed" in str(error)
+
+
+@pytest.mark.parametrize("body, media_type, text", [
+    ("a small red circle", "text/plain", "a small red circle"),  # response_format=text, as some servers answer
+    (json.dumps({"text": "a small red circle"}), "application/json", "a small red circle"),
+    (json.dumps({"text": None}), "application/json", None),
+    (json.dumps({"words": ["a"]}), "application/json", None),
+])
+def test_a_transcript_that_was_not_streamed_is_read_from_its_text_or_reported(body, media_type, text):
+    with serving(body_stub(body, media_type)) as url:
+        preset = remote_preset("stub", f"{url}/v1", "m", ("audio",))
+        stream = RemoteBackend(timeout_s=10).stream(preset, AudioRequest(noise(0.5)), preset.params())
+        if text is None:
+            error = error_of(stream)
+            assert error.message.key == "remote_malformed" and "transcript whose text" in str(error)
+        else:
+            assert list(stream)[-1].text == text
+
+
 # --- through the app -------------------------------------------------------------------------------------------------
 
 

@@ -322,13 +322,17 @@ class RemoteBackend:
                 model=preset.server.model, messages=messages, stream=True, stream_options={"include_usage": True},
                 extra_headers=headers, **self._split(fields))
             answering = True
+            chunks = 0
             async with stream:  # leaving this block, for any reason, closes the connection
                 async for chunk in stream:
+                    chunks += 1
                     delta, usage = _read_chunk(chunk)
                     if delta:
                         yield _Delta(delta, time.perf_counter())
                     if usage is not None:
                         yield _Usage(usage)
+            if not chunks:  # a server that ignores `stream` answers with one body, which holds no event
+                raise _Malformed("no event at all: an answer that was not streamed")
         except Exception as exc:
             raise self._error(preset, exc, answering) from None
 
@@ -343,7 +347,7 @@ class RemoteBackend:
         try:
             if not (preset.server.stream_transcription and request.task == "transcribe"):
                 result = await endpoint.create(**arguments)
-                yield _Delta(result.text, time.perf_counter())
+                yield _Delta(_transcript_text(result), time.perf_counter())
                 if (tokens := getattr(getattr(result, "usage", None), "output_tokens", None)) is not None:
                     yield _Usage(tokens)  # OpenAI's own transcription models count them
                 return
@@ -353,11 +357,14 @@ class RemoteBackend:
                 async for event in stream:
                     kind = getattr(event, "type", None)
                     if kind == "transcript.text.delta":
+                        if not isinstance(event.delta, str):
+                            raise _Malformed(f"a delta of type {type(event.delta).__name__}")
                         yield _Delta(event.delta, time.perf_counter())
                     elif kind != "transcript.text.done":
                         raise _Malformed(f"an event of type {kind!r}")
-        except _Malformed as exc:
-            raise RemoteError("remote_malformed_transcript", preset=preset.name, reason=str(exc)) from None
+        except _Malformed as exc:  # streamed: the hint is to stop streaming; else the generic message
+            key = "remote_malformed_transcript" if answering else "remote_malformed"
+            raise RemoteError(key, preset=preset.name, reason=str(exc)) from None
         except json.JSONDecodeError as exc:
             raise RemoteError("remote_malformed_transcript", preset=preset.name, reason=_short(exc)) from None
         except Exception as exc:
@@ -447,6 +454,14 @@ def _read_chunk(chunk) -> tuple[str, int | None]:
     if content is not None and not isinstance(content, str):
         raise _Malformed(f"delta content of type {type(content).__name__}")
     return content or "", usage
+
+
+def _transcript_text(result) -> str:
+    """The text of a transcription that was not streamed: a JSON body's `text`, or a plain-text body itself."""
+    text = result if isinstance(result, str) else getattr(result, "text", None)
+    if not isinstance(text, str):
+        raise _Malformed(f"a transcript whose text is of type {type(text).__name__}")
+    return text
 
 
 def _server_reason(exc, key: str) -> str:
