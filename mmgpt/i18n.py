@@ -303,8 +303,9 @@ TRANSLATIONS: dict[str, dict[str, str]] = {
 
 
 def normalize_language(lang: str | None) -> str:
-    """Map a browser locale ("zh-CN", "zh", "zh-Hans-CN", "en-GB", "") to a language in `LANGUAGES`."""
-    tag = (lang or "").strip().split(",")[0].split(";")[0].strip().lower()
+    """Map a browser locale ("zh-CN", "zh", "zh-Hans-CN", "en-GB", "") to a language in `LANGUAGES`; anything that
+    is no locale (a crafted API call's 5) is the default language, so the message it gets can still be said."""
+    tag = (lang if isinstance(lang, str) else "").strip().split(",")[0].split(";")[0].strip().lower()
     if tag.startswith("zh") and not any(part in tag for part in ("tw", "hk", "mo", "hant")):
         return "zh-CN"
     return DEFAULT_LANGUAGE

@@ -266,6 +266,7 @@ def test_the_app_does_not_start_with_room_for_no_request():
 
 @pytest.mark.parametrize("overrides, words", [
     (dict(top_k=-5), "top_k"),
+    (dict(top_k=-5, lang=5), "top_k"),  # a language that is no locale: the message is still said, in English
     (dict(temperature=99), "temperature"),
     (dict(max_new_tokens="lots"), "max_new_tokens"),
     (dict(seed=1.5), "seed"),
