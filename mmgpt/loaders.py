@@ -57,7 +57,15 @@ CHAT_INSTRUCTIONS = {
 
 
 class PresetUnavailableError(RuntimeError):
-    """The preset's files cannot be had (offline, not cached, missing from assets/). The message is for users."""
+    """The preset's files cannot be had (offline, not cached, missing from assets/). The message is for users;
+    `preset` names the model, which need not be the one the user asked to answer (a question's listener)."""
+
+    def __init__(self, message: str, preset: str | None = None):
+        super().__init__(message)
+        self.preset = preset
+
+    def __reduce__(self):  # keeps `preset` across the engine's worker process
+        return type(self), (str(self), self.preset)
 
 
 class ModelAdapter(Protocol):
@@ -444,11 +452,14 @@ def load_adapter(preset: Preset, device: str, dtype: torch.dtype) -> ModelAdapte
     location = preset.location
     if preset.is_local and not Path(location).is_dir():
         raise PresetUnavailableError(
-            f'Model "{preset.name}" is not installed: its files are missing from {preset.source}.'
+            f'Model "{preset.name}" is not installed: its files are missing from {preset.source}.', preset.name
         )
     started = time.perf_counter()
     try:
         adapter = ADAPTERS[preset.loader](location, device, dtype)
+    except PresetUnavailableError as exc:  # a loader's own reason (whisper-ct2's package): say whose it is
+        exc.preset = exc.preset or preset.name
+        raise
     except (OSError, HfHubHTTPError) as exc:
         logger.warning("could not load preset %s from %s: %s: %s", preset.name, location, type(exc).__name__, exc)
         if preset.is_local:
@@ -458,7 +469,7 @@ def load_adapter(preset: Preset, device: str, dtype: torch.dtype) -> ModelAdapte
                 f'Model "{preset.name}" could not be downloaded (no network access or not in the local cache). '
                 f"Choose {OFFLINE_DEFAULT}, which ships with the app."
             )
-        raise PresetUnavailableError(message) from exc
+        raise PresetUnavailableError(message, preset.name) from exc
     logger.info("loaded %s (%s) on %s as %s in %.1f s", preset.name, preset.loader, device, dtype,
                 time.perf_counter() - started)
     return adapter

@@ -330,6 +330,17 @@ def test_bad_questions_get_clear_messages_and_the_next_question_works(served, pi
 
 
 @needs_espeak
+@pytest.mark.parametrize("lang", ["en", "zh-CN"])
+def test_a_listener_that_cannot_load_is_the_model_named(served, picture, tmp_path, lang):
+    """whisper-base is a Hub checkpoint, not cached here: the message names it, not the model that would answer."""
+    client, _ = served
+    question = handle_file(str(speech_wav(tmp_path / "question.wav", "what colour is the square")))
+    message = error_of(lambda: client.predict(picture, "", question, None, RANDOM, False, lang, "whisper-base",
+                                              api_name="/ask"))
+    assert "whisper-base" in message and RANDOM not in message
+
+
+@needs_espeak
 def test_a_spoken_question_longer_than_the_model_hears_is_refused_before_it_runs(served, picture, tmp_path):
     client, engine = served
     limit = engine.load(RANDOM).max_audio_seconds

@@ -118,8 +118,9 @@ def test_a_wrong_request_is_refused_here_before_the_worker_hears_of_it(presets):
 
 
 def test_errors_cross_to_the_server_with_their_type_and_message(worker):
-    with pytest.raises(PresetUnavailableError, match="missing-model"):
+    with pytest.raises(PresetUnavailableError, match="missing-model") as missing:
         list(worker.stream(MISSING, TextRequest("ROMEO:"), GREEDY))
+    assert missing.value.preset == MISSING, "it names the model that could not load, for the page to say"
     with pytest.raises(RemoteError) as caught:  # rebuilt from its key, so that the page can translate it
         list(worker.stream(KEYLESS, TextRequest("ROMEO:"), GREEDY))
     assert caught.value.message.key == "remote_key_missing" and KEY_ENV in str(caught.value)
