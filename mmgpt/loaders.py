@@ -175,8 +175,8 @@ class ChatLMAdapter(CausalLMAdapter):
 
     def prepare(self, request) -> dict:
         _expect(request, TextRequest, type(self).__name__)
-        if request.task == "continue":
-            return on_model(self.tokenizer(request.prompt, return_tensors="pt", split_special_tokens=True), self.model)
+        if request.task == "continue":  # a plain continuation, as a base LM takes it
+            return super().prepare(request)
         messages = [
             {"role": "system", "content": CHAT_SYSTEM_PROMPT},
             {"role": "user", "content": chat_instruction(request)},

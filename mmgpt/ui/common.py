@@ -79,7 +79,7 @@ def user_facing_errors(handler: Callable[..., Iterator], timeout_s: float | None
         except PresetUnavailableError as exc:
             logger.warning("%s: preset unavailable", handler.__name__)
             raise error(translate("preset_unavailable", lang, detail=str(exc),
-                                  preset=getattr(exc, "preset", None) or bound.get("preset")), lang) from None
+                                  preset=exc.preset or bound.get("preset")), lang) from None
         except GenerationTimeout as exc:
             logger.warning("%s: generation timed out", handler.__name__)
             raise error(translate("generation_timeout", lang, detail=str(exc), seconds=f"{timeout_s or 0:g}"),
