@@ -23,7 +23,6 @@ import shutil
 import subprocess
 import unicodedata
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from .audio import SAMPLE_RATE
+from .audio import SAMPLE_RATE, to_mono_16k
 from .i18n import Message, translate  # noqa: F401  (Message is part of this module's API)
 from .requests import Turn
 
@@ -321,24 +320,25 @@ def _file_audio(path: Path, notes: list[Message]) -> tuple[np.ndarray, bool]:
             sample_rate = _check_rate(sound.samplerate)
             _check_channels(sound.channels)
             limit = int(MAX_AUDIO_SECONDS * sample_rate)
+            levels, resample, pieces, frames = _Levels(), _resampler(sample_rate), [], 0
             # A few MB of FLAC can hold 600 s of 8 channels at 384 kHz, 7 GB decoded: read a block at a time.
-            blocks = sound.blocks(blocksize=max(1, AUDIO_BLOCK_SAMPLES // sound.channels), frames=limit,
-                                  dtype="float32", always_2d=True)
-            found: list[Message] = []  # kept apart until the read succeeds, so that ffmpeg's try starts afresh
-            waveform = _clean_16k(blocks, sample_rate, found)
-            truncated = len(sound.read(frames=1)) > 0  # a frame beyond the limit
+            for block in sound.blocks(blocksize=max(1, AUDIO_BLOCK_SAMPLES // sound.channels), frames=limit + 1,
+                                      dtype="float32", always_2d=True):
+                kept = block[:max(0, limit - frames)]
+                frames += len(block)
+                pieces.append(resample(levels.clean(kept).mean(axis=1)))
+            pieces.append(resample(np.zeros(0, np.float32), last=True))
     except InputError:
         raise
     except (RuntimeError, ValueError, TypeError, OSError, EOFError) as exc:  # soundfile can't: try ffmpeg
         logger.info("soundfile could not read the upload (%s); trying ffmpeg", type(exc).__name__)
         return _ffmpeg_audio(path, notes)
-    notes += found
-    return waveform, truncated
+    return levels.finish(np.concatenate(pieces), notes), frames > limit
 
 
 def _resampler(sample_rate: int):
     """`resample(mono_block, last=False)` -> the block at SAMPLE_RATE, carrying the filter's state across blocks.
-    The quality is librosa's default (soxr's HQ), which `mmgpt.audio.to_mono_16k` uses."""
+    The quality is librosa's default, which `to_mono_16k` uses for whole recordings."""
     import soxr
 
     if sample_rate == SAMPLE_RATE:
@@ -396,18 +396,8 @@ def _check_channels(channels: int):
 
 def _to_clean_16k(waveform: np.ndarray, sample_rate: int, notes: list[Message]) -> np.ndarray:
     """Float samples `(n,)` or `(n, channels)` -> finite, within [-1, 1], mono, SAMPLE_RATE."""
-    return _clean_16k([waveform], sample_rate, notes)
-
-
-def _clean_16k(blocks: Iterable[np.ndarray], sample_rate: int, notes: list[Message]) -> np.ndarray:
-    """`_to_clean_16k` of a recording given a block at a time: memory follows the mono SAMPLE_RATE result."""
-    levels, resample = _Levels(), _resampler(sample_rate)
-    pieces = []
-    for block in blocks:
-        block = levels.clean(block)
-        pieces.append(resample(block.mean(axis=1) if block.ndim == 2 else block))
-    pieces.append(resample(np.zeros(0, np.float32), last=True))
-    return levels.finish(np.concatenate(pieces), notes)
+    levels = _Levels()
+    return levels.finish(to_mono_16k(levels.clean(waveform), sample_rate), notes)
 
 
 class _Levels:
