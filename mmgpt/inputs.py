@@ -328,12 +328,13 @@ def _file_audio(path: Path, notes: list[Message]) -> tuple[np.ndarray, bool]:
                 frames += len(block)
                 pieces.append(resample(levels.clean(kept).mean(axis=1)))
             pieces.append(resample(np.zeros(0, np.float32), last=True))
+            waveform = _librosa_length(np.concatenate(pieces), min(frames, limit), sample_rate)
     except InputError:
         raise
     except (RuntimeError, ValueError, TypeError, OSError, EOFError) as exc:  # soundfile can't: try ffmpeg
         logger.info("soundfile could not read the upload (%s); trying ffmpeg", type(exc).__name__)
         return _ffmpeg_audio(path, notes)
-    return levels.finish(np.concatenate(pieces), notes), frames > limit
+    return levels.finish(waveform, notes), frames > limit
 
 
 def _resampler(sample_rate: int):
@@ -345,6 +346,16 @@ def _resampler(sample_rate: int):
         return lambda block, last=False: block
     stream = soxr.ResampleStream(sample_rate, SAMPLE_RATE, 1, dtype="float32", quality="HQ")
     return lambda block, last=False: stream.resample_chunk(np.ascontiguousarray(block, np.float32), last=last)
+
+
+def _librosa_length(waveform: np.ndarray, frames: int, sample_rate: int) -> np.ndarray:
+    """`waveform`, resampled from `frames` samples at `sample_rate`, cut or padded with silence to the length
+    librosa gives a whole recording. soxr's stream sometimes ends a sample short of its one-shot call, and a file must
+    give what the same samples give as an array."""
+    if sample_rate == SAMPLE_RATE:
+        return waveform
+    size = int(np.ceil(frames * (float(SAMPLE_RATE) / sample_rate)))  # librosa.resample's own expression
+    return np.pad(waveform[:size], (0, max(0, size - waveform.size)))
 
 
 def ffmpeg_available() -> bool:

@@ -460,6 +460,19 @@ def test_a_file_read_in_blocks_gives_what_the_whole_recording_gives(tmp_path, mo
     np.testing.assert_allclose(blocks.waveform, whole.waveform, atol=1e-4)
 
 
+def test_a_file_resampled_in_blocks_is_as_long_as_the_same_samples_given_whole(tmp_path):
+    """soxr's stream can end one sample before its one-shot call (LJ Speech's LJ001-0005 at 22.05 kHz: 129774
+    against 129775); a file's clip keeps librosa's length, padded with silence, so its duration does not depend on
+    whether it came as a file or as an array."""
+    rate, frames = 22_050, 178_845
+    wave = speech_like(frames / rate, rate)[:frames]
+    path = tmp_path / "lj.wav"
+    sf.write(path, wave, rate, subtype="FLOAT")
+    whole, from_file = load_audio((rate, wave)), load_audio(str(path))
+    assert from_file.waveform.shape == whole.waveform.shape == (int(np.ceil(frames * 16_000 / rate)),)
+    np.testing.assert_allclose(from_file.waveform, whole.waveform, atol=1e-6)
+
+
 def test_a_small_file_that_decodes_to_hundreds_of_megabytes_is_read_in_little_memory(tmp_path):
     """10 s of 8 channels at 384 kHz is 7 MB of FLAC and 123 MB of float32 samples; 600 s would be 7 GB."""
     import tracemalloc
