@@ -42,6 +42,7 @@ WHISPER_START_TOKENS = 4  # <|startoftranscript|> <|language|> <|task|> <|notime
 # view (1,088 tokens). Tiles read small print; without them an answer takes seconds on a CPU instead of a minute.
 VLM_SPLIT_IMAGES = False
 VLM_DESCRIBE_INSTRUCTION = "Describe this picture in one sentence."
+WORD_JOINER = "\u2060"  # invisible; breaks a reserved token's name typed by a user (`as_typed_text`)
 
 CHAT_SYSTEM_PROMPT = "You are a helpful assistant. Answer briefly and plainly."
 CHAT_INSTRUCTIONS = {
@@ -179,10 +180,20 @@ class ChatLMAdapter(CausalLMAdapter):
             return super().prepare(request)
         messages = [
             {"role": "system", "content": CHAT_SYSTEM_PROMPT},
-            {"role": "user", "content": chat_instruction(request)},
+            {"role": "user", "content": as_typed_text(chat_instruction(request), self.tokenizer)},
         ]
         batch = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt")
         return on_model(batch, self.model)
+
+
+def as_typed_text(text: str, tokenizer) -> str:
+    """`text` with the name of each of the tokenizer's added tokens (<|im_start|>, <image>, ...) broken by an
+    invisible word joiner, so that what a user typed reads as characters, never as a turn marker or a picture slot.
+    A chat template is rendered and tokenized whole, so `split_special_tokens` cannot single out the user's part."""
+    for name in sorted(tokenizer.get_added_vocab(), key=len, reverse=True):
+        if len(name) > 1 and name in text:
+            text = text.replace(name, name[0] + WORD_JOINER + name[1:])
+    return text
 
 
 def chat_instruction(request: TextRequest) -> str:
@@ -322,13 +333,14 @@ class VisionLanguageAdapter:
         if isinstance(request, AskRequest):
             if request.audio is not None:
                 raise ValueError("this model cannot hear: transcribe the spoken question first")
-            text = self.processor.apply_chat_template(vlm_conversation(request), add_generation_prompt=True)
+            conversation = vlm_conversation(request, lambda typed: as_typed_text(typed, self.tokenizer))
+            text = self.processor.apply_chat_template(conversation, add_generation_prompt=True)
         elif isinstance(request, ImageRequest):
             describe = [{"role": "user", "content": [{"type": "image"},
                                                      {"type": "text", "text": VLM_DESCRIBE_INSTRUCTION}]}]
             text = self.processor.apply_chat_template(describe, add_generation_prompt=True)
             if request.prompt.strip():
-                text += " " + request.prompt.strip()
+                text += " " + as_typed_text(request.prompt.strip(), self.tokenizer)
         else:
             raise TypeError(f"{type(self).__name__} takes AskRequest or ImageRequest, got {type(request).__name__}")
         batch = self.processor(text=text, images=[[request.image.convert("RGB")]], return_tensors="pt",
@@ -342,13 +354,14 @@ class VisionLanguageAdapter:
         return {}
 
 
-def vlm_conversation(request: AskRequest) -> list[dict]:
-    """Chat-template messages for a question about a picture: the picture goes with the first question."""
+def vlm_conversation(request: AskRequest, as_text: Callable[[str], str] = str) -> list[dict]:
+    """Chat-template messages for a question about a picture: the picture goes with the first question. Each typed
+    text goes through `as_text`."""
     messages = []
     for turn in request.history:
-        messages += [{"role": "user", "content": [{"type": "text", "text": turn.question}]},
-                     {"role": "assistant", "content": [{"type": "text", "text": turn.answer}]}]
-    messages.append({"role": "user", "content": [{"type": "text", "text": request.question}]})
+        messages += [{"role": "user", "content": [{"type": "text", "text": as_text(turn.question)}]},
+                     {"role": "assistant", "content": [{"type": "text", "text": as_text(turn.answer)}]}]
+    messages.append({"role": "user", "content": [{"type": "text", "text": as_text(request.question)}]})
     messages[0]["content"].insert(0, {"type": "image"})
     return messages
 
