@@ -51,6 +51,7 @@ import numpy as np
 import torch
 
 from .audio import HOP_LENGTH, SAMPLE_RATE
+from .i18n import Message
 from .requests import AskRequest, AudioRequest, ImageRequest
 
 logger = logging.getLogger(__name__)
@@ -97,7 +98,7 @@ class Explanation:
     tokens: list[TokenInfo] | None = None  # every generated token in order; None if the pass could not run
     image_maps: list[WordMap] | None = None  # one per word, in order; None unless an image request on a model that can
     audio_curves: list[WordCurve] | None = None  # one per word; None unless an audio request on a model that can
-    note: str | None = None  # for users: why something is missing
+    note: Message | None = None  # for users, in their language: why something is missing
 
 
 # --- one forward pass ---------------------------------------------------------------------------------------------
@@ -453,6 +454,10 @@ def audio_curves_from(result: _Pass, words) -> list[WordCurve]:
 # --- public entry points ------------------------------------------------------------------------------------------
 
 
+NO_ATTENTION_NOTES = {("image",): "explain_no_attention_image", ("audio",): "explain_no_attention_audio",
+                      ("image", "audio"): "explain_no_attention_image_audio"}  # by `_sources_of`
+
+
 def _sources_of(request) -> tuple[str, ...]:
     """What a request's answer can be traced back to: its picture, its recording, or both (a spoken question)."""
     if isinstance(request, ImageRequest):
@@ -476,7 +481,7 @@ def explain(adapter, request, generated: str | Sequence[int] | torch.Tensor) -> 
     except Exception as exc:  # a missing feature must not break the UI
         logger.warning("explanation failed for %s: %s: %s", type(adapter.model).__name__, type(exc).__name__, exc,
                        exc_info=True)
-        return Explanation(note="This model's explanation could not be computed.")
+        return Explanation(note=Message("explain_failed"))
 
 
 def _explain(adapter, request, generated) -> Explanation:
@@ -484,8 +489,8 @@ def _explain(adapter, request, generated) -> Explanation:
     if isinstance(request, AudioRequest) and adapter.max_audio_seconds:
         seconds = len(request.waveform) / SAMPLE_RATE
         if seconds > adapter.max_audio_seconds + 1e-6:
-            return Explanation(note=f"Explanations cover recordings of up to {adapter.max_audio_seconds:g} s; "
-                                    f"this one is {seconds:.1f} s.")
+            return Explanation(note=Message("explain_audio_too_long", max_seconds=f"{adapter.max_audio_seconds:g}",
+                                            seconds=f"{seconds:.1f}"))
     generated_ids = _as_ids(adapter.tokenizer, generated)
     if not generated_ids:
         return Explanation(tokens=[], image_maps=[] if "image" in sources else None,
@@ -494,7 +499,7 @@ def _explain(adapter, request, generated) -> Explanation:
     pieces = token_pieces(adapter.tokenizer, generated_ids)
     tokens = _confidences(adapter.tokenizer, result, pieces)
     if not result.attention:
-        note = f"This model does not show where it looked in the {' or the '.join(sources)}." if sources else None
+        note = Message(NO_ATTENTION_NOTES[tuple(sources)]) if sources else None
         return Explanation(tokens, note=note)
     special = set(getattr(adapter.tokenizer, "all_special_ids", []))
     words = group_words(pieces, skip={t for t, token_id in enumerate(generated_ids) if token_id in special})

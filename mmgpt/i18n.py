@@ -291,6 +291,18 @@ _TABLE: dict[str, tuple[str, str]] = {
     "remote_no_maps": ("{preset} runs on a remote server, which does not give what the model saw (where it looked, "
                        "how sure it was of each token).",
                        "{preset} 运行在远程服务器上，远程服务器不提供模型看到了什么（看向哪里、对每个 token 有多确定）。"),
+    "explain_failed": ("What this model saw could not be worked out for this answer.",
+                       "这次回答无法算出模型看到了什么。"),
+    "explain_audio_too_long": ("What the model heard is shown for recordings of up to {max_seconds} s; this one is "
+                               "{seconds} s.",
+                               "只有 {max_seconds} 秒以内的录音才能显示模型听到了什么；这段录音长 {seconds} 秒。"),
+    "explain_no_attention_image": ("This model does not show where it looked in the picture.",
+                                   "这个模型不显示它看了图片的哪里。"),
+    "explain_no_attention_audio": ("This model does not show where it listened in the recording.",
+                                   "这个模型不显示它听了录音的哪里。"),
+    "explain_no_attention_image_audio": ("This model does not show where it looked in the picture or where it "
+                                         "listened in the recording.",
+                                         "这个模型不显示它看了图片的哪里，也不显示它听了录音的哪里。"),
     "error_title": ("Error", "出错了"),
     "warning_title": ("Note", "提示"),
     "server_error": ("Something went wrong on the server; try again.", "服务器出错了，请重试。"),

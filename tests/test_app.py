@@ -16,6 +16,7 @@ import threading
 import time
 from pathlib import Path
 
+import gradio as gr
 import numpy as np
 import pytest
 import soundfile as sf
@@ -26,7 +27,7 @@ from PIL import Image
 import app
 from benchmarks import stress
 from media import scene_png, speech_wav
-from mmgpt.engine import Engine
+from mmgpt.engine import Engine, GenerationParams
 from mmgpt.presets import PRESETS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -197,6 +198,35 @@ def test_text_output_comes_with_token_confidences_and_their_top_5(served):
     assert app.Handlers.token_alternatives(last[3], Selected(len(last[3]))) is None  # past the end: nothing
     no_maps = client.predict(**text_args(max_new_tokens=12), show_maps=False, api_name="/generate")
     assert no_maps[0] == output and no_maps[2] is None
+
+
+def first_update(handler) -> tuple:
+    """A handler's first update; the rest of its run is stopped, as the Stop button would."""
+    try:
+        return next(handler)
+    finally:
+        handler.close()
+
+
+def test_each_run_empties_the_last_runs_maps_and_confidences_at_once(served, tmp_path):
+    """What "show what the model saw" drew belongs to the last description, transcript or output, whose words are
+    about to be replaced: a word picked from them would draw the wrong map, so the first update empties them."""
+    _, engine = served
+    handlers = app.Handlers(engine)
+    emptied = (None, gr.update(choices=[], value=None), None)
+    picture, recording = scene_png(tmp_path / "scene.png"), speech_wav(tmp_path / "speech.wav")
+    assert first_update(handlers.caption({"path": str(picture)}, "", RANDOM_PRESET, True))[2:] == emptied
+    assert first_update(handlers.transcribe({"path": str(recording)}, RANDOM_PRESET, True))[2:] == emptied
+    assert first_update(handlers.generate(*text_args().values(), True))[2:] == (None, None)
+
+
+def test_the_answer_length_setting_follows_the_models_own(served):
+    """The Text tab's slider starts at each model's max_new_tokens, which the other tabs use."""
+    handlers = app.Handlers(served[1])
+    for name in ("mmgpt-tiny", "qwen2.5-0.5b-instruct", "gpt2"):
+        assert handlers.answer_length(name) == PRESETS[name].params().max_new_tokens
+    assert handlers.answer_length("mmgpt-tiny") != handlers.answer_length("qwen2.5-0.5b-instruct")
+    assert handlers.answer_length("no-such-model") == GenerationParams().max_new_tokens
 
 
 # --- clear messages ---------------------------------------------------------------------------------------------

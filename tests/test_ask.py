@@ -35,6 +35,7 @@ from mmgpt.engine import AskRequest, Engine, HeardQuestionRequest
 from mmgpt.inputs import MAX_CONVERSATION_MESSAGES, MAX_MESSAGE_CHARS, SPOKEN_MARK
 from mmgpt.presets import PRESETS
 from mmgpt.ui import image_tab
+from mmgpt.ui.common import user_facing_errors
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "assets" / "examples"
@@ -392,6 +393,40 @@ def test_a_question_whose_answer_fails_is_given_back_with_the_conversation_as_it
     conversation, *_, box, recorder = updates[-1]
     assert [(m["role"], m["content"]) for m in conversation] == [(m["role"], m["content"]) for m in before]
     assert (box, recorder) == (question, recording)
+
+
+def first_update(handler) -> tuple:
+    """A handler's first update; the rest of its run is stopped, as the Stop button would."""
+    try:
+        return next(handler)
+    finally:
+        handler.close()
+
+
+EMPTY_PICKER = gr.update(choices=[], value=None)
+
+
+def test_the_next_answer_and_another_picture_empty_the_last_answers_maps_at_once(served, tmp_path):
+    """The maps, the word picker and the question's spectrogram belong to the last answer: a word picked from them
+    beside the next answer's words would draw the wrong map. The next answer's first update empties them, and
+    another picture empties them with the old picture's description."""
+    _, engine = served
+    handlers = app.Handlers(engine)
+    picture = {"path": str(scene_png(tmp_path / "scene.png"))}
+    conversation, _, heatmap, words, heard, kept, *_ = first_update(
+        handlers.ask(picture, "what shape is it?", None, None, RANDOM, RANDOM, True, "en"))
+    assert (heatmap, words, heard["visible"], kept) == (None, EMPTY_PICKER, False, None)
+    assert conversation[0] == {"role": "user", "content": "what shape is it?"}
+    conversation, stats, heard, description, description_stats, heatmap, words, kept = first_update(
+        handlers.new_picture(picture["path"], [], "en"))
+    assert (conversation, stats, heard["visible"], description, description_stats) == ([], "", False, "", "")
+    assert (heatmap, words, kept) == (None, EMPTY_PICKER, None)
+
+
+def test_a_word_picked_with_no_picture_is_refused_in_the_pages_language(served):
+    kept = image_tab.AnswerMaps([("circle", np.full((2, 2), 0.25))])
+    with pytest.raises(gr.Error, match="没有收到图片"):
+        list(user_facing_errors(app.Handlers(served[1]).image_word)(None, 0, kept, "zh-CN"))
 
 
 def test_an_answer_clicked_in_the_chat_is_read_aloud(served):

@@ -5,6 +5,7 @@ mmgpt-tiny: a shape on the left is looked for on the left, a word spoken after a
 after that second.
 """
 
+import dataclasses
 import math
 import os
 from pathlib import Path
@@ -49,7 +50,7 @@ from mmgpt.overlays import (
     word_choices,
 )
 from mmgpt.presets import REPO_ROOT
-from mmgpt.requests import AudioRequest, ImageRequest, TextRequest
+from mmgpt.requests import AskRequest, AudioRequest, ImageRequest, TextRequest
 
 hf_logging.set_verbosity_error()
 
@@ -307,9 +308,27 @@ def test_a_failure_becomes_a_note_not_an_exception(mmgpt):
     assert explanation == Explanation(note=explanation.note) and explanation.note
 
 
+@pytest.mark.parametrize("request_, says", [
+    (ImageRequest(IMAGE), "where it looked in the picture."),
+    (AudioRequest(noise(0.5)), "where it listened in the recording."),
+    (AskRequest(IMAGE, audio=noise(0.5)), "where it looked in the picture or where it listened in the recording."),
+], ids=["picture", "recording", "both"])
+def test_a_model_that_gives_no_attention_says_so_in_the_pages_language(mmgpt, monkeypatch, request_, says):
+    from mmgpt import explain as explain_module
+
+    real_pass = explain_module.forward_pass
+    monkeypatch.setattr(explain_module, "forward_pass",
+                        lambda *args: dataclasses.replace(real_pass(*args), attention={}))
+    explanation = explain(mmgpt, request_, "a red")
+    assert explanation.tokens and explanation.image_maps is None and explanation.audio_curves is None
+    assert str(explanation.note).endswith(says)
+    assert "这个模型不显示" in explanation.note.text("zh-CN")
+
+
 def test_audio_longer_than_one_window_is_not_explained(whisper):
     explanation = explain(whisper, AudioRequest(noise(2.5)), "abc")
-    assert explanation.tokens is None and "1 s" in explanation.note
+    assert explanation.tokens is None and "up to 1 s; this one is 2.5 s" in str(explanation.note)
+    assert "1 秒" in explanation.note.text("zh-CN"), "a note is said in the page's language"
 
 
 def test_nothing_generated_gives_empty_lists(mmgpt):

@@ -578,7 +578,7 @@ def test_every_key_the_code_uses_has_a_translation():
     root = Path(__file__).resolve().parents[1]
     pattern = re.compile(r'(?:translate|InputError|Message|I18N)\(\s*"([a-z_]+)"|"([a-z]+_unknown)"')
     used = set()
-    for path in (root / "app.py", root / "mmgpt" / "inputs.py", *sorted((root / "mmgpt" / "ui").glob("*.py"))):
+    for path in (root / "app.py", *sorted((root / "mmgpt").rglob("*.py"))):
         for match in pattern.finditer(path.read_text()):
             used.add(match.group(1) or match.group(2))
     assert {"image_missing", "stats_line", "preset_unknown", "tab_image"} <= used

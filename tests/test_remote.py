@@ -323,7 +323,8 @@ def test_a_seed_reaches_the_server_and_a_setting_it_lacks_comes_back_as_a_note(e
 
 def test_the_maps_say_a_remote_model_gives_none_and_nothing_is_loaded(engine):
     explanation = engine.explain("llama-remote", CHAT, "romeo")
-    assert explanation.tokens is None and "remote server" in explanation.note
+    assert explanation.tokens is None and "remote server" in str(explanation.note)
+    assert "远程服务器" in explanation.note.text("zh-CN")
     assert engine.load("llama-remote") is None and engine.loaded == []
 
 

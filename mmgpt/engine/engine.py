@@ -10,7 +10,7 @@ from dataclasses import replace
 
 import torch
 
-from ..i18n import translate
+from ..i18n import Message
 from ..loaders import ModelAdapter, dtype_for, pick_device
 from ..presets import PRESETS, Preset, get_preset
 from ..requests import AskRequest, AudioRequest, GenerationParams, ImageRequest, StreamUpdate, TextRequest
@@ -118,7 +118,7 @@ class Engine:
 
         preset = self.check(preset_name, request)
         if preset.is_remote:
-            return Explanation(note=translate("remote_no_maps", preset=preset_name))
+            return Explanation(note=Message("remote_no_maps", preset=preset_name))
         adapter = self.load(preset_name)
         if isinstance(request, AskRequest):  # the prompt the answer was written to: the same turns left out
             _, request, _ = fit_conversation(adapter, request, (params or preset.params()).max_new_tokens)

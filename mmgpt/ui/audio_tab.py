@@ -12,6 +12,7 @@ from mmgpt.inputs import InputError
 from .common import (
     I18N,
     PICKS,
+    NO_MAPS,
     SKIP_MAPS,
     Page,
     TabHandlers,
@@ -41,8 +42,9 @@ class AudioHandlers(TabHandlers):
         request = AudioRequest(clip.waveform)
         # The picture is drawn once the transcript is done: drawing it first would delay the first words, and
         # drawing it meanwhile would slow them down (it shares the CPU and the GIL with decoding).
-        text, stats, last = yield from stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS)
-        explanation = self.explain(preset, request, text, show_maps, last, params)
+        text, stats, last = yield from stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS,
+                                                   first=NO_MAPS)
+        explanation = self.explain(preset, request, text, show_maps, last, params, lang)
         curves = explanation and explanation.audio_curves
         if not curves:
             yield (text, stats, figures.spectrogram_image(clip.waveform), gr.update(choices=[], value=None), None)
@@ -52,7 +54,7 @@ class AudioHandlers(TabHandlers):
         yield (text, stats, curve_picture(clip.waveform, kept[word]),
                gr.update(choices=overlays.word_choices(curves), value=word), kept)
 
-    def audio_word(self, audio, word, curves):
+    def audio_word(self, audio, word, curves, lang=""):
         """The spectrogram with the chosen transcript word's attention over time under it."""
         if (picked := picked_item(curves, word)) is None:
             yield gr.skip()
@@ -105,7 +107,11 @@ def build(handlers: AudioHandlers, page: Page):
                                         api_name="transcribe", **page.events)
     reply_event = reply.click(page.model_handler(handlers.reply), [transcript, reply_preset, page.lang],
                               [reply_output, reply_stats], api_name="reply", **page.events)
-    audio_words.input(page.errors(handlers.audio_word), [audio, audio_words, audio_curves], spectrogram, **PICKS)
+    audio_words.input(page.errors(handlers.audio_word), [audio, audio_words, audio_curves, page.lang], spectrogram,
+                      js=page.events["js"], **PICKS)
     audio_stop.click(None, None, None, cancels=[transcribe_event])
+    # Another recording (or none): the transcript and its maps belonged to the last one.
+    audio.change(lambda: ("", "", *NO_MAPS), None, [transcript, audio_stats, spectrogram, audio_words, audio_curves],
+                 cancels=[transcribe_event], queue=False, api_visibility="private")
     hold_while_recording(audio, transcribe)
     reply_stop.click(None, None, None, cancels=[reply_event])

@@ -128,9 +128,10 @@ def stats_line(update: StreamUpdate | None, lang: str, seed: int | None = None, 
 
 
 def stream_text(engine: Engine, preset: str, request, params: GenerationParams, lang: str, *extra,
-                warn_notes: bool = True):
-    """Yield `(text so far, stats line, *extra)` per update; stop the engine's worker however this ends. The
-    engine's notes (e.g. the prompt was trimmed to fit the model) show as warnings, unless not `warn_notes`.
+                warn_notes: bool = True, first: tuple | None = None):
+    """Yield `(text so far, stats line, *extra)` per update, the first with `first` (if given) in place of `extra`;
+    stop the engine's worker however this ends. The engine's notes (e.g. the prompt was trimmed to fit the model)
+    show as warnings, unless not `warn_notes`.
 
     Returns `(text, stats line, last StreamUpdate or None)`, so that a handler can `yield from` it and go on with
     the answer (the update's `token_ids` are what `Engine.explain` should read)."""
@@ -141,7 +142,7 @@ def stream_text(engine: Engine, preset: str, request, params: GenerationParams, 
     text, stats, shown, last = "", stats_line(None, lang, seed), 0, None
     # generation starts here, before the first yield, not after Gradio has sent the empty first update
     with closing(ResponsiveUpdates(updates, cancel)) as pending:
-        yield (text, stats, *extra)
+        yield (text, stats, *(extra if first is None else first))
         for update in pending:
             if update is None:  # nothing new yet
                 if not text:
@@ -260,20 +261,23 @@ class TabHandlers:
         return inputs.check_choice(name, [preset.name for preset in self.presets(task)], "preset_unknown")
 
     def explain(self, preset: str, request, text: str, show_maps, last: StreamUpdate | None = None,
-                params: GenerationParams | None = None):
+                params: GenerationParams | None = None, lang: str = ""):
         """The answer's `explain.Explanation` (from the token ids of its `last` update when the engine gave them,
-        else its text; `params` as it was generated with), or None when the toggle is off or there is no answer."""
+        else its text; `params` as it was generated with), or None when the toggle is off or there is no answer. Why
+        something is missing from it is said in the page's language."""
         if not show_maps or not text:
             return None
         explanation = self.engine.explain(preset, request, (last and last.token_ids) or text, params)
         if explanation.note:
-            gr.Info(html.escape(explanation.note, quote=False))
+            gr.Info(html.escape(explanation.note.text(lang), quote=False))
         return explanation
 
 
 # Picking a word or a token only redraws from what the answer's last update kept: no model runs, no queue.
 PICKS = dict(preprocess=False, api_visibility="private", concurrency_limit=None)
 SKIP_MAPS = (gr.skip(), gr.skip(), gr.skip())  # picture, word choices, maps: unchanged while text streams
+# ...once the run's first update has emptied them: the last answer's maps do not belong to this one's words
+NO_MAPS = (None, gr.update(choices=[], value=None), None)
 STOP_WORDS = frozenset({"a", "an", "the", "of", "at", "and", "above", "left"})  # not where a map means much
 
 

@@ -16,6 +16,7 @@ from mmgpt.presets import Preset, default_ask_preset
 from .common import (
     I18N,
     PICKS,
+    NO_MAPS,
     SKIP_MAPS,
     Page,
     TabHandlers,
@@ -61,8 +62,9 @@ class ImageHandlers(TabHandlers):
         warn(notes + prompt_notes, lang)
         params = self.engine.preset(preset).params()
         request = ImageRequest(picture, start)
-        text, stats, last = yield from stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS)
-        explanation = self.explain(preset, request, text, show_maps, last, params)
+        text, stats, last = yield from stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS,
+                                                   first=NO_MAPS)
+        explanation = self.explain(preset, request, text, show_maps, last, params, lang)
         maps = explanation and explanation.image_maps
         if not maps:
             yield (text, stats, None, gr.update(choices=[], value=None), None)
@@ -71,7 +73,7 @@ class ImageHandlers(TabHandlers):
         yield (text, stats, overlays.heatmap_overlay(picture, maps[word].grid),
                gr.update(choices=overlays.word_choices(maps), value=word), AnswerMaps([(m.word, m.grid) for m in maps]))
 
-    def image_word(self, image, word, kept):
+    def image_word(self, image, word, kept, lang=""):
         """The chosen word of the description or answer: its heatmap over the picture, and for an answer to a
         spoken question, where the model listened for it in the question."""
         picked = picked_item(kept.maps, word) if isinstance(kept, AnswerMaps) else None
@@ -160,7 +162,7 @@ class ImageHandlers(TabHandlers):
         if _unsure(last):
             messages.append(_note(translate("answer_unsure", lang, percent=f"{100 * last.confidence:.0f}")))
         yield self._explained(preset, request, picture, text, stats, last, params, show_maps,
-                              recording if hears else None, outputs)
+                              recording if hears else None, outputs, lang)
 
     def ask_api(self, image, question, recording, conversation, preset, show_maps=True, lang="", listener=None):
         """`/ask`: what `ask` does, with only the answer's outputs (conversation, stats, heatmap, word choices,
@@ -192,9 +194,9 @@ class ImageHandlers(TabHandlers):
         return transcript.strip()
 
     def _explained(self, preset, request, picture, text, stats, last: StreamUpdate | None, params: GenerationParams,
-                   show_maps, recording, outputs: "_ChatOutputs"):
+                   show_maps, recording, outputs: "_ChatOutputs", lang: str):
         """The ask event's last outputs: the conversation, and where the model looked (and listened)."""
-        explanation = self.explain(preset, request, text, show_maps, last, params)
+        explanation = self.explain(preset, request, text, show_maps, last, params, lang)
         maps = explanation and explanation.image_maps
         hidden = gr.update(value=None, visible=False)
         if not maps:
@@ -235,10 +237,11 @@ class ImageHandlers(TabHandlers):
 
     @staticmethod
     def new_picture(image, conversation, lang=""):
-        """Another picture (or none) starts a new conversation; a new picture says so if there was one."""
+        """Another picture (or none) starts a new conversation and empties the description and the maps of the old
+        one; a new picture says so if there was a conversation."""
         if image and conversation:  # a picture replaced by another changes it twice: to none, then to the new one
             gr.Info(translate("new_picture", lang))
-        yield new_conversation()
+        yield *new_conversation(), "", "", *NO_MAPS
 
 
 def new_conversation():
@@ -248,7 +251,7 @@ def new_conversation():
 
 class _ChatOutputs:
     """The ask event's outputs: the conversation, whose last user turn (a transcript) and answer grow while text
-    streams; the first update also empties the question box and the recorder."""
+    streams; the first update also empties the question box, the recorder and the last answer's maps."""
 
     def __init__(self, messages: list[dict]):
         self.messages = messages
@@ -257,11 +260,17 @@ class _ChatOutputs:
 
     def question(self, transcript: str, stats: str, *_) -> tuple:
         self.messages[self.question_at]["content"] = SPOKEN_MARK + (transcript.strip() or HEARD_PLACEHOLDER)
-        return self.final(stats, *SKIP_MAPS, gr.skip())
+        return self._streaming(stats)
 
     def answer(self, text: str, stats: str, *_) -> tuple:
         self.messages[-1]["content"] = text
-        return self.final(stats, *SKIP_MAPS, gr.skip())
+        return self._streaming(stats)
+
+    def _streaming(self, stats: str) -> tuple:
+        if self.sent:
+            return self.final(stats, *SKIP_MAPS[:2], gr.skip(), SKIP_MAPS[2])
+        heatmap, words, kept = NO_MAPS
+        return self.final(stats, heatmap, words, gr.update(value=None, visible=False), kept)
 
     def restored(self, messages: list[dict], question: str, recording) -> tuple:
         """After a failure: the conversation as it was before the question, and the question back where it was
@@ -349,8 +358,8 @@ def build(handlers: ImageHandlers, page: Page):
                                    api_name="caption", **page.events)
     describe.click(lambda: gr.update(value=None, visible=False), None, question_heard, queue=False,
                    api_visibility="private")  # a description has no spoken question
-    image_words.input(page.errors(handlers.image_word), [image, image_words, image_maps],
-                      [heatmap, question_heard], **PICKS)
+    image_words.input(page.errors(handlers.image_word), [image, image_words, image_maps, page.lang],
+                      [heatmap, question_heard], js=page.events["js"], **PICKS)
     image_stop.click(None, None, None, cancels=[caption_event])
 
     # The page's language last: page.events' script fills the last input with it.
@@ -369,10 +378,16 @@ def build(handlers: ImageHandlers, page: Page):
                       answer_outputs, api_name="ask", **page.events)
     ask_stop.click(None, None, None, cancels=ask_events)
     hold_while_recording(recording, ask)
+    # Each of these stops the answer streaming into the chat: its next update would bring the old conversation
+    # back, since Gradio rebuilds a streamed value from its own copy of what it sent, not from what is shown.
     conversation_outputs = [chat, ask_stats, question_heard]
-    restart.click(new_conversation, None, conversation_outputs, queue=False, api_visibility="private")
-    image.change(page.errors(handlers.new_picture), [image, chat, page.lang], conversation_outputs,
-                 js=page.events["js"],
+    restart.click(new_conversation, None, conversation_outputs, queue=False, api_visibility="private",
+                  cancels=ask_events)
+    chat.clear(lambda: new_conversation()[1:], None, conversation_outputs[1:], queue=False, api_visibility="private",
+               cancels=ask_events)
+    image.change(page.errors(handlers.new_picture), [image, chat, page.lang],
+                 [*conversation_outputs, description, image_stats, heatmap, image_words, image_maps],
+                 js=page.events["js"], cancels=[*ask_events, caption_event],
                  api_visibility="private", preprocess=False, concurrency_limit=None)  # queued: its toast needs it
     speech = dict(concurrency_id="speech", concurrency_limit=2, preprocess=False, js=page.events["js"])
     read.click(page.errors(handlers.read_last_answer), [chat, page.lang], spoken_answer, api_visibility="private",

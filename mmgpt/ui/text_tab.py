@@ -16,6 +16,7 @@ from mmgpt.requests import MAX_NEW_TOKENS_LIMIT, MAX_REPETITION_PENALTY, MAX_SEE
 from .common import I18N, Page, TabHandlers, picked_item, preset_dropdown, stats_box, stream_text, warn
 
 MAX_LANGUAGE_CHARS = 40
+MAX_NEW_TOKENS_SLIDER = MAX_NEW_TOKENS_LIMIT // 4  # the settings slider's end; a crafted call may ask up to the limit
 TEXT_TASK_KEYS = {"continue": "task_continue", "chat": "task_chat", "summarize": "task_summarize",
                   "translate": "task_translate", "answer": "task_answer"}
 
@@ -40,14 +41,22 @@ class TextHandlers(TabHandlers):
         warn(notes + language_notes + context_notes, lang)
         params = self.settings(max_new_tokens, temperature, top_p, top_k, repetition_penalty, seed)
         request = TextRequest(text, task=task, target_language=language or "French", context=passage)
-        skip_outputs = (gr.skip(), gr.skip())  # the confidences come after the stream
-        output, stats, last = yield from stream_text(self.engine, preset, request, params, lang, *skip_outputs)
-        explanation = self.explain(preset, request, output, show_maps, last, params)
+        # the confidences come after the stream; the last output's go when this one starts
+        output, stats, last = yield from stream_text(self.engine, preset, request, params, lang, gr.skip(),
+                                                     gr.skip(), first=(None, None))
+        explanation = self.explain(preset, request, output, show_maps, last, params, lang)
         tokens = explanation and explanation.tokens
         if not tokens:
             yield output, stats, None, None
             return
         yield output, stats, overlays.confidence_spans(tokens), [overlays.alternatives(t) for t in tokens]
+
+    def answer_length(self, preset) -> int:
+        """The model's own max_new_tokens (its preset's defaults, which the other tabs use), for the slider; the
+        engine's default for no model or an unknown one."""
+        known = preset in [p.name for p in self.presets("text")]
+        params = self.engine.preset(preset).params() if known else GenerationParams()
+        return min(params.max_new_tokens, MAX_NEW_TOKENS_SLIDER)
 
     @staticmethod
     def token_alternatives(alternatives, evt: gr.SelectData):
@@ -91,8 +100,8 @@ def build(handlers: TextHandlers, page: Page):
                 context = gr.Textbox(value="", label=I18N("context"), lines=2, visible=False)
                 text_preset = preset_dropdown(handlers, "text")
                 with gr.Accordion(I18N("settings"), open=False):
-                    max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS_LIMIT // 4, value=64, step=1,
-                                               label=I18N("max_new_tokens"))
+                    max_new_tokens = gr.Slider(1, MAX_NEW_TOKENS_SLIDER, step=1, label=I18N("max_new_tokens"),
+                                               value=handlers.answer_length(text_preset.value))
                     temperature = gr.Slider(0.0, MAX_TEMPERATURE, value=0.0, step=0.05, label=I18N("temperature"))
                     top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label=I18N("top_p"))
                     top_k = gr.Slider(0, min(MAX_TOP_K, 200), value=0, step=1, label=I18N("top_k"))
@@ -119,4 +128,5 @@ def build(handlers: TextHandlers, page: Page):
     confidence.select(handlers.token_alternatives, token_alternatives, alternatives, queue=False,
                       api_visibility="private")
     task.change(_task_fields, task, [target_language, context], queue=False, api_visibility="private")
+    text_preset.change(handlers.answer_length, text_preset, max_new_tokens, queue=False, api_visibility="private")
     text_stop.click(None, None, None, cancels=[generate_event])

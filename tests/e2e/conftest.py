@@ -8,6 +8,7 @@ use the trained model and skip without it.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +23,7 @@ from e2e_support import (
     EXAMPLES,
     LOCAL_HOSTS,
     NO_CHROMIUM,
+    ENDLESS_PRESET,
     RANDOM_PRESET,
     expected_answers,
     read_wav,
@@ -55,7 +57,8 @@ def app_url(tmp_path_factory) -> str:
     random_preset = stress.never_ending_mmgpt_preset(
         RANDOM_PRESET, tmp_path_factory.mktemp("random-mmgpt"), {"max_new_tokens": 128, "temperature": 1.0, "seed": 0},
         n_embd=256, n_layer=6)
-    presets = {**PRESETS, RANDOM_PRESET: random_preset}
+    endless = dataclasses.replace(random_preset, name=ENDLESS_PRESET, defaults={"max_new_tokens": 2000})
+    presets = {**PRESETS, RANDOM_PRESET: random_preset, ENDLESS_PRESET: endless}
     with stress.serve(presets, Engine(max_loaded=3, timeout_s=60, presets=presets)) as served:
         yield served.url
 

@@ -19,6 +19,7 @@ ARTIFACTS = ROOT / "test-artifacts"  # screenshots, git-ignored
 TRAINED = ROOT / "assets" / "mmgpt-tiny"
 EXAMPLES = ROOT / "assets" / "examples"
 RANDOM_PRESET = "mmgpt-random"
+ENDLESS_PRESET = "mmgpt-endless"  # the same, 2,000 tokens a time: still answering when a test cuts in
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 STATS = re.compile(r"first token after [0-9.]+ s · [0-9.–]+ tokens/s · \d+ tokens")

@@ -7,17 +7,20 @@ is checked with a shipped mmgpt-tiny that can ask (v4 and later).
 from __future__ import annotations
 
 import re
+import time
 
 import pytest
 from conftest import SPOKEN_QUESTION
 from e2e_support import (
     CHROMIUM,
+    ENDLESS_PRESET,
     EXAMPLES,
     NO_CHROMIUM,
     RANDOM_PRESET,
     ChatRecorder,
     button,
     choose_model,
+    generation_threads,
     input_block,
     open_tab,
     record_from_fake_microphone,
@@ -30,6 +33,7 @@ from e2e_support import (
 
 from mmgpt.data.questions import answer_is_right
 from mmgpt.inputs import SPOKEN_MARK
+from mmgpt.ui.common import HEARTBEAT_S
 
 pytestmark = [pytest.mark.skipif(not CHROMIUM.is_file(), reason=NO_CHROMIUM),
               pytest.mark.filterwarnings("ignore:.*no_silent_downcasting", "ignore:The copy keyword is deprecated",
@@ -96,6 +100,38 @@ def test_a_typed_and_a_spoken_question_stream_into_the_chat(asking_page, questio
     upload(input_block(panel, "Picture"), EXAMPLES / "scene_0.png")
     wait_until(lambda: not chat.questions(), 10, "the conversation about the old picture should be gone")
     assert "conversation about the previous one was cleared" in wait_for_toast(asking_page)
+
+
+STOP_WITHIN_S = 2.0  # the server's generation thread has ended this long after the conversation was started over
+
+
+def test_starting_over_mid_answer_stops_the_answer_and_the_old_conversation_stays_gone(asking_page):
+    """"New conversation", then another picture, each pressed while an answer streams: the answer stops on the
+    server and the chat stays empty. Gradio rebuilds a streamed value from its own copy of what it sent, so an
+    answer left running would bring the old conversation back with its next update."""
+    asking_page.get_by_label("Show what the model saw").uncheck()
+    panel = open_tab(asking_page, "Image")
+    choose_model(asking_page, panel, "Model for questions", ENDLESS_PRESET)
+    picture = input_block(panel, "Picture")
+    upload(picture, EXAMPLES / SCENE)
+    picture.get_by_test_id("image").locator("img").wait_for()
+    chat_block = input_block(panel, "Conversation about the picture")
+    shown = chat_block.locator("[data-testid=user], [data-testid=bot]")
+    starts_over = {"New conversation": lambda: button(panel, "New conversation").click(),
+                   "another picture": lambda: upload(picture, EXAMPLES / "scene_0.png")}
+    for how, start_over in starts_over.items():
+        chat = ChatRecorder(chat_block)
+        textbox(panel, "Your question").fill("what colour is the circle?")
+        button(panel, "Ask").click()
+        wait_until(lambda: len((chat.log()["answers"] or [[]])[0]) >= 3, ANSWER_WAIT_S,
+                   lambda: f"the answer should be streaming: {chat.log()!r}")
+        assert generation_threads(ENDLESS_PRESET), "the answer should still be running"
+        start_over()
+        wait_until(lambda: not generation_threads(ENDLESS_PRESET), STOP_WITHIN_S,
+                   f"the answer was still being written {STOP_WITHIN_S} s after {how}")
+        wait_until(lambda: shown.count() == 0, 5, f"the chat should be empty after {how}")
+        time.sleep(8 * HEARTBEAT_S)  # a stream still going would have sent its next update by now
+        assert shown.count() == 0, f"the old conversation came back after {how}: {chat.log()!r}"
 
 
 # The shipped checkpoint's known miss on the spoken question through the fake microphone, or None if it has none.
