@@ -529,14 +529,20 @@ def test_no_key_of_this_machine_reaches_a_server_whose_preset_names_none(proxy, 
     assert "authorization" not in proxy.seen[-1] and "openai-project" not in proxy.seen[-1]
 
 
-def test_the_key_is_not_sent_on_when_the_server_redirects_elsewhere(proxy, checkpoints, monkeypatch):
+def test_a_redirect_is_not_followed_and_the_user_is_told_where_it_leads(proxy, checkpoints, monkeypatch):
+    """Followed, a redirect can turn the POST into a GET (301, 302: the server then answers 405, which names
+    nothing), or carry the request to another host. It is not followed: the message names the address to use, and
+    nothing, the key least of all, goes anywhere but the configured server."""
     monkeypatch.setenv(KEY_ENV, KEY)
     preset = remote_preset("keyed", proxy.url.replace("/v1", "/elsewhere/v1"), checkpoints["chat"],
                            api_key_env=KEY_ENV)
-    error_of(Engine(device="cpu", presets={"keyed": preset}).stream("keyed", CHAT, SHORT))
-    first, redirected = proxy.seen[-2:]
-    assert first["authorization"] == f"Bearer {KEY}" and first["host"].startswith("127.0.0.1")
-    assert redirected["host"].startswith("localhost") and "authorization" not in redirected
+    seen_before = len(proxy.seen)
+    error = error_of(Engine(device="cpu", presets={"keyed": preset}).stream("keyed", CHAT, SHORT))
+    assert error.message.key == "remote_redirected" and "HTTP 307" in str(error)
+    assert proxy.url.replace("127.0.0.1", "localhost") + "/chat/completions" in str(error)
+    assert "base_url" in error.message.text("zh-CN")
+    (only,) = proxy.seen[seen_before:]
+    assert only["authorization"] == f"Bearer {KEY}" and only["host"].startswith("127.0.0.1")
 
 
 # --- event formats no server here sends: a stand-in (not a real server) sends them --------------------------------
@@ -579,6 +585,95 @@ def test_a_chat_event_that_is_not_an_answer_is_reported_for_what_it_is(event, ke
         preset = remote_preset("stub", f"{url}/v1", "m")
         error = error_of(RemoteBackend(timeout_s=10).stream(preset, CHAT, SHORT))
     assert error.message.key == key and words in str(error)
+
+
+def raw_stub(body: str):
+    """A stand-in server, not a real one: every POST is answered with `body` as an event stream, written as is."""
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    async def answer(request):
+        return Response(body, media_type="text/event-stream")
+
+    return Starlette(routes=[Route("/{path:path}", answer, methods=["POST"])])
+
+
+def delta(text: str, finish_reason=None) -> str:
+    return json.dumps({"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish_reason}]})
+
+
+@pytest.mark.parametrize("body, shown", [
+    # llama.cpp's server reports a failure in an SSE `error:` field, which OpenAI's client does not read
+    ('error: {"code": 400, "message": "the request exceeds the available context size"}\n\ndata: [DONE]\n\n', ""),
+    (f'data: {delta("The answer")}\n\nerror: {{"code": 500, "message": "failed to decode"}}\n\ndata: [DONE]\n\n',
+     "The answer"),
+    (f"data: {delta('Hello')}\n\ndata: {delta(' world')}\n\n", "Hello world"),  # closed with no [DONE]
+], ids=["an error before any text", "an error mid-answer", "a stream that stops"])
+def test_a_stream_that_ends_before_its_finish_reason_is_reported_cut_short(body, shown):
+    with serving(raw_stub(body)) as url:
+        preset = remote_preset("stub", f"{url}/v1", "m")
+        updates = []
+        with pytest.raises(RemoteError) as caught:
+            for update in RemoteBackend(timeout_s=10).stream(preset, CHAT, SHORT):
+                updates.append(update)
+    assert caught.value.message.key == "remote_cut_short" and "log says why" in str(caught.value)
+    assert not any(update.done for update in updates), "an answer cut short is not shown as finished"
+    assert (updates[-1].text if updates else "") == shown
+
+
+def test_a_stream_that_ends_with_its_finish_reason_is_an_answer():
+    body = f"data: {delta('Hello')}\n\ndata: {delta(' world', 'stop')}\n\ndata: [DONE]\n\n"
+    with serving(raw_stub(body)) as url:
+        preset = remote_preset("stub", f"{url}/v1", "m")
+        updates = list(RemoteBackend(timeout_s=10).stream(preset, CHAT, SHORT))
+    assert updates[-1].done and updates[-1].text == "Hello world"
+
+
+@contextmanager
+def dropping_server():
+    """A server that reads a request and closes the connection without a word: one that ran out of memory."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def serve():
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            with connection:
+                connection.recv(65536)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    finally:
+        listener.close()
+
+
+def test_a_server_that_takes_the_request_and_drops_it_is_not_called_unreachable():
+    with dropping_server() as url:
+        preset = remote_preset("drop", url, "m")
+        error = error_of(RemoteBackend(timeout_s=10).stream(preset, CHAT, SHORT))
+    assert error.message.key == "remote_dropped" and "base_url" not in str(error)
+
+
+def test_a_proxys_error_page_is_named_by_its_title_not_shown_as_markup():
+    from starlette.applications import Starlette
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    page = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1><hr>nginx</body></html>"
+
+    async def answer(request):
+        return HTMLResponse(page, status_code=502)
+
+    with serving(Starlette(routes=[Route("/{path:path}", answer, methods=["POST"])])) as url:
+        preset = remote_preset("stub", f"{url}/v1", "m")
+        error = error_of(RemoteBackend(timeout_s=10).stream(preset, CHAT, SHORT))
+    assert error.message.key == "remote_http_error" and str(error).endswith("HTTP 502: 502 Bad Gateway")
 
 
 def body_stub(body: str, media_type: str):

@@ -11,7 +11,8 @@ events into the engine's `StreamUpdate`s, under the same contract as a model in 
   the server sees its client go and stops generating (transformers serve does, as the tests check; vLLM and
   SGLang abort a request whose client has gone, by their documentation);
 - failures raise `RemoteError`, whose `message` says what went wrong in the page's language (server unreachable,
-  key refused, HTTP 4xx/5xx with the server's reason, a connection lost mid-answer, events that are not
+  a request taken and dropped, key refused, a redirect, which is not followed, HTTP 4xx/5xx with the server's
+  reason, a connection lost mid-answer, a stream that ends before its finish_reason, events that are not
   OpenAI-compatible); running past the time limit, stalled or not, raises the engine's `GenerationTimeout`;
 - the API key is read from the environment variable the preset names, sent only to the preset's server (the
   client is built with it and nothing else: no OPENAI_* credential from the environment), and never logged or
@@ -25,11 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import html
 import io
 import json
 import logging
 import os
 import queue
+import re
 import threading
 import time
 from collections.abc import Iterator
@@ -57,6 +60,9 @@ CONTINUE_INSTRUCTION = "Continue the following text. Reply with the continuation
 CAPTION_INSTRUCTION = "Describe this picture in one sentence."
 CAPTION_START_INSTRUCTION = 'Describe this picture in one sentence, beginning with "{start}".'
 NEUTRAL = GenerationParams()  # settings at these values ask for nothing, so dropping them needs no note
+# The server took the connection, then closed it before it answered (out of memory, a crash): not a wrong address.
+# By name: the openai package talks through httpx or, from 3.x, its fork httpx2, whose errors have the same names.
+DROPPED_AFTER_CONNECTING = {"RemoteProtocolError", "ReadError", "WriteError"}
 
 
 class RemoteError(PresetUnavailableError):
@@ -322,17 +328,22 @@ class RemoteBackend:
                 model=preset.server.model, messages=messages, stream=True, stream_options={"include_usage": True},
                 extra_headers=headers, **self._split(fields))
             answering = True
-            chunks = 0
+            chunks, finished = 0, False
             async with stream:  # leaving this block, for any reason, closes the connection
                 async for chunk in stream:
                     chunks += 1
-                    delta, usage = _read_chunk(chunk)
+                    delta, usage, finish = _read_chunk(chunk)
+                    finished = finished or finish
                     if delta:
                         yield _Delta(delta, time.perf_counter())
                     if usage is not None:
                         yield _Usage(usage)
-            if not chunks:  # a server that ignores `stream` answers with one body, which holds no event
-                raise _Malformed("no event at all: an answer that was not streamed")
+            # An answer ends with a finish_reason. A stream that stops short of one was cut: llama.cpp, for one,
+            # reports a failure as an SSE `error:` field, which no OpenAI client reads, then ends the stream.
+            if not chunks and "text/event-stream" not in stream.response.headers.get("content-type", ""):
+                raise _Malformed("no event at all: an answer that was not streamed")  # one body, `stream` ignored
+            if not finished:
+                raise _CutShort("no answer" if not chunks else "the answer so far is shown")
         except Exception as exc:
             raise self._error(preset, exc, answering) from None
 
@@ -379,7 +390,7 @@ class RemoteBackend:
 
     def _client(self, preset: Preset):
         """The preset's client and the headers every request adds; raises RemoteError when its key is not set."""
-        from openai import AsyncOpenAI, Omit, Timeout
+        from openai import AsyncOpenAI, DefaultAsyncHttpxClient, Omit, Timeout
 
         server = preset.server
         key = os.environ.get(server.api_key_env, "").strip() if server.api_key_env else ""
@@ -396,6 +407,7 @@ class RemoteBackend:
                 timeout=Timeout(self.timeout_s, connect=CONNECT_TIMEOUT_S),
                 default_headers={"Authorization": authorization, "OpenAI-Organization": Omit(),
                                  "OpenAI-Project": Omit()},
+                http_client=DefaultAsyncHttpxClient(follow_redirects=False),
             )
         # the client refuses to send a request without a key unless each one says it means to
         return self._clients[preset.name], (None if key else {"Authorization": Omit()})
@@ -414,8 +426,15 @@ class RemoteBackend:
             reason = _short(exc.__cause__ or exc, self._key(preset))
             if answering:
                 return RemoteError("remote_lost", preset=name, reason=reason)
+            if type(exc.__cause__).__name__ in DROPPED_AFTER_CONNECTING:
+                return RemoteError("remote_dropped", preset=name, reason=reason)
             return RemoteError("remote_unreachable", preset=name, host=server.host, reason=reason)
+        if isinstance(exc, _CutShort):
+            return RemoteError("remote_cut_short", preset=name, reason=str(exc))
         if isinstance(exc, openai.APIStatusError):
+            if 300 <= status < 400:  # not followed: a redirected POST can arrive as a GET, or carry the key away
+                location = _short(exc.response.headers.get("location", "?"), self._key(preset))
+                return RemoteError("remote_redirected", preset=name, status=status, location=location)
             reason = _server_reason(exc, self._key(preset))
             if status in (401, 403):
                 if server.api_key_env:
@@ -441,19 +460,25 @@ class _Malformed(ValueError):
     """An event that parsed as JSON but is not what OpenAI's API sends."""
 
 
-def _read_chunk(chunk) -> tuple[str, int | None]:
-    """(new text, the server's completion token count or None) of one chat completion chunk."""
+class _CutShort(Exception):
+    """The server ended its event stream before the answer's finish_reason."""
+
+
+def _read_chunk(chunk) -> tuple[str, int | None, bool]:
+    """(new text, the server's completion token count or None, whether the answer ends here) of one chat completion
+    chunk."""
     try:
         choices = chunk.choices
         usage = chunk.usage.completion_tokens if getattr(chunk, "usage", None) is not None else None
         if not choices:
-            return "", usage
+            return "", usage, False
         content = choices[0].delta.content
+        finished = getattr(choices[0], "finish_reason", None) is not None
     except (AttributeError, IndexError, TypeError) as exc:
         raise _Malformed(f"a chunk without choices[0].delta ({type(exc).__name__})") from None
     if content is not None and not isinstance(content, str):
         raise _Malformed(f"delta content of type {type(content).__name__}")
-    return content or "", usage
+    return content or "", usage, finished
 
 
 def _transcript_text(result) -> str:
@@ -473,8 +498,11 @@ def _server_reason(exc, key: str) -> str:
         reason = reason or body.get("detail")
     else:
         reason = body
+    response = getattr(exc, "response", None)
+    if isinstance(reason, str) and "html" in getattr(response, "headers", {}).get("content-type", ""):
+        title = re.search(r"<title>(.*?)</title>", reason, re.IGNORECASE | re.DOTALL)  # a proxy's error page
+        reason = html.unescape(title.group(1)) if title else ""
     if not reason:
-        response = getattr(exc, "response", None)
         reason = getattr(response, "reason_phrase", "") or getattr(exc, "message", "") or type(exc).__name__
     return _short(reason if isinstance(reason, str) else json.dumps(reason), key)
 
