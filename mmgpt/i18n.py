@@ -275,15 +275,14 @@ _TABLE: dict[str, tuple[str, str]] = {
     "remote_lost": ("The connection to the server of model {preset} broke off mid-answer ({reason}), so the answer "
                     "is incomplete. Try again.",
                     "与模型 {preset} 的服务器的连接在回答中途断开（{reason}），回答不完整。请重试。"),
-    "remote_dropped": ("The server of model {preset} took the request, then closed the connection without answering "
-                       "({reason}). Its log says why; a prompt or recording too large for its memory is a common "
-                       "cause.",
-                       "模型 {preset} 的服务器接受了请求，却没有回答就关闭了连接（{reason}）。原因见服务器日志；"
-                       "常见原因是提示或录音太大，超出了它的内存。"),
-    "remote_cut_short": ("The server of model {preset} ended the answer before finishing it ({reason}). Its log says "
-                         "why; a prompt longer than its context is a common cause.",
-                         "模型 {preset} 的服务器没有答完就结束了回答（{reason}）。原因见服务器日志；"
-                         "常见原因是提示超出了它的上下文长度。"),
+    "remote_dropped": ("The server of model {preset} at {host} closed the connection without answering ({reason}). "
+                       "If the preset's base_url is right (http or https, and the port), the server's log says why; "
+                       "a prompt or recording too large for its memory is a common cause.",
+                       "模型 {preset} 在 {host} 的服务器没有回答就关闭了连接（{reason}）。如果预设的 base_url 正确"
+                       "（http 或 https，以及端口），原因见服务器日志；常见原因是提示或录音太大，超出了它的内存。"),
+    "remote_cut_short": ("The server of model {preset} ended the answer before finishing it. Its log says why; a "
+                         "prompt longer than its context is a common cause.",
+                         "模型 {preset} 的服务器没有答完就结束了回答。原因见服务器日志；常见原因是提示超出了它的上下文长度。"),
     "remote_redirected": ("The server of model {preset} redirects its requests (HTTP {status}) to {location}, which "
                           "is not followed. Set the preset's base_url to the address it redirects to.",
                           "模型 {preset} 的服务器把请求重定向（HTTP {status}）到 {location}，应用不会跟随。"

@@ -220,6 +220,18 @@ def test_each_run_empties_the_last_runs_maps_and_confidences_at_once(served, tmp
     assert first_update(handlers.generate(*text_args().values(), True))[2:] == (None, None)
 
 
+def test_every_description_not_only_the_first_starts_by_emptying_the_word_picker(served, tmp_path):
+    """What the browser gets: Gradio takes `value` out of an update it sends, so an update shared between runs
+    would empty the picker's choices but leave its old word picked from the second run on."""
+    client, _ = served
+    picture = handle_file(str(scene_png(tmp_path / "scene.png")))
+    for run in range(2):
+        job = client.submit(picture, "", RANDOM_PRESET, True, api_name="/caption")
+        job.result(timeout=60)
+        words = job.outputs()[0][3]
+        assert words["choices"] == [] and "value" in words and words["value"] is None, (run, words)
+
+
 def test_the_answer_length_setting_follows_the_models_own(served):
     """The Text tab's slider starts at each model's max_new_tokens, which the other tabs use."""
     handlers = app.Handlers(served[1])

@@ -657,7 +657,8 @@ def test_a_server_that_takes_the_request_and_drops_it_is_not_called_unreachable(
     with dropping_server() as url:
         preset = remote_preset("drop", url, "m")
         error = error_of(RemoteBackend(timeout_s=10).stream(preset, CHAT, SHORT))
-    assert error.message.key == "remote_dropped" and "base_url" not in str(error)
+    assert error.message.key == "remote_dropped" and "closed the connection without answering" in str(error)
+    assert url.removesuffix("/v1") in str(error) and "base_url" in error.message.text("zh-CN")
 
 
 def test_a_proxys_error_page_is_named_by_its_title_not_shown_as_markup():

@@ -343,7 +343,7 @@ class RemoteBackend:
             if not chunks and "text/event-stream" not in stream.response.headers.get("content-type", ""):
                 raise _Malformed("no event at all: an answer that was not streamed")  # one body, `stream` ignored
             if not finished:
-                raise _CutShort("no answer" if not chunks else "the answer so far is shown")
+                raise _CutShort()
         except Exception as exc:
             raise self._error(preset, exc, answering) from None
 
@@ -427,10 +427,10 @@ class RemoteBackend:
             if answering:
                 return RemoteError("remote_lost", preset=name, reason=reason)
             if type(exc.__cause__).__name__ in DROPPED_AFTER_CONNECTING:
-                return RemoteError("remote_dropped", preset=name, reason=reason)
+                return RemoteError("remote_dropped", preset=name, host=server.host, reason=reason)
             return RemoteError("remote_unreachable", preset=name, host=server.host, reason=reason)
         if isinstance(exc, _CutShort):
-            return RemoteError("remote_cut_short", preset=name, reason=str(exc))
+            return RemoteError("remote_cut_short", preset=name)
         if isinstance(exc, openai.APIStatusError):
             if 300 <= status < 400:  # not followed: a redirected POST can arrive as a GET, or carry the key away
                 location = _short(exc.response.headers.get("location", "?"), self._key(preset))

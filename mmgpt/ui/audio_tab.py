@@ -12,7 +12,6 @@ from mmgpt.inputs import InputError
 from .common import (
     I18N,
     PICKS,
-    NO_MAPS,
     SKIP_MAPS,
     Page,
     TabHandlers,
@@ -20,6 +19,7 @@ from .common import (
     examples,
     first_content_word,
     hold_while_recording,
+    no_maps,
     picked_item,
     preset_dropdown,
     stats_box,
@@ -43,7 +43,7 @@ class AudioHandlers(TabHandlers):
         # The picture is drawn once the transcript is done: drawing it first would delay the first words, and
         # drawing it meanwhile would slow them down (it shares the CPU and the GIL with decoding).
         text, stats, last = yield from stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS,
-                                                   first=NO_MAPS)
+                                                   first=no_maps())
         explanation = self.explain(preset, request, text, show_maps, last, params, lang)
         curves = explanation and explanation.audio_curves
         if not curves:
@@ -111,7 +111,8 @@ def build(handlers: AudioHandlers, page: Page):
                       js=page.events["js"], **PICKS)
     audio_stop.click(None, None, None, cancels=[transcribe_event])
     # Another recording (or none): the transcript and its maps belonged to the last one.
-    audio.change(lambda: ("", "", *NO_MAPS), None, [transcript, audio_stats, spectrogram, audio_words, audio_curves],
-                 cancels=[transcribe_event], queue=False, api_visibility="private")
+    audio.change(lambda: ("", "", *no_maps()), None,
+                 [transcript, audio_stats, spectrogram, audio_words, audio_curves], cancels=[transcribe_event],
+                 queue=False, api_visibility="private")
     hold_while_recording(audio, transcribe)
     reply_stop.click(None, None, None, cancels=[reply_event])

@@ -276,9 +276,13 @@ class TabHandlers:
 # Picking a word or a token only redraws from what the answer's last update kept: no model runs, no queue.
 PICKS = dict(preprocess=False, api_visibility="private", concurrency_limit=None)
 SKIP_MAPS = (gr.skip(), gr.skip(), gr.skip())  # picture, word choices, maps: unchanged while text streams
-# ...once the run's first update has emptied them: the last answer's maps do not belong to this one's words
-NO_MAPS = (None, gr.update(choices=[], value=None), None)
 STOP_WORDS = frozenset({"a", "an", "the", "of", "at", "and", "above", "left"})  # not where a map means much
+
+
+def no_maps() -> tuple:
+    """Picture, word choices, maps, emptied: a run's first update sends them, since the last answer's maps do not
+    belong to this one's words. New each time: Gradio takes `value` out of an update it sends."""
+    return None, gr.update(choices=[], value=None), None
 
 
 def first_content_word(items) -> int:

@@ -16,7 +16,6 @@ from mmgpt.presets import Preset, default_ask_preset
 from .common import (
     I18N,
     PICKS,
-    NO_MAPS,
     SKIP_MAPS,
     Page,
     TabHandlers,
@@ -24,6 +23,7 @@ from .common import (
     examples,
     first_content_word,
     hold_while_recording,
+    no_maps,
     picked_item,
     preset_dropdown,
     relay,
@@ -63,7 +63,7 @@ class ImageHandlers(TabHandlers):
         params = self.engine.preset(preset).params()
         request = ImageRequest(picture, start)
         text, stats, last = yield from stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS,
-                                                   first=NO_MAPS)
+                                                   first=no_maps())
         explanation = self.explain(preset, request, text, show_maps, last, params, lang)
         maps = explanation and explanation.image_maps
         if not maps:
@@ -241,7 +241,7 @@ class ImageHandlers(TabHandlers):
         one; a new picture says so if there was a conversation."""
         if image and conversation:  # a picture replaced by another changes it twice: to none, then to the new one
             gr.Info(translate("new_picture", lang))
-        yield *new_conversation(), "", "", *NO_MAPS
+        yield *new_conversation(), "", "", *no_maps()
 
 
 def new_conversation():
@@ -269,7 +269,7 @@ class _ChatOutputs:
     def _streaming(self, stats: str) -> tuple:
         if self.sent:
             return self.final(stats, *SKIP_MAPS[:2], gr.skip(), SKIP_MAPS[2])
-        heatmap, words, kept = NO_MAPS
+        heatmap, words, kept = no_maps()
         return self.final(stats, heatmap, words, gr.update(value=None, visible=False), kept)
 
     def restored(self, messages: list[dict], question: str, recording) -> tuple:
