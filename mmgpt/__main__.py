@@ -7,6 +7,7 @@ allow-listed presets as the app; a line of figures (tokens, time to first token,
 import argparse
 import dataclasses
 import logging
+import os
 import sys
 import typing
 from contextlib import closing
@@ -113,38 +114,93 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, engine=None) -> int:
     """Run one command; returns the exit status. `engine` replaces the default `Engine()` (tests inject one)."""
     args = build_parser().parse_args(argv)
-    if args.command == "train":
-        from .train import TrainConfig, train
+    if args.command in ("train", "evaluate", "ship"):
+        try:
+            return run_command(args)
+        except UsageError as exc:  # before anything long has run: the command line was wrong
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+    return stream_command(args, engine)
 
-        train(TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}))
+
+class UsageError(ValueError):
+    """A command line that cannot work, found before the command starts its work."""
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """train, evaluate or ship. A setting or file that cannot work is a UsageError, raised before the command's
+    work starts (a training run builds its pools for minutes, an evaluation runs for minutes before it writes)."""
+    if args.command == "train":
+        from .train import ConfigError, TrainConfig, train
+
+        try:
+            train(TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}))
+        except ConfigError as exc:
+            raise UsageError(str(exc)) from None
         return 0
     if args.command == "evaluate":
         from .evaluate import EvalSizes, evaluate
 
+        _check_checkpoint(args.model, "--model", "config.json")
+        _check_output(args.out, "--out")
         sizes = EvalSizes(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalSizes)})
+        if (small := [f.name for f in dataclasses.fields(sizes) if getattr(sizes, f.name) < 1]):
+            raise UsageError(f"--{small[0].replace('_', '-')} {getattr(sizes, small[0])}: must be at least 1")
         evaluate(args.model, args.text_path, args.out, sizes, seed=args.seed, cache_dir=args.speech_cache_dir)
         return 0
-    if args.command == "ship":
-        import json
+    from .ship import ship, unexplained_misses
 
-        from .ship import ship, unexplained_misses
-
-        if args.eval is None and (args.why or args.train_command):
-            print("error: --why and --train-command are for the model card, which needs --eval", file=sys.stderr)
-            return EXIT_USAGE
-        why = json.loads(Path(args.why).read_text()) if args.why else {}
-        out = ship(args.checkpoint, args.eval, args.out, args.train_command or DEFAULT_TRAIN_COMMAND, why)
-        print(out)
-        if args.eval is None:
-            print(f"next: python -m mmgpt evaluate --model {out} --out eval.json, then python -m mmgpt ship "
-                  f"--checkpoint {args.checkpoint} --out {out} --eval eval.json, for the model card", file=sys.stderr)
-            return 0
-        missing = unexplained_misses(json.loads(Path(args.eval).read_text()), why)
-        if missing:
-            print(f"note: the model card does not yet say why these targets were missed: {', '.join(missing)} "
-                  "(pass --why why.json)", file=sys.stderr)
+    if args.eval is None and (args.why or args.train_command):
+        raise UsageError("--why and --train-command are for the model card, which needs --eval")
+    _check_checkpoint(args.checkpoint, "--checkpoint", "trainer_state.pt")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out}: a file is there, not a folder")
+    results = _json_object(args.eval, "--eval") if args.eval else None
+    why = _json_object(args.why, "--why") if args.why else {}
+    if not all(isinstance(text, str) for text in why.values()):
+        raise UsageError(f"--why {args.why}: each target's why must be a string")
+    out = ship(args.checkpoint, args.eval, args.out, args.train_command or DEFAULT_TRAIN_COMMAND, why)
+    print(out)
+    if args.eval is None:
+        print(f"next: python -m mmgpt evaluate --model {out} --out eval.json, then python -m mmgpt ship "
+              f"--checkpoint {args.checkpoint} --out {out} --eval eval.json, for the model card", file=sys.stderr)
         return 0
-    return stream_command(args, engine)
+    missing = unexplained_misses(results, why)
+    if missing:
+        print(f"note: the model card does not yet say why these targets were missed: {', '.join(missing)} "
+              "(pass --why why.json)", file=sys.stderr)
+    return 0
+
+
+def _check_checkpoint(path: str, option: str, marker: str):
+    if not (Path(path) / marker).is_file():
+        kind = "a training run's checkpoint" if marker == "trainer_state.pt" else "a checkpoint"
+        raise UsageError(f"{option} {path}: not {kind} (no {marker} there)")
+
+
+def _check_output(path: str, option: str):
+    folder = Path(path).resolve().parent
+    if not folder.is_dir():
+        raise UsageError(f"{option} {path}: the folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise UsageError(f"{option} {path}: the folder {folder} cannot be written to")
+
+
+def _json_object(path: str, option: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(Path(path).read_text())
+    except OSError as exc:
+        raise UsageError(f"{option} {path}: cannot be read ({exc.strerror or exc})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{option} {path}: not JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise UsageError(f"{option} {path}: holds a JSON {type(value).__name__}, not an object")
+    return value
 
 
 # --- caption, transcribe, generate ------------------------------------------------------------------------------

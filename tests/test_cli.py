@@ -518,3 +518,67 @@ def test_a_training_path_that_must_be_set_keeps_the_word_none():
     from mmgpt.__main__ import build_parser
 
     assert build_parser().parse_args(["train", "--out-dir", "None"]).out_dir == "None"
+
+
+# --- train, evaluate and ship: a command line that cannot work is named before the work starts ----------------------
+
+
+@pytest.mark.parametrize("argv, named", [
+    (["--precision", "bf61"], "precision 'bf61'"),
+    (["--task-weights", "ask=x"], "'ask=x' is not name=number"),
+    (["--tasks", "captoin"], "captoin"),
+    (["--paired-share", "2"], "paired_share 2.0"),
+    (["--text-batch", "0"], "text_batch 0: must be at least 1"),
+    (["--ask-batch", "0"], "ask_batch 0"),
+    (["--eval-every", "0"], "eval_every 0"),
+    (["--max-turns", "0"], "max_turns 0"),
+    (["--steps", "-5"], "steps -5"),
+    (["--max-minutes", "-1"], "max_minutes -1.0"),
+    (["--eval-text-block", "512"], "eval_text_block 512: must be below n_positions (512)"),
+    (["--init-from", "no/such/checkpoint"], "init_from 'no/such/checkpoint': no checkpoint there"),
+])
+def test_a_training_setting_that_cannot_work_exits_2_naming_it_before_anything_is_built(argv, named, tmp_path,
+                                                                                       capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--out-dir", str(out), *argv]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and named in error and "Traceback" not in error, error
+    assert not out.exists(), "nothing is built or written for a command that cannot work"
+
+
+def test_evaluate_names_a_model_or_an_output_folder_that_is_not_there_before_it_evaluates(tmp_path, capsys):
+    assert main(["evaluate", "--model", str(tmp_path / "nowhere")]) == 2
+    assert f"--model {tmp_path / 'nowhere'}: not a checkpoint (no config.json there)" in capsys.readouterr().err
+    assert main(["evaluate", "--model", "assets/mmgpt-tiny", "--out", str(tmp_path / "no" / "eval.json")]) == 2
+    assert f"the folder {tmp_path / 'no'} does not exist" in capsys.readouterr().err
+    assert main(["evaluate", "--model", "assets/mmgpt-tiny", "--out", str(tmp_path / "e.json"), "--batch", "0"]) == 2
+    assert "--batch 0: must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "e.json").exists()
+
+
+@pytest.mark.parametrize("problem, named", [
+    ("a shipped folder", "not a training run's checkpoint (no trainer_state.pt there)"),
+    ("no evaluation file", "--eval"),
+    ("a why that is no JSON", "not JSON"),
+    ("a why that is a list", "holds a JSON list, not an object"),
+    ("a why that is no text", "each target's why must be a string"),
+    ("a file where the folder goes", "a file is there, not a folder"),
+])
+def test_ship_names_a_file_that_cannot_work_before_it_writes_anything(problem, named, tmp_path, capsys):
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    (checkpoint / "trainer_state.pt").write_bytes(b"")  # looked at only for being there: ship never runs
+    (tmp_path / "eval.json").write_text("{}")
+    why = {"a why that is no JSON": "{not json", "a why that is a list": '["x"]',
+           "a why that is no text": '{"caption_test.exact_match": 3}'}.get(problem, "{}")
+    (tmp_path / "why.json").write_text(why)
+    out = tmp_path / "shipped"
+    if problem == "a file where the folder goes":
+        out.write_text("")
+    argv = ["ship", "--checkpoint", str(checkpoint if problem != "a shipped folder" else "assets/mmgpt-tiny"),
+            "--out", str(out), "--eval", str(tmp_path / ("missing.json" if problem == "no evaluation file" else
+                                                          "eval.json")), "--why", str(tmp_path / "why.json")]
+    assert main(argv) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and named in error and "Traceback" not in error, error
+    assert out.is_file() if problem == "a file where the folder goes" else not out.exists()

@@ -573,11 +573,18 @@ def test_train_checkpoints_and_resumes_from_the_last_checkpoint(tmp_path, capsys
     assert json.loads((checkpoint / "processor_config.json").read_text()).get("answer_after") is None
     capsys.readouterr()
 
-    train(dataclasses.replace(cfg, steps=6, describe_first=True))  # a resume may change the answers' format
+    # A resume may change the answers' format and the weight decay; the model is the checkpoint's, whatever the
+    # command line says of its shape.
+    train(dataclasses.replace(cfg, steps=6, describe_first=True, weight_decay=0.05, n_layer=cfg.n_layer + 1))
 
-    assert "resuming from step 4" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "resuming from step 4" in printed and f"n_layer stays {cfg.n_layer}" in printed
     state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
     assert state["step"] == 6
+    assert state["resumes"][-1]["config"]["n_layer"] == cfg.n_layer  # the card must not say it changed
+    assert [group["weight_decay"] for group in state["optimizer"]["param_groups"]] == [0.05, 0.0]
+    with pytest.raises(training.ConfigError, match="is at step 6 and steps is 6: raise --steps"):
+        train(dataclasses.replace(cfg, steps=6))
     history = read_history(out)
     assert [h["step"] for h in history["history"]] == [1, 2, 3, 4, 5, 6]
     assert [e["step"] for e in history["evals"]] == [2, 4, 6]

@@ -1,14 +1,29 @@
 """How a training run is set: `TrainConfig`, one field per `python -m mmgpt train` option, and the readers that
 turn its comma-separated settings into names, each naming a misspelt entry."""
 
+import dataclasses
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 PRECISIONS = ("auto", "bf16", "fp32")
 TASKS = ("text", "caption", "transcribe", "ask", "spoken_ask")  # one sub-batch each per step (TaskBatches methods)
 QUESTION_TASKS = ("ask", "spoken_ask")
+# What the model is: fixed by the checkpoint a run resumes from, whatever a resume's command line says
+MODEL_FIELDS = ("vocab_size", "n_embd", "n_layer", "n_head", "dropout", "image_layers", "image_stem_layers",
+                "image_stem_blocks", "image_position_std", "audio_layers", "n_positions", "image_size", "patch_size",
+                "max_audio_frames")
+# Counts a step cannot do without: none of these can be 0
+AT_LEAST_ONE = ("steps", "eval_every", "text_batch", "text_block", "image_batch", "audio_batch", "ask_batch",
+                "spoken_ask_batch", "max_turns", "eval_text_windows", "eval_text_block")
+SHARES = ("paired_share", "clean_speech_share", "other_voice_share", "speech_text_share", "speech_word_share",
+          "swapped_recording_share", "focus_share")
+
+
+class ConfigError(ValueError):
+    """A training setting that cannot work, named; the command line reports it as a usage error."""
 
 
 @dataclass(frozen=True)
@@ -163,12 +178,40 @@ class TrainConfig:
     eval_text_block: int = 256  # tokens per validation text window; must be below n_positions
 
 
+def checked(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with its precision resolved and its tasks in one spelling (so that the checkpoint, a resume and the
+    model card read the same), after every check that can be made before anything is built: a setting that would
+    fail minutes later, once the pools are made, or quietly do nothing, is named now."""
+    cfg = dataclasses.replace(cfg, precision=resolved_precision(cfg.precision), tasks=",".join(task_names(cfg)))
+    task_weights(cfg)
+    focus_shapes(cfg)
+    for name in AT_LEAST_ONE:
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"{name} {getattr(cfg, name)}: must be at least 1")
+    if cfg.max_minutes < 0:
+        raise ConfigError(f"max_minutes {cfg.max_minutes}: 0 for no limit, or the minutes to train for")
+    if cfg.eval_text_block >= cfg.n_positions:
+        raise ConfigError(f"eval_text_block {cfg.eval_text_block}: must be below n_positions ({cfg.n_positions})")
+    for name in SHARES:
+        if not 0 <= getattr(cfg, name) <= 1:
+            raise ConfigError(f"{name} {getattr(cfg, name)}: a share, from 0 to 1")
+    if cfg.swapped_recording_share and not cfg.transcribe_spoken_questions:
+        raise ConfigError("swapped_recording_share needs transcribe_spoken_questions: without words written down, an "
+                          "answer after another question's recording would be learned from nothing")
+    if cfg.speech_text_share + cfg.speech_word_share > 1:
+        raise ConfigError(f"speech_text_share {cfg.speech_text_share} and speech_word_share {cfg.speech_word_share}: "
+                          "together at most the whole speech pool, 1")
+    if cfg.init_from and not (Path(cfg.init_from) / "config.json").is_file():
+        raise ConfigError(f"init_from {cfg.init_from!r}: no checkpoint there (a folder with config.json)")
+    return cfg
+
+
 def resolved_precision(precision: str) -> str:
     """"bf16" or "fp32" for a TrainConfig's `precision`; "auto" is bf16 on CUDA or where oneDNN has native bf16
     kernels (AVX512 and newer). Elsewhere bf16 is emulated: on an AVX2-only EPYC a step took 20 s in bf16 against
     1.8 s in fp32."""
     if precision not in PRECISIONS:
-        raise ValueError(f"precision {precision!r} is not one of {PRECISIONS}")
+        raise ConfigError(f"precision {precision!r} is not one of {PRECISIONS}")
     if precision != "auto":
         return precision
     native = torch.cuda.is_available() or torch.ops.mkldnn._is_mkldnn_bf16_supported()
@@ -187,7 +230,7 @@ def listed_names(setting: str, text: str, allowed: tuple[str, ...]) -> list[str]
     names = [name.strip() for name in text.split(",") if name.strip()]
     unknown = [name for name in names if name not in allowed]
     if unknown or not names:
-        raise ValueError(f"{setting} {text!r}: {', '.join(unknown) or 'none given'}; expected names from {allowed}")
+        raise ConfigError(f"{setting} {text!r}: {', '.join(unknown) or 'none given'}; expected names from {allowed}")
     return names
 
 
@@ -206,13 +249,13 @@ def task_weights(cfg: TrainConfig) -> dict[str, float]:
     for item in filter(None, (part.strip() for part in cfg.task_weights.split(","))):
         name, _, value = (text.strip() for text in item.partition("="))
         if name not in tasks or name in given:
-            raise ValueError(f"task_weights {cfg.task_weights!r}: {name!r} is not a trained task {tasks} or is "
-                             "given twice")
+            raise ConfigError(f"task_weights {cfg.task_weights!r}: {name!r} is not a trained task {tasks} or is "
+                              "given twice")
         try:
             weights[name] = float(value)
         except ValueError:
-            raise ValueError(f"task_weights {cfg.task_weights!r}: {item!r} is not name=number") from None
+            raise ConfigError(f"task_weights {cfg.task_weights!r}: {item!r} is not name=number") from None
         if not (math.isfinite(weights[name]) and weights[name] > 0):
-            raise ValueError(f"task_weights {cfg.task_weights!r}: {item!r}: a weight must be a number above 0")
+            raise ConfigError(f"task_weights {cfg.task_weights!r}: {item!r}: a weight must be a number above 0")
         given.add(name)
     return weights

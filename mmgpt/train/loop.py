@@ -17,7 +17,7 @@ import torch.distributed as dist
 from ..model import MMGPTForCausalLM, MMGPTProcessor
 from .batches import TaskBatches
 from .checkpoints import answer_after, fresh_model, save_checkpoint, warm_start
-from .config import QUESTION_TASKS, TASKS, TrainConfig, focus_shapes, resolved_precision, task_names, task_weights
+from .config import MODEL_FIELDS, QUESTION_TASKS, TASKS, ConfigError, TrainConfig, checked, task_weights
 
 # --- distributed ----------------------------------------------------------------------------------------------
 
@@ -183,26 +183,23 @@ def plot_history(history: list[dict], evals: list[dict], path: Path) -> None:
 # --- the loop -----------------------------------------------------------------------------------------------------
 
 
+def _model_as_checkpointed(cfg: TrainConfig, state: dict, log) -> TrainConfig:
+    """`cfg` with the model's settings as the checkpoint a run resumes from has them: the model is loaded from it,
+    so a resume's --image-size or --n-layer changes nothing, and the card must not say it did."""
+    in_force = (state.get("resumes") or [state])[-1]["config"]
+    kept = {name: in_force[name] for name in MODEL_FIELDS if name in in_force and in_force[name] != getattr(cfg, name)}
+    for name, value in kept.items():
+        log(f"{name} stays {value!r}, the checkpoint's model (not {getattr(cfg, name)!r})")
+    return dataclasses.replace(cfg, **kept)
+
+
 def train(cfg: TrainConfig) -> Path:
     from tqdm import tqdm
 
     from ..data import load_shakespeare, split_text
 
-    cfg = dataclasses.replace(cfg, precision=resolved_precision(cfg.precision))  # the card records what ran
-    # The trained tasks in one spelling, so that the checkpoint, a resume and the model card all read the same.
-    cfg = dataclasses.replace(cfg, tasks=",".join(task_names(cfg)))
+    cfg = checked(cfg)
     weights = task_weights(cfg)
-    focus_shapes(cfg)  # a misspelt shape is named now, not when the first captions are drawn
-    for name in ("paired_share", "clean_speech_share", "other_voice_share", "speech_text_share", "speech_word_share",
-                 "swapped_recording_share", "focus_share"):
-        if not 0 <= getattr(cfg, name) <= 1:
-            raise ValueError(f"{name} {getattr(cfg, name)}: a share, from 0 to 1")
-    if cfg.swapped_recording_share and not cfg.transcribe_spoken_questions:
-        raise ValueError("swapped_recording_share needs transcribe_spoken_questions: without words written down, an "
-                         "answer after another question's recording would be learned from nothing")
-    if cfg.speech_text_share + cfg.speech_word_share > 1:
-        raise ValueError(f"speech_text_share {cfg.speech_text_share} and speech_word_share {cfg.speech_word_share}: "
-                         "together at most the whole speech pool, 1")
     rank, world = init_distributed()
     is_main = rank == 0
     log = print if is_main else (lambda *a, **k: None)
@@ -217,7 +214,12 @@ def train(cfg: TrainConfig) -> Path:
         model = MMGPTForCausalLM.from_pretrained(checkpoint)
         processor = MMGPTProcessor.from_pretrained(checkpoint)
         state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
-        log(f"resuming from step {state['step']} ({state['train_seconds'] / 60:.1f} min trained)")
+        log(f"resuming from step {state['step']} ({state['train_seconds'] / 60:.1f} min trained)"
+            + (f"; --init-from {cfg.init_from} is for a run's start" if cfg.init_from else ""))
+        if state["step"] >= cfg.steps:
+            raise ConfigError(f"{checkpoint} is at step {state['step']} and steps is {cfg.steps}: raise --steps to "
+                              "train further")
+        cfg = _model_as_checkpointed(cfg, state, log)
         # A resume may change batch sizes or the schedule; keep every setting that was ever in force.
         state.setdefault("resumes", []).append({"step": state["step"], "config": dataclasses.asdict(cfg)})
     elif cfg.init_from:
@@ -237,13 +239,18 @@ def train(cfg: TrainConfig) -> Path:
     optimizer = make_optimizer(model, cfg)
     if resuming:
         optimizer.load_state_dict(state["optimizer"])
+        optimizer.param_groups[0]["weight_decay"] = cfg.weight_decay  # the saved groups carry the old setting
+    if is_main:  # before the pools: an out_dir that cannot be made fails in seconds, not minutes
+        out.mkdir(parents=True, exist_ok=True)
     batches = TaskBatches(cfg, processor, train_text, seed=cfg.seed * 1000 + rank + 7919 * state["step"],
                           pool_seed=cfg.seed * 1000 + rank, log=log)
     log(f"mmgpt: {sum(p.numel() for p in model.parameters()) / 1e6:.2f}M parameters, {world} process(es)")
-    if is_main:
-        out.mkdir(parents=True, exist_ok=True)
+
+    saved_at = state["step"]
 
     def checkpoint_now():
+        nonlocal saved_at
+        saved_at = state["step"]
         if is_main:
             slim = {k: v for k, v in state.items() if k != "optimizer"}
             save_checkpoint(checkpoint, model, processor, optimizer, slim)
@@ -254,31 +261,37 @@ def train(cfg: TrainConfig) -> Path:
 
     progress = tqdm(range(state["step"], cfg.steps), initial=state["step"], total=cfg.steps, disable=not is_main,
                     mininterval=5.0)
-    for step in progress:
-        started = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(step, cfg, state["train_seconds"])
-        losses, tokens = backward_task_losses(model, batches, weights, cfg)
-        average_gradients(model, world)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        seconds = time.perf_counter() - started
-        state["train_seconds"] += seconds
-        state["step"] = step + 1
-        state["history"].append({"step": step + 1, **losses})
-        progress.set_postfix(**{task: f"{loss:.2f}" for task, loss in losses.items()},
-                             tok_s=f"{tokens * world / seconds:.0f}")
-        out_of_time = any_rank(bool(cfg.max_minutes) and state["train_seconds"] >= cfg.max_minutes * 60, world)
-        if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps or out_of_time:
-            if is_main:
-                scores = quick_eval(model, processor, cfg, validation_text)
-                state["evals"].append({"step": state["step"], "minutes": state["train_seconds"] / 60, **scores})
-                log(f"\nstep {state['step']}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+    try:
+        for step in progress:
+            started = time.perf_counter()
+            for group in optimizer.param_groups:
+                group["lr"] = learning_rate(step, cfg, state["train_seconds"])
+            losses, tokens = backward_task_losses(model, batches, weights, cfg)
+            average_gradients(model, world)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            seconds = time.perf_counter() - started
+            state["train_seconds"] += seconds
+            state["step"] = step + 1
+            state["history"].append({"step": step + 1, **losses})
+            progress.set_postfix(**{task: f"{loss:.2f}" for task, loss in losses.items()},
+                                 tok_s=f"{tokens * world / seconds:.0f}")
+            out_of_time = any_rank(bool(cfg.max_minutes) and state["train_seconds"] >= cfg.max_minutes * 60, world)
+            if state["step"] % cfg.eval_every == 0 or state["step"] == cfg.steps or out_of_time:
+                if is_main:
+                    scores = quick_eval(model, processor, cfg, validation_text)
+                    state["evals"].append({"step": state["step"], "minutes": state["train_seconds"] / 60, **scores})
+                    log(f"\nstep {state['step']}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
+                checkpoint_now()
+            if out_of_time:
+                log(f"stopping: {cfg.max_minutes} training minutes used")
+                break
+    except KeyboardInterrupt:  # Ctrl-C: keep the steps made since the last checkpoint
+        if world == 1 and state["step"] > saved_at:
+            log(f"\ninterrupted: saving step {state['step']}; the same command resumes from it")
             checkpoint_now()
-        if out_of_time:
-            log(f"stopping: {cfg.max_minutes} training minutes used")
-            break
+        raise
     if world > 1:
         dist.destroy_process_group()
     return checkpoint
