@@ -601,6 +601,24 @@ def test_train_checkpoints_and_resumes_from_the_last_checkpoint(tmp_path, capsys
     assert processor.answer_after == ", so "  # the app measures how sure the answer is after its description
 
 
+def test_a_save_cut_off_between_its_renames_leaves_the_last_checkpoint_to_resume_from(tmp_path):
+    """A save writes checkpoint.tmp, renames checkpoint to checkpoint.old, then checkpoint.tmp to checkpoint. Killed
+    between the two renames, a run finds no checkpoint: it must not start over and delete the one it kept."""
+    model, processor = tiny_model_and_processor()
+    optimizer = training.make_optimizer(model, TrainConfig())
+    checkpoint = tmp_path / "checkpoint"
+    training.save_checkpoint(checkpoint, model, processor, optimizer, {"step": 40, "train_seconds": 1.0})
+    checkpoint.rename(tmp_path / "checkpoint.old")  # the first rename happened, the second did not
+    (tmp_path / "checkpoint.tmp").mkdir()  # the new one, half written
+
+    training.recover_checkpoint(checkpoint)
+
+    assert torch.load(checkpoint / "trainer_state.pt", weights_only=False)["step"] == 40
+    assert not (tmp_path / "checkpoint.old").exists()
+    training.recover_checkpoint(checkpoint)  # with a checkpoint in place: nothing to do
+    assert (checkpoint / "model.safetensors").is_file()
+
+
 @pytest.mark.parametrize("asked, grown_to", [(0, 1), (1, 1), (2, 2)])
 def test_a_warm_start_keeps_a_checkpoints_stem_blocks_and_grows_them_to_what_is_asked(tmp_path, asked, grown_to):
     from mmgpt.model.testing import save_random_checkpoint

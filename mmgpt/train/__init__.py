@@ -13,8 +13,8 @@ go) and `loop` (the steps, the schedule and the quick validation).
 
 from .batches import (TaskBatches, colour_token_ids, pad_right, pad_segments, spoken_question_pool, swap_colour_words,
                       tokenizer_corpus, warp_frequencies)
-from .checkpoints import (add_stem_layer, fresh_model, grow_image_size, save_checkpoint, silence_new_blocks,
-                          warm_start)
+from .checkpoints import (add_stem_layer, fresh_model, grow_image_size, recover_checkpoint, save_checkpoint,
+                          silence_new_blocks, warm_start)
 from .config import (PRECISIONS, QUESTION_TASKS, TASKS, ConfigError, TrainConfig, checked, focus_shapes,
                      listed_names, resolved_precision, task_names, task_weights)
 from .loop import (average_gradients, backward_task_losses, image_encoder_trained, learning_rate, make_optimizer,
@@ -23,8 +23,8 @@ from .loop import (average_gradients, backward_task_losses, image_encoder_traine
 __all__ = [
     "PRECISIONS", "QUESTION_TASKS", "TASKS", "ConfigError", "TaskBatches", "TrainConfig", "add_stem_layer",
     "average_gradients", "backward_task_losses", "checked", "colour_token_ids", "focus_shapes", "fresh_model",
-    "grow_image_size", "image_encoder_trained", "learning_rate", "listed_names", "make_optimizer", "pad_right", "pad_segments",
-    "resolved_precision", "save_checkpoint", "silence_new_blocks", "spoken_question_pool",
-    "swap_colour_words", "task_names", "task_weights", "tokenizer_corpus", "train", "warm_start",
-    "warp_frequencies",
+    "grow_image_size", "image_encoder_trained", "learning_rate", "listed_names", "make_optimizer", "pad_right",
+    "pad_segments", "recover_checkpoint", "resolved_precision", "save_checkpoint", "silence_new_blocks",
+    "spoken_question_pool", "swap_colour_words", "task_names", "task_weights", "tokenizer_corpus", "train",
+    "warm_start", "warp_frequencies",
 ]

@@ -25,6 +25,14 @@ def save_checkpoint(path: Path, model, processor, optimizer, state: dict) -> Non
     shutil.rmtree(old, ignore_errors=True)
 
 
+def recover_checkpoint(path: Path) -> None:
+    """Put back the last whole checkpoint if a save was cut off between its two renames (`save_checkpoint`), which
+    leaves none at `path`: without it the run would start over, and its first save would delete the one kept."""
+    old = path.with_name(path.name + ".old")
+    if not path.exists() and (old / "trainer_state.pt").is_file():
+        old.rename(path)
+
+
 def answer_after(describes: bool) -> str | None:
     """What a checkpoint's processor records as the end of what an answer says before the answer itself (None:
     its answers say nothing before it)."""

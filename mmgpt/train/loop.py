@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from ..model import MMGPTForCausalLM, MMGPTProcessor
 from .batches import TaskBatches
-from .checkpoints import answer_after, fresh_model, save_checkpoint, warm_start
+from .checkpoints import answer_after, fresh_model, recover_checkpoint, save_checkpoint, warm_start
 from .config import MODEL_FIELDS, QUESTION_TASKS, TASKS, ConfigError, TrainConfig, checked, task_weights
 
 # --- distributed ----------------------------------------------------------------------------------------------
@@ -209,6 +209,7 @@ def train(cfg: TrainConfig) -> Path:
     torch.manual_seed(cfg.seed)  # same initial weights on every rank; data seeds differ below
 
     train_text, validation_text = split_text(load_shakespeare(cfg.text_path))
+    recover_checkpoint(checkpoint)
     resuming = (checkpoint / "trainer_state.pt").exists()
     if resuming:
         model = MMGPTForCausalLM.from_pretrained(checkpoint)
