@@ -406,10 +406,9 @@ def first_update(handler) -> tuple:
 EMPTY_PICKER = gr.update(choices=[], value=None)
 
 
-def test_the_next_answer_and_another_picture_empty_the_last_answers_maps_at_once(served, tmp_path):
+def test_the_next_answer_empties_the_last_answers_maps_at_once(served, tmp_path):
     """The maps, the word picker and the question's spectrogram belong to the last answer: a word picked from them
-    beside the next answer's words would draw the wrong map. The next answer's first update empties them, and
-    another picture empties them with the old picture's description."""
+    beside the next answer's words would draw the wrong map. The next answer's first update empties them."""
     _, engine = served
     handlers = app.Handlers(engine)
     picture = {"path": str(scene_png(tmp_path / "scene.png"))}
@@ -417,10 +416,6 @@ def test_the_next_answer_and_another_picture_empty_the_last_answers_maps_at_once
         handlers.ask(picture, "what shape is it?", None, None, RANDOM, RANDOM, True, "en"))
     assert (heatmap, words, heard["visible"], kept) == (None, EMPTY_PICKER, False, None)
     assert conversation[0] == {"role": "user", "content": "what shape is it?"}
-    conversation, stats, heard, description, description_stats, heatmap, words, kept = first_update(
-        handlers.new_picture(picture["path"], [], "en"))
-    assert (conversation, stats, heard["visible"], description, description_stats) == ([], "", False, "", "")
-    assert (heatmap, words, kept) == (None, EMPTY_PICKER, None)
 
 
 def test_a_word_picked_with_no_picture_is_refused_in_the_pages_language(served):

@@ -112,7 +112,7 @@ def build(handlers: AudioHandlers, page: Page):
     audio_stop.click(None, None, None, cancels=[transcribe_event])
     # Another recording (or none): the transcript and its maps belonged to the last one.
     audio.change(lambda: ("", "", *no_maps()), None,
-                 [transcript, audio_stats, spectrogram, audio_words, audio_curves], cancels=[transcribe_event],
-                 queue=False, api_visibility="private")
+                 [transcript, audio_stats, spectrogram, audio_words, audio_curves], queue=False,
+                 api_visibility="private")
     hold_while_recording(audio, transcribe)
     reply_stop.click(None, None, None, cancels=[reply_event])

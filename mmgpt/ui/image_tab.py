@@ -237,11 +237,10 @@ class ImageHandlers(TabHandlers):
 
     @staticmethod
     def new_picture(image, conversation, lang=""):
-        """Another picture (or none) starts a new conversation and empties the description and the maps of the old
-        one; a new picture says so if there was a conversation."""
+        """Another picture (or none) starts a new conversation; a new picture says so if there was one."""
         if image and conversation:  # a picture replaced by another changes it twice: to none, then to the new one
             gr.Info(translate("new_picture", lang))
-        yield *new_conversation(), "", "", *no_maps()
+        yield new_conversation()
 
 
 def new_conversation():
@@ -378,16 +377,18 @@ def build(handlers: ImageHandlers, page: Page):
                       answer_outputs, api_name="ask", **page.events)
     ask_stop.click(None, None, None, cancels=ask_events)
     hold_while_recording(recording, ask)
-    # Each of these stops the answer streaming into the chat: its next update would bring the old conversation
-    # back, since Gradio rebuilds a streamed value from its own copy of what it sent, not from what is shown.
+    # New conversation and the chat's clear button stop the answer streaming into the chat: its next update would
+    # bring the old conversation back, since Gradio rebuilds a streamed value from its own copy of what it sent, not
+    # from what is shown. Updates already on their way still can (the browser test saw it every time), so the chat
+    # is emptied once more after the first round trip. Another picture does not stop the answer: wired to the
+    # picture's change event, a cancel stopped the browser test's asks themselves.
     conversation_outputs = [chat, ask_stats, question_heard]
-    restart.click(new_conversation, None, conversation_outputs, queue=False, api_visibility="private",
-                  cancels=ask_events)
-    chat.clear(lambda: new_conversation()[1:], None, conversation_outputs[1:], queue=False, api_visibility="private",
-               cancels=ask_events)
-    image.change(page.errors(handlers.new_picture), [image, chat, page.lang],
-                 [*conversation_outputs, description, image_stats, heatmap, image_words, image_maps],
-                 js=page.events["js"], cancels=[*ask_events, caption_event],
+    start_over = dict(fn=new_conversation, inputs=None, outputs=conversation_outputs, queue=False,
+                      api_visibility="private")
+    for trigger in (restart.click, chat.clear):
+        trigger(**start_over, cancels=ask_events).then(**start_over)
+    image.change(page.errors(handlers.new_picture), [image, chat, page.lang], conversation_outputs,
+                 js=page.events["js"],
                  api_visibility="private", preprocess=False, concurrency_limit=None)  # queued: its toast needs it
     speech = dict(concurrency_id="speech", concurrency_limit=2, preprocess=False, js=page.events["js"])
     read.click(page.errors(handlers.read_last_answer), [chat, page.lang], spoken_answer, api_visibility="private",
