@@ -47,7 +47,8 @@ class AudioHandlers(TabHandlers):
         explanation = self.explain(preset, request, text, show_maps, last, params, lang)
         curves = explanation and explanation.audio_curves
         if not curves:
-            yield (text, stats, figures.spectrogram_image(clip.waveform), gr.update(choices=[], value=None), None)
+            _, words, kept = no_maps()
+            yield (text, stats, figures.spectrogram_image(clip.waveform), words, kept)
             return
         word = first_content_word(curves)
         kept = [(c.word, c.weights, c.seconds_per_step) for c in curves]

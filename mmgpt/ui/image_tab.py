@@ -67,7 +67,7 @@ class ImageHandlers(TabHandlers):
         explanation = self.explain(preset, request, text, show_maps, last, params, lang)
         maps = explanation and explanation.image_maps
         if not maps:
-            yield (text, stats, None, gr.update(choices=[], value=None), None)
+            yield (text, stats, *no_maps())
             return
         word = first_content_word(maps)
         yield (text, stats, overlays.heatmap_overlay(picture, maps[word].grid),
@@ -200,7 +200,8 @@ class ImageHandlers(TabHandlers):
         maps = explanation and explanation.image_maps
         hidden = gr.update(value=None, visible=False)
         if not maps:
-            return outputs.final(stats, None, gr.update(choices=[], value=None), hidden, None)
+            heatmap, words, kept = no_maps()
+            return outputs.final(stats, heatmap, words, hidden, kept)
         word = first_content_word(maps)
         curves = explanation.audio_curves and [(c.word, c.weights, c.seconds_per_step)
                                                for c in explanation.audio_curves]
@@ -266,10 +267,9 @@ class _ChatOutputs:
         return self._streaming(stats)
 
     def _streaming(self, stats: str) -> tuple:
-        if self.sent:
-            return self.final(stats, *SKIP_MAPS[:2], gr.skip(), SKIP_MAPS[2])
-        heatmap, words, kept = no_maps()
-        return self.final(stats, heatmap, words, gr.update(value=None, visible=False), kept)
+        heatmap, words, kept = SKIP_MAPS if self.sent else no_maps()
+        heard = gr.skip() if self.sent else gr.update(value=None, visible=False)
+        return self.final(stats, heatmap, words, heard, kept)
 
     def restored(self, messages: list[dict], question: str, recording) -> tuple:
         """After a failure: the conversation as it was before the question, and the question back where it was
