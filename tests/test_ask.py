@@ -8,12 +8,15 @@ then.
 """
 
 import dataclasses
+import itertools
 import json
 import re
 import shutil
 import threading
 import time
+import types
 import unicodedata
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +39,7 @@ from mmgpt.inputs import MAX_CONVERSATION_MESSAGES, MAX_MESSAGE_CHARS, SPOKEN_MA
 from mmgpt.presets import PRESETS
 from mmgpt.ui import image_tab
 from mmgpt.ui.common import user_facing_errors
+from mmgpt.ui.shown_pictures import ShownPictures
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "assets" / "examples"
@@ -404,6 +408,7 @@ def first_update(handler) -> tuple:
 
 
 EMPTY_PICKER = gr.update(choices=[], value=None)
+SKIPPED = gr.skip()
 
 
 def test_the_next_answer_empties_the_last_answers_maps_at_once(served, tmp_path):
@@ -443,9 +448,67 @@ def test_an_answer_clicked_in_the_chat_is_read_aloud(served):
 def test_a_new_picture_starts_a_new_conversation(served):
     _, engine = served
     conversation = [{"role": "user", "content": "what colour?"}, {"role": "assistant", "content": "red"}]
-    chat, stats, heard = next(app.Handlers(engine).new_picture({"path": "another.png"}, conversation))
+    chat, stats, heard, heatmap, words, kept = next(
+        app.Handlers(engine).new_picture({"path": "another.png"}, conversation))
     assert chat == [] and stats == "" and heard["visible"] is False
+    assert (heatmap, words, kept) == (None, EMPTY_PICKER, None)
     assert next(app.Handlers(engine).new_picture(None, conversation))[0] == []  # the picture removed
+
+
+def page(session: str):
+    """What Gradio passes a handler as its gr.Request, as far as the Image tab reads it."""
+    return types.SimpleNamespace(session_hash=session)
+
+
+
+@pytest.mark.parametrize("run", ["answer", "description"])
+def test_what_streams_about_a_picture_stops_when_the_page_shows_another(served, tmp_path, run):
+    """An answer or a description still streaming about the old picture stops on the server, its last update
+    emptying what it wrote, as the change event does; the same picture shown on another page stops nothing."""
+    _, engine = served
+    handlers = app.Handlers(engine)
+    old, new = ({"path": str(scene_png(tmp_path / name, colour))} for name, colour in
+                (("old.png", (220, 40, 40)), ("new.png", (40, 40, 220))))
+    streams = {session: (handlers.ask(old, "what shape is it?", None, None, ENDLESS, RANDOM, False, "en",
+                                      page(session)) if run == "answer"
+                         else handlers.caption(old, "", ENDLESS, False, "en", page(session)))
+               for session in ("page-1", "page-2")}
+    for stream in streams.values():
+        for _ in range(3):
+            next(stream)
+    with closing(streams["page-2"]):
+        emptied = next(handlers.new_picture(new, [{"role": "user", "content": "what shape is it?"}], "en",
+                                            page("page-1")))
+        last, *more = itertools.islice(streams["page-1"], 50)
+        assert more == [], "the old picture's run should have stopped"
+        chat, *_, kept = emptied
+        assert (chat, kept) == ([], None)
+        written, kept = last[0], last[5 if run == "answer" else 4]  # the chat or the description; the maps
+        assert (written, kept) == (([] if run == "answer" else ""), None)
+        assert next(streams["page-2"]), "another page's run goes on"
+
+
+def test_a_question_sent_just_before_its_pictures_change_event_came_is_kept(served, tmp_path):
+    """The page sends a question with the new picture before that picture's change event reaches the server (about
+    0.26 s after it shows). The answer goes on, and the event leaves the chat and the maps to it."""
+    _, engine = served
+    handlers = app.Handlers(engine)
+    old, new = ({"path": str(scene_png(tmp_path / name, colour))} for name, colour in
+                (("old.png", (220, 40, 40)), ("new.png", (40, 40, 220))))
+    list(handlers.caption(old, "", RANDOM, False, "en", page("page-1")))
+    with closing(handlers.ask(new, "what shape is it?", None, None, ENDLESS, RANDOM, False, "en",
+                              page("page-1"))) as answer:
+        next(answer)
+        assert next(handlers.new_picture(new, [], "en", page("page-1"))) == (SKIPPED,) * 6
+        assert len(list(itertools.islice(answer, 5))) == 5, "the answer about the picture shown goes on"
+
+
+def test_the_pictures_shown_are_kept_for_a_bounded_number_of_pages():
+    shown = ShownPictures(max_sessions=2)
+    for session in ("page-1", "page-2", "page-3"):
+        shown.show(session, {"path": "one.png"})
+    assert shown.replaced("page-3", {"path": "two.png"})
+    assert not shown.replaced("page-1", {"path": "two.png"}), "a page forgotten has nothing stopped"
 
 
 @needs_espeak

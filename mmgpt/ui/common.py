@@ -240,7 +240,8 @@ _DONE = object()
 
 
 class TabHandlers:
-    """What every tab's handlers need: the engine (the shared model cache) and its presets. No per-user state."""
+    """What every tab's handlers need: the engine (the shared model cache) and its presets. No per-user state
+    here; the Image tab keeps only which picture each page shows (`shown_pictures`)."""
 
     def __init__(self, engine: Engine):
         self.engine = engine

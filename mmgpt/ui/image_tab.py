@@ -3,6 +3,7 @@ or speaking the question; with where the model looked for each word, and answers
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass
 
 import gradio as gr
@@ -32,6 +33,7 @@ from .common import (
     warn,
     word_picker,
 )
+from .shown_pictures import ShownPictures
 
 MAX_CAPTION_PROMPT_CHARS = 200  # the optional start of a caption
 # Below this mean token probability an answer is flagged as a guess. mmgpt-tiny v4 is expected well above it on
@@ -50,11 +52,20 @@ class AnswerMaps:
 
 
 class ImageHandlers(TabHandlers):
-    def caption(self, image, prompt, preset, show_maps=True, lang=""):
+    def __init__(self, engine):
+        super().__init__(engine)
+        self.shown_pictures = ShownPictures()  # per open page: a description or answer about an old picture stops
+
+    def caption(self, image, prompt, preset, show_maps=True, lang="", request: gr.Request | None = None):
         """Describe a picture: (description so far, stats, heatmap, word choices, maps).
 
         With `show_maps`, the last update adds where the model looked for each word (one forward pass after the
-        description has streamed) and the heatmap of its first content word."""
+        description has streamed) and the heatmap of its first content word. It stops if the page shows another
+        picture meanwhile."""
+        yield from self._while_shown(request, image, self._describe(image, prompt, preset, show_maps, lang),
+                                     ("", "", *no_maps()))
+
+    def _describe(self, image, prompt, preset, show_maps, lang):
         preset = self.check_preset("image", preset)
         notes: list[Message] = []
         picture = inputs.load_image(image, notes)
@@ -105,7 +116,8 @@ class ImageHandlers(TabHandlers):
     def listener_names(self) -> list[str]:
         return [preset.name for preset in self.presets("audio")]
 
-    def ask(self, image, question, recording, conversation, preset, listener=None, show_maps=True, lang=""):
+    def ask(self, image, question, recording, conversation, preset, listener=None, show_maps=True, lang="",
+            request: gr.Request | None = None):
         """Answer a question about the picture, typed or recorded, after the conversation so far: (conversation,
         stats, heatmap, word choices, question spectrogram, word maps, question box, recorder); the first update
         empties the question box and the recorder.
@@ -117,7 +129,13 @@ class ImageHandlers(TabHandlers):
         transcript. Either way the chat shows the transcript as the user's turn. The answer streams into the
         conversation; notes follow it when earlier turns no longer fit the model or when it was unsure. With
         `show_maps`, the last update adds where the model looked for each word of the answer and, for a question it
-        heard, where it listened."""
+        heard, where it listened. It stops if the page shows another picture meanwhile."""
+        heatmap, words, kept = no_maps()
+        emptied = ([], "", heatmap, words, gr.update(value=None, visible=False), kept, gr.skip(), gr.skip())
+        yield from self._while_shown(request, image, self._answer(image, question, recording, conversation, preset,
+                                                                  listener, show_maps, lang), emptied, answer=True)
+
+    def _answer(self, image, question, recording, conversation, preset, listener, show_maps, lang):
         preset = inputs.check_choice(preset, [p.name for p in self.asking_presets()], "preset_unknown")
         listener = self.check_preset("audio", listener or self.default_listener())
         chat = inputs.load_conversation(conversation)
@@ -236,12 +254,30 @@ class ImageHandlers(TabHandlers):
             return
         yield read_aloud.speak(message["content"])
 
-    @staticmethod
-    def new_picture(image, conversation, lang=""):
-        """Another picture (or none) starts a new conversation; a new picture says so if there was one."""
-        if image and conversation:  # a picture replaced by another changes it twice: to none, then to the new one
+    def new_picture(self, image, conversation, lang="", request: gr.Request | None = None):
+        """Another picture (or none) on the page: (chat, its stats, question spectrogram, heatmap, word choices,
+        maps), each emptied if it is about another picture. A new conversation starts, and a new picture says so
+        if there was one. What was sent about this picture just before this event came, about 0.26 s after the
+        picture showed, is kept (see shown_pictures). The page empties the description itself."""
+        stale = self.shown_pictures.show(getattr(request, "session_hash", None), image)
+        if "chat" in stale and image and conversation:  # a picture replaced by another changes it twice
             gr.Info(translate("new_picture", lang))
-        yield new_conversation()
+        chat = new_conversation() if "chat" in stale else (gr.skip(),) * 3
+        yield *chat, *(no_maps() if "maps" in stale else SKIP_MAPS)
+
+    def _while_shown(self, request: gr.Request | None, image, run, emptied: tuple, answer: bool = False):
+        """`run`'s updates until the page shows another picture than `image`; then the update `emptied`, and it
+        stops. The picture's change event empties the outputs too, but an update of this run sent before it may
+        reach the page after it (the browser test saw the old conversation come back 1 run in 7); the run's own
+        last update cannot."""
+        session = getattr(request, "session_hash", None)
+        self.shown_pictures.started(session, image, answer)
+        with closing(run):
+            for update in run:
+                if self.shown_pictures.replaced(session, image):
+                    yield emptied
+                    return
+                yield update
 
 
 def new_conversation():
@@ -380,17 +416,20 @@ def build(handlers: ImageHandlers, page: Page):
     # New conversation and the chat's clear button stop the answer streaming into the chat: its next update would
     # bring the old conversation back, since Gradio rebuilds a streamed value from its own copy of what it sent, not
     # from what is shown. Updates already on their way still can (the browser test saw it every time), so the chat
-    # is emptied once more after the first round trip. Another picture does not stop the answer: its change event
-    # comes about 0.26 s after the picture shows, and a cancel on it also stopped asks sent in between (the browser
-    # test's, sent at once).
+    # is emptied once more after the first round trip. Another picture does not cancel: a description or an answer
+    # about the old one stops by itself (ImageHandlers._while_shown), and the change event empties its outputs.
     conversation_outputs = [chat, ask_stats, question_heard]
     start_over = dict(fn=new_conversation, inputs=None, outputs=conversation_outputs, queue=False,
                       api_visibility="private")
     for trigger in (restart.click, chat.clear):
         trigger(**start_over, cancels=ask_events).then(**start_over)
-    image.change(page.errors(handlers.new_picture), [image, chat, page.lang], conversation_outputs,
+    image.change(page.errors(handlers.new_picture), [image, chat, page.lang],
+                 [*conversation_outputs, heatmap, image_words, image_maps],
                  js=page.events["js"],
                  api_visibility="private", preprocess=False, concurrency_limit=None)  # queued: its toast needs it
+    # The description in the page, at once: a server event writing it would hide the progress of a description
+    # asked for before that event came back (the browser test's, asked at once, looked finished after two words).
+    image.change(None, None, [description, image_stats], js="() => ['', '']", api_visibility="private")
     speech = dict(concurrency_id="speech", concurrency_limit=2, preprocess=False, js=page.events["js"])
     read.click(page.errors(handlers.read_last_answer), [chat, page.lang], spoken_answer, api_visibility="private",
                **speech)

@@ -106,9 +106,9 @@ STOP_WITHIN_S = 2.0  # the server's generation thread has ended this long after 
 
 
 def test_starting_over_mid_answer_stops_the_answer_and_the_old_conversation_stays_gone(asking_page):
-    """"New conversation" pressed while an answer streams: the answer stops on the server and the chat stays empty.
-    Gradio rebuilds a streamed value from its own copy of what it sent, so an answer left running would bring the
-    old conversation back with its next update."""
+    """"New conversation" pressed, or another picture shown, while an answer streams: the answer stops on the server
+    and the chat stays empty. Gradio rebuilds a streamed value from its own copy of what it sent, so an answer left
+    running would bring the old conversation back with its next update."""
     asking_page.get_by_label("Show what the model saw").uncheck()
     panel = open_tab(asking_page, "Image")
     choose_model(asking_page, panel, "Model for questions", ENDLESS_PRESET)
@@ -117,7 +117,8 @@ def test_starting_over_mid_answer_stops_the_answer_and_the_old_conversation_stay
     picture.get_by_test_id("image").locator("img").wait_for()
     chat_block = input_block(panel, "Conversation about the picture")
     shown = chat_block.locator("[data-testid=user], [data-testid=bot]")
-    starts_over = {"New conversation": lambda: button(panel, "New conversation").click()}
+    starts_over = {"New conversation": lambda: button(panel, "New conversation").click(),
+                   "another picture": lambda: upload(picture, EXAMPLES / "scene_0.png")}
     for how, start_over in starts_over.items():
         chat = ChatRecorder(chat_block)
         textbox(panel, "Your question").fill("what colour is the circle?")

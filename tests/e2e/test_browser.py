@@ -105,11 +105,16 @@ def test_text_tab_streams_and_stop_ends_the_generation(page):
 
 
 def describe(panel, picture: Path) -> str:
-    """Upload `picture`, press Describe, and return the finished description."""
+    """Upload `picture`, press Describe, and return the finished description. A description of the picture before
+    is emptied first, once the page has the new picture, as a user would see."""
     block = input_block(panel, "Picture")
+    before = textbox(panel, "Description").input_value()
     clear_input(block)
     upload(block, picture)
     block.get_by_test_id("image").locator("img").wait_for()
+    if before:
+        wait_until(lambda: not textbox(panel, "Description").input_value(), 10,
+                   "the description of the picture before should be emptied")
     recorder = Recorder(textbox(panel, "Description"))
     button(panel, "Describe").click()
     return check_stats(recorder.wait_for_answer(), textbox(panel, "Speed"))

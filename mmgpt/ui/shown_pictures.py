@@ -1,0 +1,76 @@
+"""Which picture each open page shows, so that a description or an answer about a picture no longer shown stops.
+
+Another picture cannot simply cancel what streams about the old one. Its change event reaches the server about
+0.26 s after the picture shows (measured in the browser test, 2 runs of 2), and a cancel there also stopped the
+descriptions and questions sent in between, which are about the new picture. Comparing pictures stops only the
+old ones, and tells the change event whether the chat and the maps still belong to another picture.
+
+A picture is named by its upload's path, which the page sends unchanged with every event (the model events take
+unprocessed payloads); no picture is None. A session is Gradio's, one per open page. API calls never report a
+picture shown, so nothing of theirs is stopped. Under ZeroGPU the model handlers run in another process and see
+none of this: they stream to the end, as before.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+MAX_SESSIONS = 4096  # records kept; the oldest page's goes first, and that page only loses the early stop
+OUTPUTS = ("chat", "maps")  # what the change event empties; the maps belong to the latest run, answer or description
+_NOTHING = object()  # nothing reported yet
+
+
+@dataclass
+class _Session:
+    shown: object = _NOTHING  # the picture the page reported last
+    about: dict = field(default_factory=dict)  # output -> the picture of the run that wrote it last
+
+
+def picture_name(image) -> str | None:
+    """What names a picture across events: the upload's path, or the path itself; None for no picture."""
+    if isinstance(image, dict):
+        return image.get("path") or image.get("url")
+    return image if isinstance(image, str) else None
+
+
+class ShownPictures:
+    def __init__(self, max_sessions: int = MAX_SESSIONS):
+        self._sessions: OrderedDict[str, _Session] = OrderedDict()
+        self._max_sessions = max_sessions
+        self._lock = threading.Lock()
+
+    def started(self, session: str | None, image, answer: bool) -> None:
+        """An answer (it writes the chat) or a description about `image` starts; either writes the maps."""
+        if session is None:
+            return
+        with self._lock:
+            about = self._session(session).about
+            about["maps"] = picture_name(image)
+            if answer:
+                about["chat"] = about["maps"]
+
+    def show(self, session: str | None, image) -> tuple[str, ...]:
+        """The page now shows `image` (None: no picture): the outputs (of OUTPUTS) last written about another
+        picture, to be emptied. A run sent with this picture just before its change event came is not among them."""
+        if session is None:
+            return OUTPUTS
+        name = picture_name(image)
+        with self._lock:
+            record = self._session(session)
+            record.shown = name
+            return tuple(output for output in OUTPUTS if record.about.get(output, _NOTHING) != name)
+
+    def replaced(self, session: str | None, image) -> bool:
+        """Whether the page has since shown another picture (or none) than `image`."""
+        with self._lock:
+            record = self._sessions.get(session) if session is not None else None
+            return record is not None and record.shown is not _NOTHING and record.shown != picture_name(image)
+
+    def _session(self, session: str) -> _Session:
+        record = self._sessions.pop(session, None) or _Session()
+        self._sessions[session] = record  # the newest last
+        while len(self._sessions) > self._max_sessions:
+            self._sessions.popitem(last=False)
+        return record
