@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     ship_parser.add_argument("--why", default=None,
                              help="JSON: {target key: why it was missed}, e.g. {\"caption_heldout.keyword_accuracy\": ...}")
 
+    average_parser = commands.add_parser("average", help="the mean of the weights of checkpoints of one run's "
+                                                         "continuations, as a checkpoint to evaluate and ship")
+    average_parser.add_argument("checkpoints", nargs="+", help="training runs' checkpoint folders, oldest first")
+    average_parser.add_argument("--out", required=True, help="the new checkpoint folder")
+
     caption = commands.add_parser("caption", help="describe a picture, streaming")
     caption.add_argument("image", help="image file (png, jpeg, gif, webp, bmp, tiff)")
     caption.add_argument("--prompt", default="", help="start of the caption, for captioners that take one")
@@ -114,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None, engine=None) -> int:
     """Run one command; returns the exit status. `engine` replaces the default `Engine()` (tests inject one)."""
     args = build_parser().parse_args(argv)
-    if args.command in ("train", "evaluate", "ship"):
+    if args.command in ("train", "evaluate", "ship", "average"):
         try:
             return run_command(args)
         except UsageError as exc:  # before anything long has run: the command line was wrong
@@ -131,8 +136,9 @@ class UsageError(ValueError):
 
 
 def run_command(args: argparse.Namespace) -> int:
-    """train, evaluate or ship. A setting or file that cannot work is a UsageError, raised before the command's
-    work starts (a training run builds its pools for minutes, an evaluation runs for minutes before it writes)."""
+    """train, evaluate, ship or average. A setting or file that cannot work is a UsageError, raised before the
+    command's work starts (a training run builds its pools for minutes, an evaluation runs for minutes before it
+    writes)."""
     if args.command == "train":
         from .train import ConfigError, TrainConfig, train
 
@@ -150,6 +156,15 @@ def run_command(args: argparse.Namespace) -> int:
         if (small := [f.name for f in dataclasses.fields(sizes) if getattr(sizes, f.name) < 1]):
             raise UsageError(f"--{small[0].replace('_', '-')} {getattr(sizes, small[0])}: must be at least 1")
         evaluate(args.model, args.text_path, args.out, sizes, seed=args.seed, cache_dir=args.speech_cache_dir)
+        return 0
+    if args.command == "average":
+        from .train import AverageError, average_checkpoints
+
+        _check_output(args.out, "--out")
+        try:
+            print(average_checkpoints(args.checkpoints, args.out))
+        except AverageError as exc:
+            raise UsageError(str(exc)) from None
         return 0
     from .ship import ship, unexplained_misses
 

@@ -457,6 +457,15 @@ def _resumes_section(state: dict) -> str:
     return (" " + " ".join(sentences)) if sentences else ""
 
 
+def _averaged_section(state: dict) -> str:
+    """The checkpoints whose mean the weights are (`python -m mmgpt average`); the settings above are the last's."""
+    if not state.get("averaged"):
+        return ""
+    names = ", ".join(f"`{source}`" for source in state["averaged"])
+    return (f" The weights are the mean of {len(state['averaged'])} checkpoints of this lineage, {names} "
+            "(`python -m mmgpt average`); the settings above, and the steps and time below, are the last one's.")
+
+
 def _questions_limit(results: dict) -> str:
     if (results.get("qa_typed") or {}).get("available"):
         return ", and answers questions only about scene pictures"
@@ -515,7 +524,7 @@ All made by the project (`mmgpt/data/`), deterministic given a seed:
 {_data_section(train_cfg)}
 
 ## Training
-{_training_section(train_cfg)}{_resumes_section(state)}
+{_training_section(train_cfg)}{_resumes_section(state)}{_averaged_section(state)}
 
 - Command: `{command}`
 - Steps: {state['step']}; training wall time: {minutes:.1f} min on a 2-core CPU (evaluation pauses excluded),

@@ -386,6 +386,56 @@ def test_ship_writes_the_weights_in_fp16_that_load_as_fp32_and_no_card_until_the
         torch.testing.assert_close(loaded.state_dict()[name], weight.half().float(), rtol=0, atol=0)
 
 
+def test_average_writes_the_mean_of_the_weights_a_checkpoint_that_ships_and_names_what_it_averaged(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    sources = [_trained_checkpoint(save_random_checkpoint(tmp_path / f"model{seed}", seed=seed), tmp_path,
+                                   f"checkpoint{seed}") for seed in (1, 2, 3)]
+    averaged = tmp_path / "averaged"
+    assert main(["average", *map(str, sources), "--out", str(averaged)]) == 0
+
+    weights = [load_file(source / "model.safetensors") for source in sources]
+    mean = load_file(averaged / "model.safetensors")
+    assert mean.keys() == weights[0].keys()
+    for name, tensor in mean.items():
+        torch.testing.assert_close(tensor, (weights[0][name] + weights[1][name] + weights[2][name]) / 3)
+    assert torch.load(averaged / "trainer_state.pt", weights_only=False)["averaged"] == list(map(str, sources))
+    assert main(["ship", "--checkpoint", str(averaged), "--out", str(tmp_path / "shipped")]) == 0
+
+
+def _differing_tokenizer(checkpoint):
+    tokenizer = json.loads((checkpoint / "tokenizer.json").read_text())
+    tokenizer["added_tokens"] = tokenizer["added_tokens"][:-1]
+    (checkpoint / "tokenizer.json").write_text(json.dumps(tokenizer))
+
+
+@pytest.mark.parametrize("problem, named", [
+    ("one checkpoint", "at least two checkpoints"),
+    ("a model of another size", "differ in config.json"),
+    ("another tokenizer", "differ in tokenizer.json"),
+    ("a shipped folder", "not a training run's checkpoint (no trainer_state.pt there)"),
+    ("out is a source", "one of the checkpoints averaged"),
+])
+def test_average_refuses_checkpoints_that_are_not_of_one_model_naming_why(problem, named, tmp_path, capsys):
+    first = _trained_checkpoint(save_random_checkpoint(tmp_path / "model1", seed=1), tmp_path, "first")
+    second = _trained_checkpoint(save_random_checkpoint(tmp_path / "model2", seed=2), tmp_path, "second")
+    out = tmp_path / "averaged"
+    if problem == "a model of another size":
+        shutil.rmtree(second)
+        second = _trained_checkpoint(save_random_checkpoint(tmp_path / "model3", seed=2, n_layer=1), tmp_path, "second")
+    elif problem == "another tokenizer":
+        _differing_tokenizer(second)
+    elif problem == "a shipped folder":
+        (second / "trainer_state.pt").unlink()
+    elif problem == "out is a source":
+        out = second
+    sources = [first] if problem == "one checkpoint" else [first, second]
+    assert main(["average", *map(str, sources), "--out", str(out)]) == 2
+    assert named in capsys.readouterr().err
+    assert not (tmp_path / "averaged").exists()
+
+
 def test_ship_leaves_the_weights_it_replaces_whole_for_a_process_still_reading_them(tmp_path):
     first, second = (_trained_checkpoint(save_random_checkpoint(tmp_path / f"model{seed}", seed=seed), tmp_path,
                                          f"checkpoint{seed}") for seed in (1, 2))
