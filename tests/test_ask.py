@@ -541,7 +541,7 @@ def can_ask(engine) -> bool:
 # recording), and why. Each is an expected failure, so a newly wrong answer fails its own test, and an answer that
 # a later checkpoint gets right fails too, until it leaves this list. The evaluation's figures are the measure of
 # the model (assets/mmgpt-tiny/README.md); these say which answers a user clicking the examples sees go wrong.
-KNOWN_MISSES: dict[tuple[str, str, str], str] = {}  # mmgpt-tiny v4.37 answers all 13 right
+KNOWN_MISSES: dict[tuple[str, str, str], str] = {}  # mmgpt-tiny v4.39 answers all 13 right
 
 
 def example_cases(how: str) -> list:
