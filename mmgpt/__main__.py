@@ -150,7 +150,7 @@ def run_command(args: argparse.Namespace) -> int:
     if args.command == "evaluate":
         from .evaluate import EvalSizes, evaluate
 
-        _check_checkpoint(args.model, "--model", "config.json")
+        _check_checkpoint(args.model, "--model")
         _check_output(args.out, "--out")
         sizes = EvalSizes(**{f.name: getattr(args, f.name) for f in dataclasses.fields(EvalSizes)})
         if (small := [f.name for f in dataclasses.fields(sizes) if getattr(sizes, f.name) < 1]):
@@ -170,7 +170,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     if args.eval is None and (args.why or args.train_command):
         raise UsageError("--why and --train-command are for the model card, which needs --eval")
-    _check_checkpoint(args.checkpoint, "--checkpoint", "trainer_state.pt")
+    _check_checkpoint(args.checkpoint, "--checkpoint", training_run=True)
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out}: a file is there, not a folder")
     results = _json_object(args.eval, "--eval") if args.eval else None
@@ -190,10 +190,11 @@ def run_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_checkpoint(path: str, option: str, marker: str):
-    if not (Path(path) / marker).is_file():
-        kind = "a training run's checkpoint" if marker == "trainer_state.pt" else "a checkpoint"
-        raise UsageError(f"{option} {path}: not {kind} (no {marker} there)")
+def _check_checkpoint(path: str, option: str, training_run: bool = False):
+    from .train.checkpoints import checkpoint_problem
+
+    if problem := checkpoint_problem(path, training_run):
+        raise UsageError(f"{option} {path}: {problem}")
 
 
 def _check_output(path: str, option: str):

@@ -585,7 +585,7 @@ def test_a_training_path_that_must_be_set_keeps_the_word_none():
     (["--steps", "-5"], "steps -5"),
     (["--max-minutes", "-1"], "max_minutes -1.0"),
     (["--eval-text-block", "512"], "eval_text_block 512: must be below n_positions (512)"),
-    (["--init-from", "no/such/checkpoint"], "init_from 'no/such/checkpoint': no checkpoint there"),
+    (["--init-from", "no/such/checkpoint"], "init_from 'no/such/checkpoint': not a checkpoint (no config.json there)"),
 ])
 def test_a_training_setting_that_cannot_work_exits_2_naming_it_before_anything_is_built(argv, named, tmp_path,
                                                                                        capsys):
@@ -617,7 +617,8 @@ def test_evaluate_names_a_model_or_an_output_folder_that_is_not_there_before_it_
 def test_ship_names_a_file_that_cannot_work_before_it_writes_anything(problem, named, tmp_path, capsys):
     checkpoint = tmp_path / "checkpoint"
     checkpoint.mkdir()
-    (checkpoint / "trainer_state.pt").write_bytes(b"")  # looked at only for being there: ship never runs
+    for name in ("config.json", "trainer_state.pt"):  # looked at only for being there: ship never runs
+        (checkpoint / name).write_bytes(b"")
     (tmp_path / "eval.json").write_text("{}")
     why = {"a why that is no JSON": "{not json", "a why that is a list": '["x"]',
            "a why that is no text": '{"caption_test.exact_match": 3}'}.get(problem, "{}")

@@ -35,7 +35,19 @@ def recover_checkpoint(path: Path) -> None:
         old.rename(path)
 
 
+TRAINING_STATE = "trainer_state.pt"
 AVERAGED_FILES = ("config.json", "tokenizer.json", "processor_config.json")  # must agree, byte for byte
+
+
+def checkpoint_problem(path: str | Path, training_run: bool = False) -> str | None:
+    """Why `path` is not a checkpoint folder, or None. A model needs its config.json; a training run's checkpoint,
+    which a resume, `ship` and `average` read, also its trainer state."""
+    needed = ("config.json", TRAINING_STATE) if training_run else ("config.json",)
+    missing = [name for name in needed if not (Path(path) / name).is_file()]
+    if not missing:
+        return None
+    kind = "a training run's checkpoint" if training_run else "a checkpoint"
+    return f"not {kind} (no {' or '.join(missing)} there)"
 
 
 class AverageError(ValueError):
@@ -59,9 +71,11 @@ def average_checkpoints(sources: list[Path], out: Path) -> Path:
     if out.resolve() in {source.resolve() for source in sources}:
         raise AverageError(f"--out {out}: one of the checkpoints averaged; write the mean elsewhere")
     for source in sources:
-        missing = [name for name in (WEIGHTS, "trainer_state.pt", *AVERAGED_FILES) if not (source / name).is_file()]
+        if problem := checkpoint_problem(source, training_run=True):
+            raise AverageError(f"{source}: {problem}")
+        missing = [name for name in (WEIGHTS, *AVERAGED_FILES) if not (source / name).is_file()]
         if missing:
-            raise AverageError(f"{source}: not a training run's checkpoint (no {', '.join(missing)} there)")
+            raise AverageError(f"{source}: a checkpoint without {' or '.join(missing)}")
         differing = [name for name in AVERAGED_FILES
                      if (source / name).read_bytes() != (sources[0] / name).read_bytes()]
         if differing:
@@ -70,13 +84,13 @@ def average_checkpoints(sources: list[Path], out: Path) -> Path:
     weights = [load_file(str(source / WEIGHTS)) for source in sources]
     mean = {name: (sum(w[name].double() for w in weights) / len(weights)).to(weights[-1][name].dtype)
             for name in weights[-1]}
-    state = torch.load(sources[-1] / "trainer_state.pt", weights_only=False, map_location="cpu")
+    state = torch.load(sources[-1] / TRAINING_STATE, weights_only=False, map_location="cpu")
     state["averaged"] = [str(source) for source in sources]
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(sources[-1], tmp, ignore=shutil.ignore_patterns(WEIGHTS, "trainer_state.pt"))
+    shutil.copytree(sources[-1], tmp, ignore=shutil.ignore_patterns(WEIGHTS, TRAINING_STATE))
     save_file(mean, str(tmp / WEIGHTS), metadata={"format": "pt"})
-    torch.save(state, tmp / "trainer_state.pt")
+    torch.save(state, tmp / TRAINING_STATE)
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out

@@ -4,7 +4,6 @@ turn its comma-separated settings into names, each naming a misspelt entry."""
 import dataclasses
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -182,6 +181,8 @@ def checked(cfg: TrainConfig) -> TrainConfig:
     """`cfg` with its precision resolved and its tasks in one spelling (so that the checkpoint, a resume and the
     model card read the same), after every check that can be made before anything is built: a setting that would
     fail minutes later, once the pools are made, or quietly do nothing, is named now."""
+    from .checkpoints import checkpoint_problem  # here: checkpoints imports this module
+
     cfg = dataclasses.replace(cfg, precision=resolved_precision(cfg.precision), tasks=",".join(task_names(cfg)))
     task_weights(cfg)
     focus_shapes(cfg)
@@ -201,8 +202,8 @@ def checked(cfg: TrainConfig) -> TrainConfig:
     if cfg.speech_text_share + cfg.speech_word_share > 1:
         raise ConfigError(f"speech_text_share {cfg.speech_text_share} and speech_word_share {cfg.speech_word_share}: "
                           "together at most the whole speech pool, 1")
-    if cfg.init_from and not (Path(cfg.init_from) / "config.json").is_file():
-        raise ConfigError(f"init_from {cfg.init_from!r}: no checkpoint there (a folder with config.json)")
+    if cfg.init_from and (problem := checkpoint_problem(cfg.init_from)):
+        raise ConfigError(f"init_from {cfg.init_from!r}: {problem}")
     return cfg
 
 
