@@ -52,7 +52,8 @@ GENERATION_TIMEOUT_S = _env_int("MMGPT_TIMEOUT_S", 120, minimum=1)  # seconds on
 CACHE_SWEEP_S, CACHE_MAX_AGE_S = 600, 1800  # every 10 min delete uploads and outputs older than 30 min
 MAX_UPLOAD_MB = _env_int("MMGPT_MAX_UPLOAD_MB", 100, minimum=1)
 CONCURRENCY_GROUP = "models"  # every model event shares one concurrency limit
-SESSION_CAPACITY = 1000  # browser sessions whose Gradio state is kept (about 0.13 MB each; the app keeps no user state)
+SESSION_CAPACITY = 1000  # browser sessions whose Gradio state is kept (about 0.13 MB each; the app keeps no user
+# state but which picture each page shows, mmgpt/ui/shown_pictures.py)
 
 # Sends the page's language (set by the browser locale or Settings -> Language) as each event's last input.
 LANG_JS = """(...args) => {
@@ -99,7 +100,8 @@ if not getattr(route_utils.delete_files_created_by_app, "survives_uploads", Fals
 
 
 class Handlers(image_tab.ImageHandlers, audio_tab.AudioHandlers, text_tab.TextHandlers):
-    """Every tab's event handlers, bound to one engine (the shared model cache). They keep no per-user state."""
+    """Every tab's event handlers, bound to one engine (the shared model cache). They keep no per-user state but
+    which picture each page shows (`image_tab.ImageHandlers.shown_pictures`)."""
 
     def preload(self):
         for name in {*(self.default(task) for task in ("image", "audio", "text")), self.default_asking()} - {None}:

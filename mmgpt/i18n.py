@@ -225,6 +225,9 @@ _TABLE: dict[str, tuple[str, str]] = {
         "longer saw the first {dropped} of the {turns} earlier questions and answers.",
         "对话对这个模型来说太长了（它最多读 {context} 个 token，含回答）：前面 {turns} 轮问答中最早的 {dropped} 轮它已看不到了。",
     ),
+    "description_unsure": ("The model is unsure of this description (mean token confidence {percent}%): the picture "
+                           "may be unlike the drawings it learned, and the description a guess.",
+                           "模型对这段描述没有把握（平均 token 置信度 {percent}%）：这张图片可能不像它学过的图画，描述可能是猜测。"),
     "answer_unsure": ("⚠️ The model is unsure of this answer (mean token confidence {percent}%): it may be a guess.",
                       "⚠️ 模型对这个回答没有把握（平均 token 置信度 {percent}%）：可能是猜的。"),
     "new_picture": ("A new picture: the conversation about the previous one was cleared.",

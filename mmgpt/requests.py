@@ -148,6 +148,7 @@ class StreamUpdate:
     # On the last update of a one-window answer: its token ids, so that `Engine.explain` reads exactly what the
     # model wrote (re-tokenizing the text can give other, and more, tokens). Empty otherwise.
     token_ids: tuple[int, ...] = ()
-    # On the last update of an answer to a question (`AskRequest`): the mean probability the model gave the answer's
-    # tokens (special tokens such as end-of-text left out), in [0, 1]; low means it was guessing. None otherwise.
+    # On the last update of an answer to a question (`AskRequest`) or of a description (`ImageRequest`): the mean
+    # probability the model gave its tokens (special tokens such as end-of-text left out), in [0, 1]; low means it
+    # was guessing. None otherwise.
     confidence: float | None = None

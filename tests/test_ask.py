@@ -39,6 +39,7 @@ from mmgpt.inputs import MAX_CONVERSATION_MESSAGES, MAX_MESSAGE_CHARS, SPOKEN_MA
 from mmgpt.presets import PRESETS
 from mmgpt.ui import image_tab
 from mmgpt.ui.common import user_facing_errors
+from mmgpt.ui import shown_pictures
 from mmgpt.ui.shown_pictures import ShownPictures
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -180,6 +181,22 @@ def test_an_unsure_answer_says_so_in_the_pages_language(served, picture, monkeyp
     monkeypatch.setattr(image_tab, "UNSURE_BELOW", 0.0)  # nothing counts as unsure: no note
     sure = texts(client.predict(picture, "what shape?", None, None, RANDOM, False, "en", api_name="/ask")[0])
     assert [role for role, _ in sure] == ["user", "assistant"]
+
+
+def test_a_description_the_model_is_unsure_of_says_so_where_its_preset_says_when(served, tmp_path, monkeypatch):
+    """A random model's tokens each get well under 1% of the probability: its descriptions are guesses. Only a preset
+    with `unsure_description_below` says so: an open-vocabulary captioner is rarely sure of its words."""
+    _, engine = served
+    judged = dataclasses.replace(engine.presets[RANDOM], name="mmgpt-judged", unsure_description_below=0.5)
+    unjudged = dataclasses.replace(judged, name="mmgpt-unjudged", unsure_description_below=None)
+    handlers = app.Handlers(Engine(presets={**engine.presets, judged.name: judged, unjudged.name: unjudged}))
+    warned = []
+    monkeypatch.setattr(image_tab, "warn", lambda notes, lang: warned.extend(note.text(lang) for note in notes))
+    picture = {"path": str(scene_png(tmp_path / "scene.png"))}
+    list(handlers.caption(picture, "", unjudged.name, False, "en"))
+    assert not any("unsure" in text for text in warned)
+    list(handlers.caption(picture, "", judged.name, False, "zh-CN"))
+    assert any("没有把握" in text for text in warned), warned
 
 
 def test_a_conversation_too_long_for_the_model_drops_its_oldest_turns_with_a_note(served, picture):
@@ -452,7 +469,9 @@ def test_a_new_picture_starts_a_new_conversation(served):
         app.Handlers(engine).new_picture({"path": "another.png"}, conversation))
     assert chat == [] and stats == "" and heard["visible"] is False
     assert (heatmap, words, kept) == (None, EMPTY_PICKER, None)
-    assert next(app.Handlers(engine).new_picture(None, conversation))[0] == []  # the picture removed
+    # The picture removed: nothing changes until the next one, since a replaced picture changes to none and then
+    # to the new one, in events that may come in either order.
+    assert next(app.Handlers(engine).new_picture(None, conversation)) == (SKIPPED,) * 6
 
 
 def page(session: str):
@@ -485,7 +504,7 @@ def test_what_streams_about_a_picture_stops_when_the_page_shows_another(served, 
         assert (chat, kept) == ([], None)
         written, kept = last[0], last[5 if run == "answer" else 4]  # the chat or the description; the maps
         assert (written, kept) == (([] if run == "answer" else ""), None)
-        assert next(streams["page-2"]), "another page's run goes on"
+        assert len(list(itertools.islice(streams["page-2"], 3))) == 3, "another page's run goes on"
 
 
 def test_a_question_sent_just_before_its_pictures_change_event_came_is_kept(served, tmp_path):
@@ -501,6 +520,37 @@ def test_a_question_sent_just_before_its_pictures_change_event_came_is_kept(serv
         next(answer)
         assert next(handlers.new_picture(new, [], "en", page("page-1"))) == (SKIPPED,) * 6
         assert len(list(itertools.islice(answer, 5))) == 5, "the answer about the picture shown goes on"
+
+
+def test_a_question_sent_with_the_old_pictures_conversation_starts_a_new_one(served, tmp_path):
+    """Asked about the new picture before its change event came, the question still carries the chat about the old
+    one: the model must not read those turns as this picture's. A follow-up about the same picture keeps them."""
+    _, engine = served
+    handlers = app.Handlers(engine)
+    old, new = ({"path": str(scene_png(tmp_path / name, colour))} for name, colour in
+                (("old.png", (220, 40, 40)), ("new.png", (40, 40, 220))))
+
+    def ask(picture, conversation):
+        return handlers.ask(picture, "what shape is it?", None, conversation, RANDOM, RANDOM, False, "en",
+                            page("page-1"))
+
+    *_, (about_old, *_) = ask(old, None)
+    question_and_answer_begun = [{"role": "user", "content": "what shape is it?"}, {"role": "assistant", "content": ""}]
+    conversation, *_ = first_update(ask(new, about_old))
+    assert conversation == question_and_answer_begun
+    *_, (about_new, *_) = ask(new, None)
+    conversation, *_ = first_update(ask(new, about_new))
+    assert len(conversation) == len(about_new) + 2 and conversation[-2:] == question_and_answer_begun
+
+
+def test_in_a_forked_process_the_pictures_shown_are_neither_recorded_nor_stopped(monkeypatch):
+    """ZeroGPU runs the model handlers in a forked process, whose copy of the record would be stale."""
+    shown = ShownPictures()
+    shown.show("page-1", {"path": "one.png"})
+    monkeypatch.setattr(shown_pictures.os, "getpid", lambda: -1)
+    assert not shown.replaced("page-1", {"path": "two.png"})
+    assert shown.show("page-1", {"path": "three.png"}) == ()
+    assert shown.started("page-1", {"path": "four.png"}, answer=True) is False
 
 
 def test_the_pictures_shown_are_kept_for_a_bounded_number_of_pages():

@@ -18,7 +18,8 @@ from transformers.utils import logging as hf_logging
 
 from mmgpt import read_aloud
 from mmgpt.audio import SAMPLE_RATE
-from mmgpt.engine import AskRequest, Engine, GenerationParams, HeardQuestionRequest, ImageRequest, fit_conversation
+from mmgpt.engine import (AskRequest, AudioRequest, Engine, GenerationParams, HeardQuestionRequest, ImageRequest,
+                          TextRequest, fit_conversation)
 from mmgpt.inputs import (
     MAX_CONVERSATION_MESSAGES,
     MAX_MESSAGE_CHARS,
@@ -150,8 +151,16 @@ def test_the_meter_starts_over_after_the_description():
     assert run(ConfidenceMeter(skip=[0], restart_after=[2, 1]), steps) == pytest.approx(0.77)  # no marker
 
 
-def test_other_requests_report_no_confidence(engine):
-    assert answer(engine, "mmgpt", ImageRequest(PICTURE))[-1].confidence is None
+def test_a_description_reports_its_mean_token_probability_as_an_answer_does(engine):
+    request = ImageRequest(PICTURE)
+    last = answer(engine, "mmgpt", request)[-1]
+    explanation = engine.explain("mmgpt", request, last.token_ids, GREEDY)
+    assert last.confidence == pytest.approx(np.mean([token.prob for token in explanation.tokens]), abs=1e-5)
+
+
+def test_transcripts_and_text_report_no_confidence(engine):
+    assert answer(engine, "mmgpt", AudioRequest(spoken()))[-1].confidence is None
+    assert answer(engine, "mmgpt", TextRequest("ROMEO:"))[-1].confidence is None
 
 
 def test_a_spoken_question_is_heard_with_the_picture_and_explained_over_both(engine):

@@ -401,6 +401,9 @@ def test_average_writes_the_mean_of_the_weights_a_checkpoint_that_ships_and_name
     for name, tensor in mean.items():
         torch.testing.assert_close(tensor, (weights[0][name] + weights[1][name] + weights[2][name]) / 3)
     assert torch.load(averaged / "trainer_state.pt", weights_only=False)["averaged"] == list(map(str, sources))
+    assert main(["average", *map(str, sources[:2]), "--out", str(averaged)]) == 0  # an earlier mean is replaced
+    for name, tensor in load_file(averaged / "model.safetensors").items():
+        torch.testing.assert_close(tensor, (weights[0][name] + weights[1][name]) / 2)
     assert main(["ship", "--checkpoint", str(averaged), "--out", str(tmp_path / "shipped")]) == 0
 
 
@@ -416,6 +419,8 @@ def _differing_tokenizer(checkpoint):
     ("another tokenizer", "differ in tokenizer.json"),
     ("a shipped folder", "not a training run's checkpoint (no trainer_state.pt there)"),
     ("out is a source", "one of the checkpoints averaged"),
+    ("out holds the sources", "holds checkpoints averaged"),
+    ("out is another folder", "already there, and not an earlier mean"),
 ])
 def test_average_refuses_checkpoints_that_are_not_of_one_model_naming_why(problem, named, tmp_path, capsys):
     first = _trained_checkpoint(save_random_checkpoint(tmp_path / "model1", seed=1), tmp_path, "first")
@@ -430,10 +435,16 @@ def test_average_refuses_checkpoints_that_are_not_of_one_model_naming_why(proble
         (second / "trainer_state.pt").unlink()
     elif problem == "out is a source":
         out = second
+    elif problem == "out holds the sources":
+        out = tmp_path
+    elif problem == "out is another folder":
+        out.mkdir()
+        (out / "notes.txt").write_text("kept")
     sources = [first] if problem == "one checkpoint" else [first, second]
     assert main(["average", *map(str, sources), "--out", str(out)]) == 2
     assert named in capsys.readouterr().err
-    assert not (tmp_path / "averaged").exists()
+    assert not (tmp_path / "averaged").exists() or (tmp_path / "averaged" / "notes.txt").read_text() == "kept"
+    assert first.is_dir() and second.is_dir()
 
 
 def test_ship_leaves_the_weights_it_replaces_whole_for_a_process_still_reading_them(tmp_path):

@@ -1,4 +1,5 @@
-"""How sure the model was of an answer: the mean probability of the tokens it chose, measured while it decodes.
+"""How sure the model was of an answer or a description: the mean probability of the tokens it chose, measured while
+it decodes.
 
 A `ConfidenceMeter` rides along in `generate()` (and in the batch's decoding loop, which runs the same processors
 and criteria): as the last logits processor it keeps the step's distribution, and as a stopping criterion that never

@@ -60,7 +60,7 @@ class Note(NamedTuple):
 
 
 class Confidence(NamedTuple):
-    mean_probability: float | None  # of an answer to a question (see confidence.py)
+    mean_probability: float | None  # of an answer to a question or a description (see confidence.py)
 
 
 END = object()  # the worker's last queue item, after the final chunk or an error

@@ -18,7 +18,7 @@ import torch
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList, set_seed
 
 from ..loaders import ModelAdapter
-from ..requests import AskRequest, GenerationParams, TextRequest
+from ..requests import AskRequest, GenerationParams, ImageRequest, TextRequest
 from .confidence import ConfidenceMeter
 from .segments import fit_conversation, fit_to_context
 from .streaming import END, Confidence, Note, TokenStreamer
@@ -96,9 +96,10 @@ class Worker:
                         extra["custom_generate"] = self.batch.decoding(self.streamer, self.stop, self.params.seed)
                     criteria = [self.stop]
                     meter = None
-                    if isinstance(segment, AskRequest):  # an answer says how sure the model was of it
-                        meter = ConfidenceMeter(getattr(self.adapter.tokenizer, "all_special_ids", []),
-                                                getattr(self.adapter, "answer_after_ids", ()))
+                    if isinstance(segment, (AskRequest, ImageRequest)):  # it says how sure the model was of it
+                        restart_after = getattr(self.adapter, "answer_after_ids", ()) \
+                            if isinstance(segment, AskRequest) else ()
+                        meter = ConfidenceMeter(getattr(self.adapter.tokenizer, "all_special_ids", []), restart_after)
                         extra["logits_processor"] = LogitsProcessorList([meter.processor])
                         criteria.append(meter.criterion)
                     self.adapter.model.generate(

@@ -70,6 +70,10 @@ def average_checkpoints(sources: list[Path], out: Path) -> Path:
         raise AverageError("average needs at least two checkpoints")
     if out.resolve() in {source.resolve() for source in sources}:
         raise AverageError(f"--out {out}: one of the checkpoints averaged; write the mean elsewhere")
+    if any(out.resolve() in source.resolve().parents for source in sources):
+        raise AverageError(f"--out {out}: holds checkpoints averaged; write the mean elsewhere")
+    if out.exists() and not _is_mean(out):  # only an earlier mean is replaced
+        raise AverageError(f"--out {out}: already there, and not an earlier mean; give a new folder")
     for source in sources:
         if problem := checkpoint_problem(source, training_run=True):
             raise AverageError(f"{source}: {problem}")
@@ -94,6 +98,12 @@ def average_checkpoints(sources: list[Path], out: Path) -> Path:
     shutil.rmtree(out, ignore_errors=True)
     tmp.rename(out)
     return out
+
+
+def _is_mean(path: Path) -> bool:
+    """Whether `path` is a checkpoint that `average_checkpoints` wrote."""
+    state = path / TRAINING_STATE
+    return state.is_file() and "averaged" in torch.load(state, weights_only=False, map_location="cpu")
 
 
 def answer_after(describes: bool) -> str | None:

@@ -60,8 +60,10 @@ class ImageHandlers(TabHandlers):
         """Describe a picture: (description so far, stats, heatmap, word choices, maps).
 
         With `show_maps`, the last update adds where the model looked for each word (one forward pass after the
-        description has streamed) and the heatmap of its first content word. It stops if the page shows another
-        picture meanwhile."""
+        description has streamed) and the heatmap of its first content word. A description the model was unsure of
+        (its preset's `unsure_description_below`) is said to be a guess. It stops if the page shows another picture
+        meanwhile."""
+        self.shown_pictures.started(_session(request), image, answer=False)
         yield from self._while_shown(request, image, self._describe(image, prompt, preset, show_maps, lang),
                                      ("", "", *no_maps()))
 
@@ -75,6 +77,10 @@ class ImageHandlers(TabHandlers):
         request = ImageRequest(picture, start)
         text, stats, last = yield from stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS,
                                                    first=no_maps())
+        unsure_below = self.engine.preset(preset).unsure_description_below
+        if unsure_below is not None and last is not None and last.confidence is not None \
+                and last.confidence < unsure_below:
+            warn([Message("description_unsure", percent=f"{100 * last.confidence:.0f}")], lang)
         explanation = self.explain(preset, request, text, show_maps, last, params, lang)
         maps = explanation and explanation.image_maps
         if not maps:
@@ -129,11 +135,14 @@ class ImageHandlers(TabHandlers):
         transcript. Either way the chat shows the transcript as the user's turn. The answer streams into the
         conversation; notes follow it when earlier turns no longer fit the model or when it was unsure. With
         `show_maps`, the last update adds where the model looked for each word of the answer and, for a question it
-        heard, where it listened. It stops if the page shows another picture meanwhile."""
+        heard, where it listened. It stops if the page shows another picture meanwhile; sent with another picture's
+        conversation (before this picture's change event came), it starts a new one."""
+        if self.shown_pictures.started(_session(request), image, answer=True):
+            conversation = None
         heatmap, words, kept = no_maps()
         emptied = ([], "", heatmap, words, gr.update(value=None, visible=False), kept, gr.skip(), gr.skip())
         yield from self._while_shown(request, image, self._answer(image, question, recording, conversation, preset,
-                                                                  listener, show_maps, lang), emptied, answer=True)
+                                                                  listener, show_maps, lang), emptied)
 
     def _answer(self, image, question, recording, conversation, preset, listener, show_maps, lang):
         preset = inputs.check_choice(preset, [p.name for p in self.asking_presets()], "preset_unknown")
@@ -255,29 +264,33 @@ class ImageHandlers(TabHandlers):
         yield read_aloud.speak(message["content"])
 
     def new_picture(self, image, conversation, lang="", request: gr.Request | None = None):
-        """Another picture (or none) on the page: (chat, its stats, question spectrogram, heatmap, word choices,
-        maps), each emptied if it is about another picture. A new conversation starts, and a new picture says so
-        if there was one. What was sent about this picture just before this event came, about 0.26 s after the
-        picture showed, is kept (see shown_pictures). The page empties the description itself."""
-        stale = self.shown_pictures.show(getattr(request, "session_hash", None), image)
-        if "chat" in stale and image and conversation:  # a picture replaced by another changes it twice
+        """Another picture on the page: (chat, its stats, question spectrogram, heatmap, word choices, maps), each
+        emptied if it is about another picture. A new conversation starts, and says so if there was one. What was
+        sent about this picture just before this event came, about 0.26 s after the picture showed, is kept; no
+        picture changes nothing (see shown_pictures). The page empties the description itself."""
+        stale = self.shown_pictures.show(_session(request), image)
+        if "chat" in stale and conversation:
             gr.Info(translate("new_picture", lang))
         chat = new_conversation() if "chat" in stale else (gr.skip(),) * 3
         yield *chat, *(no_maps() if "maps" in stale else SKIP_MAPS)
 
-    def _while_shown(self, request: gr.Request | None, image, run, emptied: tuple, answer: bool = False):
+    def _while_shown(self, request: gr.Request | None, image, run, emptied: tuple):
         """`run`'s updates until the page shows another picture than `image`; then the update `emptied`, and it
         stops. The picture's change event empties the outputs too, but an update of this run sent before it may
         reach the page after it (the browser test saw the old conversation come back 1 run in 7); the run's own
-        last update cannot."""
-        session = getattr(request, "session_hash", None)
-        self.shown_pictures.started(session, image, answer)
+        last update comes after its others."""
+        session = _session(request)
         with closing(run):
             for update in run:
                 if self.shown_pictures.replaced(session, image):
                     yield emptied
                     return
                 yield update
+
+
+def _session(request: gr.Request | None) -> str | None:
+    """The page's Gradio session; None for direct calls."""
+    return getattr(request, "session_hash", None)
 
 
 def new_conversation():

@@ -6,13 +6,16 @@ descriptions and questions sent in between, which are about the new picture. Com
 old ones, and tells the change event whether the chat and the maps still belong to another picture.
 
 A picture is named by its upload's path, which the page sends unchanged with every event (the model events take
-unprocessed payloads); no picture is None. A session is Gradio's, one per open page. API calls never report a
-picture shown, so nothing of theirs is stopped. Under ZeroGPU the model handlers run in another process and see
-none of this: they stream to the end, as before.
+unprocessed payloads). No picture changes nothing: a picture replaced by another changes to none and then to the
+new one, in two events that may reach the server in either order, and a late "none" must not stop what is asked
+about the new one. A session is Gradio's, one per open page. API calls never report a picture shown, so nothing
+of theirs is stopped. Under ZeroGPU the model handlers run in a forked process, whose copy of this record would be
+stale: there nothing is recorded or stopped, and they stream to the end, as before.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -24,7 +27,7 @@ _NOTHING = object()  # nothing reported yet
 
 @dataclass
 class _Session:
-    shown: object = _NOTHING  # the picture the page reported last
+    shown: object = _NOTHING  # the picture the page reported last (never none)
     about: dict = field(default_factory=dict)  # output -> the picture of the run that wrote it last
 
 
@@ -40,33 +43,47 @@ class ShownPictures:
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
         self._max_sessions = max_sessions
         self._lock = threading.Lock()
+        self._process = os.getpid()
 
-    def started(self, session: str | None, image, answer: bool) -> None:
-        """An answer (it writes the chat) or a description about `image` starts; either writes the maps."""
-        if session is None:
-            return
+    def started(self, session: str | None, image, answer: bool) -> bool:
+        """An answer (it writes the chat) or a description about `image` starts; either writes the maps. For an
+        answer: whether the chat it was sent with is about another picture (sent before that picture's change
+        event came, it still holds the conversation about the picture before)."""
+        if session is None or not self._here():
+            return False
+        name = picture_name(image)
         with self._lock:
             about = self._session(session).about
-            about["maps"] = picture_name(image)
-            if answer:
-                about["chat"] = about["maps"]
+            about["maps"] = name
+            if not answer:
+                return False
+            before, about["chat"] = about.get("chat", _NOTHING), name
+            return before is not _NOTHING and before != name
 
     def show(self, session: str | None, image) -> tuple[str, ...]:
-        """The page now shows `image` (None: no picture): the outputs (of OUTPUTS) last written about another
-        picture, to be emptied. A run sent with this picture just before its change event came is not among them."""
+        """The page now shows `image`: the outputs (of OUTPUTS) last written about another picture, to be emptied.
+        A run sent with this picture just before its change event came is not among them. No picture: none."""
+        name = picture_name(image)
+        if name is None or not self._here():
+            return ()
         if session is None:
             return OUTPUTS
-        name = picture_name(image)
         with self._lock:
             record = self._session(session)
             record.shown = name
             return tuple(output for output in OUTPUTS if record.about.get(output, _NOTHING) != name)
 
     def replaced(self, session: str | None, image) -> bool:
-        """Whether the page has since shown another picture (or none) than `image`."""
+        """Whether the page has since shown another picture than `image`."""
+        if not self._here():
+            return False
         with self._lock:
             record = self._sessions.get(session) if session is not None else None
             return record is not None and record.shown is not _NOTHING and record.shown != picture_name(image)
+
+    def _here(self) -> bool:
+        """False in a forked process (ZeroGPU's), whose copy is stale, and whose copied lock may be held forever."""
+        return os.getpid() == self._process
 
     def _session(self, session: str) -> _Session:
         record = self._sessions.pop(session, None) or _Session()
