@@ -35,7 +35,7 @@ from mmgpt import inputs
 from mmgpt.data.examples import example_questions
 from mmgpt.data.speech import TEST_VOICES
 from mmgpt.engine import AskRequest, Engine, HeardQuestionRequest
-from mmgpt.inputs import MAX_CONVERSATION_MESSAGES, MAX_MESSAGE_CHARS, SPOKEN_MARK
+from mmgpt.inputs import MAX_CONVERSATION_MESSAGES, MAX_MESSAGE_CHARS, SPOKEN_MARK, InputError
 from mmgpt.presets import PRESETS
 from mmgpt.ui import image_tab
 from mmgpt.ui.common import user_facing_errors
@@ -535,6 +535,8 @@ def test_a_question_sent_with_the_old_pictures_conversation_starts_a_new_one(ser
                             page("page-1"))
 
     *_, (about_old, *_) = ask(old, None)
+    with pytest.raises(InputError):  # a question that fails first leaves the chat as it was: about the old picture
+        list(handlers.ask(new, "", None, about_old, RANDOM, RANDOM, False, "en", page("page-1")))
     question_and_answer_begun = [{"role": "user", "content": "what shape is it?"}, {"role": "assistant", "content": ""}]
     conversation, *_ = first_update(ask(new, about_old))
     assert conversation == question_and_answer_begun
@@ -547,10 +549,20 @@ def test_in_a_forked_process_the_pictures_shown_are_neither_recorded_nor_stopped
     """ZeroGPU runs the model handlers in a forked process, whose copy of the record would be stale."""
     shown = ShownPictures()
     shown.show("page-1", {"path": "one.png"})
+    shown.wrote("page-1", {"path": "one.png"}, answer=True)
+    assert shown.replaced("page-1", {"path": "two.png"}) and shown.chat_about_another("page-1", {"path": "two.png"})
     monkeypatch.setattr(shown_pictures.os, "getpid", lambda: -1)
     assert not shown.replaced("page-1", {"path": "two.png"})
+    assert not shown.chat_about_another("page-1", {"path": "two.png"})
     assert shown.show("page-1", {"path": "three.png"}) == ()
-    assert shown.started("page-1", {"path": "four.png"}, answer=True) is False
+
+
+def test_a_late_run_about_a_picture_no_longer_shown_leaves_the_record_as_the_page_is():
+    shown, old, new = ShownPictures(), {"path": "old.png"}, {"path": "new.png"}
+    shown.show("page-1", new)
+    shown.wrote("page-1", new, answer=True)
+    shown.wrote("page-1", old, answer=True)  # a question about the old picture, queued until now
+    assert not shown.chat_about_another("page-1", new), "a follow-up about the new picture keeps its conversation"
 
 
 def test_the_pictures_shown_are_kept_for_a_bounded_number_of_pages():

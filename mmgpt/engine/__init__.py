@@ -19,7 +19,7 @@ The package, by concern:
 - `worker`: one request's `generate()` calls in a thread of its own, and the decoding settings;
 - `batching`: the decoding steps that requests to one model share, in that model's batch thread;
 - `streaming`: tokens -> text updates, whole characters only, grouped per update interval;
-- `confidence`: an answer's mean token probability, measured while it decodes.
+- `confidence`: an answer's or a description's mean token probability, measured while it decodes.
 - `remote`: remote presets' answers, streamed from an OpenAI-compatible server (nothing loads here);
 - `process`: `EngineProcess`, the same engine in a worker process of its own (the app's default: the web server's
   threads then never hold the model's GIL).

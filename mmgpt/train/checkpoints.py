@@ -102,8 +102,10 @@ def average_checkpoints(sources: list[Path], out: Path) -> Path:
 
 def _is_mean(path: Path) -> bool:
     """Whether `path` is a checkpoint that `average_checkpoints` wrote."""
-    state = path / TRAINING_STATE
-    return state.is_file() and "averaged" in torch.load(state, weights_only=False, map_location="cpu")
+    try:
+        return "averaged" in torch.load(path / TRAINING_STATE, weights_only=False, map_location="cpu")
+    except Exception:  # none there, or unreadable: not ours to replace
+        return False
 
 
 def answer_after(describes: bool) -> str | None:

@@ -63,7 +63,6 @@ class ImageHandlers(TabHandlers):
         description has streamed) and the heatmap of its first content word. A description the model was unsure of
         (its preset's `unsure_description_below`) is said to be a guess. It stops if the page shows another picture
         meanwhile."""
-        self.shown_pictures.started(_session(request), image, answer=False)
         yield from self._while_shown(request, image, self._describe(image, prompt, preset, show_maps, lang),
                                      ("", "", *no_maps()))
 
@@ -137,12 +136,12 @@ class ImageHandlers(TabHandlers):
         `show_maps`, the last update adds where the model looked for each word of the answer and, for a question it
         heard, where it listened. It stops if the page shows another picture meanwhile; sent with another picture's
         conversation (before this picture's change event came), it starts a new one."""
-        if self.shown_pictures.started(_session(request), image, answer=True):
+        if self.shown_pictures.chat_about_another(_session(request), image):
             conversation = None
         heatmap, words, kept = no_maps()
         emptied = ([], "", heatmap, words, gr.update(value=None, visible=False), kept, gr.skip(), gr.skip())
         yield from self._while_shown(request, image, self._answer(image, question, recording, conversation, preset,
-                                                                  listener, show_maps, lang), emptied)
+                                                                  listener, show_maps, lang), emptied, answer=True)
 
     def _answer(self, image, question, recording, conversation, preset, listener, show_maps, lang):
         preset = inputs.check_choice(preset, [p.name for p in self.asking_presets()], "preset_unknown")
@@ -274,17 +273,20 @@ class ImageHandlers(TabHandlers):
         chat = new_conversation() if "chat" in stale else (gr.skip(),) * 3
         yield *chat, *(no_maps() if "maps" in stale else SKIP_MAPS)
 
-    def _while_shown(self, request: gr.Request | None, image, run, emptied: tuple):
+    def _while_shown(self, request: gr.Request | None, image, run, emptied: tuple, answer: bool = False):
         """`run`'s updates until the page shows another picture than `image`; then the update `emptied`, and it
         stops. The picture's change event empties the outputs too, but an update of this run sent before it may
         reach the page after it (the browser test saw the old conversation come back 1 run in 7); the run's own
         last update comes after its others."""
-        session = _session(request)
+        session, first = _session(request), True
         with closing(run):
             for update in run:
                 if self.shown_pictures.replaced(session, image):
                     yield emptied
                     return
+                if first:
+                    self.shown_pictures.wrote(session, image, answer)
+                    first = False
                 yield update
 
 

@@ -45,20 +45,30 @@ class ShownPictures:
         self._lock = threading.Lock()
         self._process = os.getpid()
 
-    def started(self, session: str | None, image, answer: bool) -> bool:
-        """An answer (it writes the chat) or a description about `image` starts; either writes the maps. For an
-        answer: whether the chat it was sent with is about another picture (sent before that picture's change
-        event came, it still holds the conversation about the picture before)."""
+    def chat_about_another(self, session: str | None, image) -> bool:
+        """Whether the page's chat was last written about another picture than `image`: a question sent with this
+        picture before its change event came still carries the conversation about the picture before."""
         if session is None or not self._here():
             return False
+        with self._lock:
+            record = self._sessions.get(session)
+            before = record.about.get("chat", _NOTHING) if record else _NOTHING
+            return before is not _NOTHING and before != picture_name(image)
+
+    def wrote(self, session: str | None, image, answer: bool) -> None:
+        """An answer (in the chat) or a description about `image` sent its first update; either writes the maps.
+        Recorded then, not when it starts, so that a run that fails first, or one about a picture the page no longer
+        shows, leaves the record as the page is."""
+        if session is None or not self._here():
+            return
         name = picture_name(image)
         with self._lock:
-            about = self._session(session).about
-            about["maps"] = name
-            if not answer:
-                return False
-            before, about["chat"] = about.get("chat", _NOTHING), name
-            return before is not _NOTHING and before != name
+            record = self._session(session)
+            if record.shown is not _NOTHING and record.shown != name:
+                return
+            record.about["maps"] = name
+            if answer:
+                record.about["chat"] = name
 
     def show(self, session: str | None, image) -> tuple[str, ...]:
         """The page now shows `image`: the outputs (of OUTPUTS) last written about another picture, to be emptied.
