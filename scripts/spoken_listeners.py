@@ -8,20 +8,21 @@ CPU) writes first. The app's default listener (`ImageTab.default_listener`) foll
 
     python scripts/spoken_listeners.py assets/mmgpt-tiny
 
-As run for v4.37 (fp16 as shipped), 280 questions a set:
+As run for v4.39 (fp16 as shipped), 280 questions a set:
 
 | voices | wording | the model hears it | Whisper first | Whisper's WER on the questions |
 |---|---|---|---|---|
-| espeak-ng's held-out | the question set's | 87.1% | 42.9% | 58.3% |
-| espeak-ng's held-out | held-out | 62.1% | 43.9% | 57.0% |
-| flite's and festival's held-out | the question set's | 68.2% | 92.9% | 7.4% |
-| flite's and festival's held-out | held-out | 45.7% | 81.8% | 10.7% |
-| piper's joe (neural, no training voice is piper's) | the question set's | 78.2% | 94.3% | 5.6% |
-| piper's joe | held-out | 52.5% | 85.7% | 5.5% |
+| espeak-ng's held-out | the question set's | 88.9% | 43.2% | 58.3% |
+| espeak-ng's held-out | held-out | 65.0% | 43.9% | 57.0% |
+| flite's and festival's held-out | the question set's | 71.4% | 92.9% | 7.4% |
+| flite's and festival's held-out | held-out | 49.3% | 81.8% | 10.7% |
+| piper's joe (neural, no training voice is piper's) | the question set's | 81.4% | 94.6% | 5.6% |
+| piper's joe | held-out | 51.1% | 86.1% | 5.5% |
 
 Whisper mishears espeak-ng's robotic voices ("Say what colour the star has." -> "It was called a staff house."), and
 hears flite's and festival's, built from recordings of real speakers, and piper's, a network trained on one, far better
-than mmgpt-tiny does, which learned from espeak-ng's voices most of all. For v4.36, in the six rows: 89.6% and 42.1%,
+than mmgpt-tiny does, which learned from espeak-ng's voices most of all. For v4.37, in the six rows: 87.1% and
+42.9%, 62.1% and 43.9%, 68.2% and 92.9%, 45.7% and 81.8%, 78.2% and 94.3%, 52.5% and 85.7%. For v4.36: 89.6% and 42.1%,
 63.6% and 44.6%, 67.5% and 92.1%, 50.0% and 81.8%, 75.4% and 93.6%, 55.0% and 83.6%. For v4.35, in the first four rows:
 87.5% and 40.7%, 59.6% and 41.4%, 63.9% and 90.7%, 47.1% and 80.0%. For v4.29, which had heard only espeak-ng, on
 another machine: 87.1% and 43.2% (Whisper's WER 52.1%) in the first row, 66.1% and 42.1% (59.7%) in the second. The

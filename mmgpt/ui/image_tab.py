@@ -113,9 +113,9 @@ class ImageHandlers(TabHandlers):
         """Who hears a spoken question unless the user picks: the app's speech model (Whisper tiny.en where its
         package is installed), which writes it down for the asking model to read. mmgpt-tiny hearing a question
         itself, in one sequence of picture, speech and text, does better only in the robotic voices it learned most
-        from (`scripts/spoken_listeners.py`): in held-out espeak-ng voices v4.37 answers 87.1% of the evaluation's
-        spoken questions so and 42.9% from Whisper tiny.en's transcript; in flite's and festival's held-out voices,
-        built from recordings of real speakers, 68.2% and 92.9%; and in piper's neural joe, 78.2% and 94.3%."""
+        from (`scripts/spoken_listeners.py`): in held-out espeak-ng voices v4.39 answers 88.9% of the evaluation's
+        spoken questions so and 43.2% from Whisper tiny.en's transcript; in flite's and festival's held-out voices,
+        built from recordings of real speakers, 71.4% and 92.9%; and in piper's neural joe, 81.4% and 94.6%."""
         return self.default("audio")
 
     def listener_names(self) -> list[str]:
