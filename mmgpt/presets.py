@@ -45,11 +45,16 @@ EXTRA_SETTINGS = ("none", "vllm", "transformers")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # The Image tab's questions on a Space: a 256M instruct VLM answers on a CPU Space in seconds (see the preset).
 ASK_SPACE_DEFAULT = "smolvlm-256m-instruct"
+UNSURE_ANSWER_BELOW = 0.5  # a model's answer below this mean token probability is said to be a guess
 # mmgpt-tiny v4.39's descriptions of 100 test scenes, 200 held-out renderer scenes and 30 shapes painted with PIL on
 # white all had a mean token probability of 0.897 or more (0.906 for the lowest wrong one). Two of four COCO photos
 # got confident shapes at 0.773 and 0.858 (the other two: "i do not recognise this picture"). Chosen on the scenes,
-# not on the photos: no description of a drawing of the kinds it knows is called a guess.
-MMGPT_TINY_UNSURE_BELOW = 0.88
+# with the photos in view: no description of a drawing of the kinds it knows is called a guess.
+MMGPT_TINY_UNSURE_DESCRIPTION_BELOW = 0.88
+# Its answers are one or two words, nearly always above 0.5: on 175 questions in held-out wording about held-out
+# renderer scenes (`runs/s41/answer_conf.py`, seed 55), 0.9 flags 13 of its 30 wrong answers and 16 of its 145 right
+# ones; on 175 test-scene questions, 6 of 8 wrong and 9 of 167 right. Answers about the two photos above: 4 of 6.
+MMGPT_TINY_UNSURE_ANSWER_BELOW = 0.9
 
 
 class UnknownPresetError(ValueError):
@@ -106,8 +111,9 @@ class Preset:
     size_mb: int  # approximate download size
     defaults: dict[str, Any] = field(default_factory=dict, hash=False)  # GenerationParams overrides
     server: RemoteServer | None = None  # for loader "remote" only: the server the model runs on
-    # A description whose mean token probability is below this is said to be a guess; None: never. Per model, since
-    # an open-vocabulary captioner is rarely this sure of its words, and a closed one nearly always.
+    # An answer or a description whose mean token probability is below this is said to be a guess; None: never.
+    # Per model, since an open-vocabulary model is rarely as sure of its words as a closed one.
+    unsure_answer_below: float | None = UNSURE_ANSWER_BELOW
     unsure_description_below: float | None = None
 
     def __post_init__(self):
@@ -122,9 +128,9 @@ class Preset:
         if self.source.startswith(PIP_SOURCE) and "==" not in self.source:
             raise ValueError(f"preset {self.name!r}: a pip source pins its version, pip:NAME==VERSION; "
                              f"got {self.source!r}")
-        if self.unsure_description_below is not None and not 0 < self.unsure_description_below <= 1:
-            raise ValueError(f"preset {self.name!r}: unsure_description_below must be in (0, 1], "
-                             f"got {self.unsure_description_below}")
+        for setting in ("unsure_answer_below", "unsure_description_below"):
+            if (value := getattr(self, setting)) is not None and not 0 < value <= 1:
+                raise ValueError(f"preset {self.name!r}: {setting} must be in (0, 1], got {value}")
         GenerationParams(**self.defaults)  # fail at import, not at the first request
 
     @property
@@ -177,7 +183,8 @@ def _presets(*presets: Preset) -> dict[str, Preset]:
 PRESETS: dict[str, Preset] = _presets(
     Preset("mmgpt-tiny", ("image", "audio", "text"), "mmgpt", "assets/mmgpt-tiny",
            "This project's own tiny multimodal GPT: captions scenes, transcribes speech, writes Shakespeare. Offline.",
-           size_mb=20, defaults={"max_new_tokens": 48}, unsure_description_below=MMGPT_TINY_UNSURE_BELOW),
+           size_mb=20, defaults={"max_new_tokens": 48}, unsure_answer_below=MMGPT_TINY_UNSURE_ANSWER_BELOW,
+           unsure_description_below=MMGPT_TINY_UNSURE_DESCRIPTION_BELOW),
     Preset("gpt2", ("text",), "causal-lm", "openai-community/gpt2",
            "GPT-2 small (124M), the model from the reference articles: continues text.", size_mb=550),
     Preset("distilgpt2", ("text",), "causal-lm", "distilbert/distilgpt2",

@@ -173,12 +173,13 @@ def test_predict_returns_the_conversation_and_follow_ups_keep_it(served, picture
 
 def test_an_unsure_answer_says_so_in_the_pages_language(served, picture, monkeypatch):
     """A random model's tokens each get well under 1% of the probability: its answers are guesses."""
-    client, _ = served
+    client, engine = served
     english = texts(client.predict(picture, "what shape?", None, None, RANDOM, False, "en", api_name="/ask")[0])
     assert english[-1][0] == "note" and "unsure of this answer" in english[-1][1]
     chinese = texts(client.predict(picture, "what shape?", None, None, RANDOM, False, "zh-CN", api_name="/ask")[0])
     assert chinese[-1][0] == "note" and "没有把握" in chinese[-1][1]
-    monkeypatch.setattr(image_tab, "UNSURE_BELOW", 0.0)  # nothing counts as unsure: no note
+    never_unsure = dataclasses.replace(engine.presets[RANDOM], unsure_answer_below=None)
+    monkeypatch.setitem(engine.presets, RANDOM, never_unsure)  # nothing counts as unsure: no note
     sure = texts(client.predict(picture, "what shape?", None, None, RANDOM, False, "en", api_name="/ask")[0])
     assert [role for role, _ in sure] == ["user", "assistant"]
 

@@ -36,9 +36,6 @@ from .common import (
 from .shown_pictures import ShownPictures
 
 MAX_CAPTION_PROMPT_CHARS = 200  # the optional start of a caption
-# Below this mean token probability an answer is flagged as a guess. mmgpt-tiny v4 is expected well above it on
-# the scenes it knows and well below it on photos; re-check when a new checkpoint ships.
-UNSURE_BELOW = 0.5
 HEARD_PLACEHOLDER = "…"  # the user's turn while a spoken question is being transcribed
 
 
@@ -76,9 +73,7 @@ class ImageHandlers(TabHandlers):
         request = ImageRequest(picture, start)
         text, stats, last = yield from stream_text(self.engine, preset, request, params, lang, *SKIP_MAPS,
                                                    first=no_maps())
-        unsure_below = self.engine.preset(preset).unsure_description_below
-        if unsure_below is not None and last is not None and last.confidence is not None \
-                and last.confidence < unsure_below:
+        if _unsure(last, self.engine.preset(preset).unsure_description_below):
             warn([Message("description_unsure", percent=f"{100 * last.confidence:.0f}")], lang)
         explanation = self.explain(preset, request, text, show_maps, last, params, lang)
         maps = explanation and explanation.image_maps
@@ -185,7 +180,7 @@ class ImageHandlers(TabHandlers):
             raise
         for note in last.notes if last else ():  # e.g. the oldest turns were left out: said before the answer
             messages.insert(answer_at, _note(note.text(lang)))
-        if _unsure(last):
+        if _unsure(last, self.engine.preset(preset).unsure_answer_below):
             messages.append(_note(translate("answer_unsure", lang, percent=f"{100 * last.confidence:.0f}")))
         yield self._explained(preset, request, picture, text, stats, last, params, show_maps,
                               recording if hears else None, outputs, lang)
@@ -347,8 +342,8 @@ def _note(text: str) -> dict:
     return {"role": "assistant", "content": "", "metadata": {"title": text, "status": "done"}}
 
 
-def _unsure(last: StreamUpdate | None) -> bool:
-    return last is not None and last.confidence is not None and last.confidence < UNSURE_BELOW
+def _unsure(last: StreamUpdate | None, below: float | None) -> bool:
+    return below is not None and last is not None and last.confidence is not None and last.confidence < below
 
 
 def build(handlers: ImageHandlers, page: Page):
