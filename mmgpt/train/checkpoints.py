@@ -12,14 +12,28 @@ from ..model import MMGPTConfig, MMGPTForCausalLM, MMGPTProcessor, train_tokeniz
 from .batches import tokenizer_corpus
 from .config import TrainConfig
 
+TRAINING_STATE = "trainer_state.pt"
+
 
 def save_checkpoint(path: Path, model, processor, optimizer, state: dict) -> None:
     """Model + processor in Hub format, plus optimizer and loop state; swapped in atomically."""
-    tmp = path.with_name(path.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _fresh_tmp(path)
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
-    torch.save({"optimizer": optimizer.state_dict(), **state}, tmp / "trainer_state.pt")
+    torch.save({"optimizer": optimizer.state_dict(), **state}, tmp / TRAINING_STATE)
+    _swap_in(tmp, path)
+
+
+def _fresh_tmp(path: Path) -> Path:
+    """The empty-to-be folder beside `path` where its next version is written before `_swap_in`."""
+    tmp = path.with_name(path.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    return tmp
+
+
+def _swap_in(tmp: Path, path: Path) -> None:
+    """Put the folder `tmp` at `path` by two renames, keeping the one it replaces as `.old` between them
+    (`recover_checkpoint` puts that back if the second never happens)."""
     old = path.with_name(path.name + ".old")
     if path.exists():
         path.rename(old)
@@ -31,11 +45,10 @@ def recover_checkpoint(path: Path) -> None:
     """Put back the last whole checkpoint if a save was cut off between its two renames (`save_checkpoint`), which
     leaves none at `path`: without it the run would start over, and its first save would delete the one kept."""
     old = path.with_name(path.name + ".old")
-    if not path.exists() and (old / "trainer_state.pt").is_file():
+    if not path.exists() and (old / TRAINING_STATE).is_file():
         old.rename(path)
 
 
-TRAINING_STATE = "trainer_state.pt"
 AVERAGED_FILES = ("config.json", "tokenizer.json", "processor_config.json")  # must agree, byte for byte
 
 
@@ -90,13 +103,11 @@ def average_checkpoints(sources: list[Path], out: Path) -> Path:
             for name in weights[-1]}
     state = torch.load(sources[-1] / TRAINING_STATE, weights_only=False, map_location="cpu")
     state["averaged"] = [str(source) for source in sources]
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = _fresh_tmp(out)
     shutil.copytree(sources[-1], tmp, ignore=shutil.ignore_patterns(WEIGHTS, TRAINING_STATE))
     save_file(mean, str(tmp / WEIGHTS), metadata={"format": "pt"})
     torch.save(state, tmp / TRAINING_STATE)
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    _swap_in(tmp, out)
     return out
 
 

@@ -16,7 +16,7 @@ import torch.distributed as dist
 
 from ..model import MMGPTForCausalLM, MMGPTProcessor
 from .batches import TaskBatches
-from .checkpoints import answer_after, fresh_model, recover_checkpoint, save_checkpoint, warm_start
+from .checkpoints import TRAINING_STATE, answer_after, fresh_model, recover_checkpoint, save_checkpoint, warm_start
 from .config import MODEL_FIELDS, QUESTION_TASKS, TASKS, ConfigError, TrainConfig, checked, task_weights
 
 # --- distributed ----------------------------------------------------------------------------------------------
@@ -210,11 +210,11 @@ def train(cfg: TrainConfig) -> Path:
 
     train_text, validation_text = split_text(load_shakespeare(cfg.text_path))
     recover_checkpoint(checkpoint)
-    resuming = (checkpoint / "trainer_state.pt").exists()
+    resuming = (checkpoint / TRAINING_STATE).exists()
     if resuming:
         model = MMGPTForCausalLM.from_pretrained(checkpoint)
         processor = MMGPTProcessor.from_pretrained(checkpoint)
-        state = torch.load(checkpoint / "trainer_state.pt", weights_only=False)
+        state = torch.load(checkpoint / TRAINING_STATE, weights_only=False)
         log(f"resuming from step {state['step']} ({state['train_seconds'] / 60:.1f} min trained)"
             + (f"; --init-from {cfg.init_from} is for a run's start" if cfg.init_from else ""))
         if state["step"] >= cfg.steps:

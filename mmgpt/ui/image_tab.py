@@ -133,8 +133,8 @@ class ImageHandlers(TabHandlers):
         conversation (before this picture's change event came), it starts a new one."""
         if self.shown_pictures.chat_about_another(_session(request), image):
             conversation = None
-        heatmap, words, kept = no_maps()
-        emptied = ([], "", heatmap, words, gr.update(value=None, visible=False), kept, gr.skip(), gr.skip())
+        (chat, stats, heard), (heatmap, words, kept) = new_conversation(), no_maps()
+        emptied = (chat, stats, heatmap, words, heard, kept, gr.skip(), gr.skip())
         yield from self._while_shown(request, image, self._answer(image, question, recording, conversation, preset,
                                                                   listener, show_maps, lang), emptied, answer=True)
 
