@@ -164,6 +164,9 @@ HEADLINE_ROWS = (
     ("Questions, spoken in held-out voices: accuracy, %", "qa_spoken.accuracy", "qa_heldout_spoken.accuracy"),
     ("Questions, spoken in other synthesizers' held-out voices: accuracy, %", "qa_spoken_other_voices.accuracy",
      None),
+    ("Questions about an object not in the picture: says it is not there, %", None, "qa_absent.accuracy"),
+    ("Questions about objects in the picture: says one is not there, %", "qa_typed.said_absent",
+     "qa_heldout_typed.said_absent"),
     ("Text: Tiny Shakespeare validation, nats/char", "text_nats_per_char", None),
     ("Checkpoint, MiB", "checkpoint_mb", None),
     ("Decode speed, tokens/s (batch 1, this 2-core CPU)", "decode_tokens_per_s", None),
@@ -215,7 +218,8 @@ def _evaluation_section(results: dict, why: dict[str, str]) -> str:
     qa_columns = {"qa_typed": "typed", "qa_heldout_typed": "typed, held-out wording",
                   "qa_heldout_typed_lowercase": "the same in lowercase", "qa_spoken": "spoken",
                   "qa_heldout_spoken": "spoken, held-out wording",
-                  "qa_spoken_other_voices": "spoken, other synthesizers"}
+                  "qa_spoken_other_voices": "spoken, other synthesizers",
+                  "qa_absent": "about an absent object, held-out wording"}
     sizes = results.get("sizes", {})
     parts = [
         f"`python -m mmgpt evaluate --model assets/mmgpt-tiny` (seed {results.get('seed', '?')}, "
@@ -377,6 +381,9 @@ def _data_section(train_cfg: dict) -> str:
             + (f" {paired:.0%} of the typed questions come in pairs: the same question about two objects of one "
                "picture, with different answers, so an answer that ignores the object named is wrong for one."
                if (paired := train_cfg.get("paired_share")) else "")
+            + (f" In {absent:.0%} of the other conversations about a scene, the last question names an object the "
+               "picture does not hold (\"what colour is the star?\" with no star), answered \"there is no star\"."
+               if (absent := train_cfg.get("absent_object_share")) else "")
             + (" After a spoken question the model first writes the words it heard, then answers them as it answers "
                "a typed question, the recording still before them."
                if train_cfg.get("transcribe_spoken_questions") else "")

@@ -166,6 +166,21 @@ def test_the_card_gives_question_accuracy_by_how_many_objects_the_picture_holds(
     assert "objects 2 51.5" in card  # a part that misses the typed questions' target, named under that miss
 
 
+def test_the_table_and_card_say_how_often_answers_say_an_object_is_not_there_where_it_is_and_where_it_is_not():
+    measured = results(qa_absent={**_questions(61.0, False), "said_absent": 61.0},
+                       qa_typed={**_questions(95.0, False), "said_absent": 1.5},
+                       qa_heldout_typed={**_questions(92.0, False), "said_absent": 4.0})
+    rows = {f.key: f for f in figures(measured)}
+    assert rows["qa_absent.accuracy"].value == 61.0 and rows["qa_absent.accuracy"].target is None
+    assert rows["qa_typed.said_absent"].value == 1.5 and "qa_absent.said_absent" not in rows
+    card = _evaluation_section(measured, {})
+    assert "| Questions about an object not in the picture: says it is not there, % |  | 61.0 |" in card
+    assert "| Questions about objects in the picture: says one is not there, % | 1.5 | 4.0 |" in card
+    older = _evaluation_section(results(), {})  # an evaluation from before these figures
+    assert "| Questions about an object not in the picture: says it is not there, % |  | not available |" in older
+    assert "| Questions about objects in the picture: says one is not there, % |  |  |" in older
+
+
 def test_big_shape_figures_show_when_measured_and_older_evaluations_still_make_a_table_and_card():
     older = results()
     assert "caption_heldout_big" not in older  # evaluations before v4.3 have no big-shape set
@@ -254,7 +269,8 @@ def test_the_card_says_which_questions_came_in_pairs_were_written_down_and_which
     card = _data_section({**plain, "paired_share": 0.4, "clean_speech_share": 0.3, "other_voice_share": 0.3,
                           "speech_text_share": 0.2,
                           "speech_word_share": 0.25, "speech_word_vocabulary": 3000,
-                          "transcribe_spoken_questions": True, "swapped_recording_share": 0.3})
+                          "transcribe_spoken_questions": True, "swapped_recording_share": 0.3,
+                          "absent_object_share": 0.15})
     assert "40% of the typed questions come in pairs" in card and "(30% with no noise)" in card
     assert "30% of it said instead by other synthesizers' voices" in card and "flite:rms" in card
     assert "20% of the training utterances are runs of 2 to 8 words of the training text" in card
@@ -262,13 +278,14 @@ def test_the_card_says_which_questions_came_in_pairs_were_written_down_and_which
     assert "the training text's 3000 most frequent words" in card
     assert "first writes the words it heard" in card
     assert "30% of the spoken questions are heard as another question's recording" in card
+    assert "In 15% of the other conversations about a scene, the last question names an object the picture" in card
     settings = ("paired_share", "clean_speech_share", "other_voice_share", "speech_text_share", "speech_word_share",
-                "transcribe_spoken_questions", "swapped_recording_share")
+                "transcribe_spoken_questions", "swapped_recording_share", "absent_object_share")
     for before in (plain, {k: v for k, v in plain.items() if k not in settings}):
         card = _data_section(before)
         assert not any(said in card for said in ("in pairs", "no noise", "words of the training text", "instead by",
                                                  "drawn one by one", "first writes the words it heard",
-                                                 "another question's recording"))
+                                                 "another question's recording", "does not hold"))
 
 
 def test_the_card_says_which_shapes_the_captions_showed_more_often_only_for_a_run_that_did():

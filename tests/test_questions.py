@@ -191,3 +191,31 @@ def test_a_named_answer_follows_the_words_that_name_its_object_in_the_question(t
     for _, qa in asked:
         if qa.kind not in questions.OBJECT_KINDS:
             assert qa.subject is None and questions.named_answer(qa) == qa.answer, qa
+
+
+def test_a_question_about_an_object_the_picture_does_not_hold_is_answered_that_it_is_not_there(test_scenes):
+    """The object named matches no object of the picture in every attribute the name says, never says the attribute
+    asked for, and many names are near misses (one attribute of a present object); the answer names it as asked."""
+    rng = random.Random(5)
+    values = {"shape": set(scenes.SHAPES), "colour": set(scenes.COLOURS), "size": set(scenes.SIZES)}
+    near_misses = 0
+    for scene in test_scenes:
+        for kind in questions.OBJECT_KINDS:
+            qa = questions.absent_object_question(scene, rng, kind)
+            name = qa.answer.removeprefix("there is no ")
+            assert qa.kind == kind and qa.answer == f"there is no {name}"
+            said = {attribute: word for word in name.split() for attribute, words in values.items() if word in words}
+            assert said and questions.ATTRIBUTE_OF_KIND.get(kind) not in said, qa
+            assert not any(all(getattr(o, a) == w for a, w in said.items()) for o in scene.objects), (scene.caption, qa)
+            near_misses += any(getattr(o, a) == w for o in scene.objects for a, w in said.items())
+            assert re.search(rf"\b{re.escape(qa.subject)}\b", qa.question), qa
+    assert near_misses > len(test_scenes)
+    with pytest.raises(ValueError, match="not about one object"):
+        questions.absent_object_question(test_scenes[0], rng, "count")
+
+
+@pytest.mark.parametrize("predicted, absent", [("there is no star", True), ("There is no red one.", True),
+                                               ("a red circle, so there is no star", True), ("red", False),
+                                               ("no", False), ("there is a star", False)])
+def test_an_answer_says_the_object_is_not_there_whatever_it_names(predicted, absent):
+    assert questions.says_absent(predicted) is absent

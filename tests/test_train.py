@@ -195,7 +195,7 @@ def test_a_focus_shape_that_is_no_shape_is_named_before_training(tmp_path):
         train(TrainConfig(out_dir=str(tmp_path), focus_shapes="star,hexagon"))
 
 
-def paired_batches(ask_batch: int, paired_share: float) -> training.TaskBatches:
+def paired_batches(ask_batch: int, paired_share: float, **settings) -> training.TaskBatches:
     import random
 
     from mmgpt.data import iter_scenes
@@ -203,7 +203,7 @@ def paired_batches(ask_batch: int, paired_share: float) -> training.TaskBatches:
     _, processor = tiny_model_and_processor(seed=0)
     batches = object.__new__(training.TaskBatches)  # only the question choice and collation, none of the pools
     batches.processor, batches.eos = processor, processor.token_ids["<|endoftext|>"]
-    batches.cfg = TrainConfig(ask_batch=ask_batch, paired_share=paired_share, clutter_share=0.0)
+    batches.cfg = TrainConfig(ask_batch=ask_batch, paired_share=paired_share, clutter_share=0.0, **settings)
     batches.py_rng, batches.ask_scenes = random.Random(0), iter_scenes("train", 5)
     return batches
 
@@ -238,8 +238,26 @@ def test_paired_questions_share_a_picture_and_fill_that_share_of_the_batch():
     assert not torch.equal(pixels[4], pixels[5])  # then conversations, one picture each
 
 
+@pytest.mark.parametrize("share", [0.0, 1.0])
+def test_that_share_of_conversations_ends_with_a_question_about_an_object_the_picture_does_not_hold(share):
+    batches = paired_batches(ask_batch=12, paired_share=0.0, absent_object_share=share)
+    batch = batches.ask()
+
+    labels, decode = batch["labels"], batches.processor.tokenizer.decode
+    last_answers = []
+    for row in labels.tolist():
+        end = max(i for i, label in enumerate(row) if label >= 0) + 1
+        start = end
+        while row[start - 1] >= 0:  # the last run of learned tokens is the last answer
+            start -= 1
+        last_answers.append(decode(row[start:end]))
+    absent = [answer.startswith("there is no ") for answer in last_answers]
+    assert all(absent) if share else not any(absent), last_answers
+
+
 @pytest.mark.parametrize("setting", ["paired_share", "clean_speech_share", "other_voice_share", "speech_text_share",
-                                     "speech_word_share", "swapped_recording_share", "focus_share"])
+                                     "speech_word_share", "swapped_recording_share", "focus_share",
+                                     "absent_object_share"])
 def test_a_share_outside_zero_to_one_is_refused_before_training(setting, tmp_path):
     with pytest.raises(ValueError, match=f"{setting} 1.5"):
         train(TrainConfig(out_dir=str(tmp_path), **{setting: 1.5}))

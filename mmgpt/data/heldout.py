@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from mmgpt.data.questions import COUNT_WORDS, QUESTION_KINDS  # the kinds and count words, not the wording
+from mmgpt.data.questions import COUNT_WORDS, QUESTION_KINDS, absent_answer  # the answers, not the wording
 from mmgpt.data.scenes import COLOURS, HELD_OUT_PAIRS, IMAGE_SIZE, POSITIONS, SHAPES, SIZES, Scene, SceneObject, \
     cell_of, split_seed
 
@@ -652,6 +652,45 @@ def heldout_questions(scenes, per_kind: int, seed: int) -> list[tuple[Scene, Hel
             if question is not None:
                 pairs.append((scene, question))
                 asked += 1
+    return pairs
+
+
+ABSENT_KINDS = ("colour", "shape", "size", "position")  # the kinds that name one object
+
+
+def heldout_absent_question(scene: Scene, rng: random.Random, kind: str) -> HeldOutQuestion:
+    """A question of `kind` in this set's wording about an object that `scene` does not hold, mostly a near miss
+    (one of its words fits a present object): "Name the red star's colour." beside a red circle has no answer but
+    `absent_answer`, "there is no red star"."""
+    if kind not in ABSENT_KINDS:
+        raise ValueError(f"{kind!r} questions name no one object; expected one of {ABSENT_KINDS}")
+    values = {"colour": tuple(COLOURS), "shape": SHAPES, "size": tuple(SIZES)}
+    options = [o for o in (("shape",), ("size", "shape"), ("colour", "shape"), ("size", "colour", "shape"),
+                           ("colour",), ("size", "colour")) if kind not in o]
+    near = rng.random() < 0.7
+    for _ in range(1000):
+        attributes = {a: rng.choice(values[a]) for a in rng.choice(options)}
+        fits = [sum(getattr(o, a) == v for a, v in attributes.items()) for o in scene.objects]
+        if len(attributes) == max(fits) or (attributes.get("colour"), attributes.get("shape")) in HELD_OUT_PAIRS:
+            continue  # an object is so named, or training never saw the pair
+        if near and len(attributes) > 1 and not max(fits):
+            continue
+        name = " ".join(list(attributes.values()) + ([] if "shape" in attributes else ["one"]))
+        templates = {"colour": COLOUR_QUESTIONS, "shape": SHAPE_QUESTIONS, "size": SIZE_QUESTIONS,
+                     "position": POSITION_QUESTIONS}[kind]
+        question = rng.choice(templates).format(ref=f"the {name}", Ref=f"The {name}")
+        return HeldOutQuestion(kind, _capitalized(question), absent_answer(name))
+    raise ValueError(f"scene {scene.caption!r} holds every object a {kind} question could name")
+
+
+def heldout_absent_questions(scenes, per_kind: int, seed: int) -> list[tuple[Scene, HeldOutQuestion]]:
+    """`per_kind` questions of each of ABSENT_KINDS about objects not in `scenes`, one scene after another."""
+    rng = random.Random(split_seed("heldout-absent-questions", seed))
+    pairs = []
+    for k, kind in enumerate(ABSENT_KINDS):
+        for i in range(per_kind):
+            scene = scenes[(k * per_kind + i) % len(scenes)]
+            pairs.append((scene, heldout_absent_question(scene, rng, kind)))
     return pairs
 
 

@@ -74,8 +74,12 @@ def answer_scores(model, processor, asked: list[Asked], batch: int, is_right) ->
             by_voice[a.voice].append(ok)
         if a.objects:
             by_objects[str(a.objects)].append(ok)
+    from ..data.questions import says_absent
+
     result = {
         "available": True, "accuracy": _percent(right), "n": len(asked),
+        # About objects that are there, these answers are wrong: saying "there is no star" too readily shows here.
+        "said_absent": _percent(says_absent(p) for p in predicted),
         "by_kind": {kind: {"accuracy": _percent(oks), "n": len(oks)} for kind, oks in by_kind.items()},
         # About one object a question is answered without finding its object; among several, only by finding it.
         "by_objects": {n: {"accuracy": _percent(oks), "n": len(oks)} for n, oks in sorted(by_objects.items())},
@@ -168,6 +172,21 @@ def heldout_wording_questions(scenes, per_kind: int, seed: int) -> list[Asked]:
             for scene, q in heldout_questions(scenes, per_kind, seed)]
 
 
+def absent_object_questions(scenes, per_kind: int, seed: int) -> list[Asked]:
+    """`per_kind` questions of each one-object kind in the held-out wording about objects not in `scenes`."""
+    from ..data.heldout import heldout_absent_questions
+
+    return [Asked(scene.image, q.kind, q.question, q.answer, objects=len(scene.objects))
+            for scene, q in heldout_absent_questions(scenes, per_kind, seed)]
+
+
+def said_absent(predicted: str, truth: str) -> bool:
+    """An answer to a question about an object that is not there is right when it says so, whatever it names."""
+    from ..data.questions import says_absent
+
+    return says_absent(predicted)
+
+
 def spoken_versions(asked: list[Asked], seed: int, cache_dir, held_out_voices: tuple[str, ...] | None = None
                     ) -> list[Asked]:
     """The same questions, spoken in the held-out voices (None: `TEST_VOICES`) in turn."""
@@ -180,7 +199,8 @@ def spoken_versions(asked: list[Asked], seed: int, cache_dir, held_out_voices: t
 
 
 def question_scores(model, processor, test_scenes, heldout_scenes, sizes: EvalSizes, seed: int, cache_dir) -> dict:
-    """qa_typed, qa_spoken (question set's wording, test scenes), qa_heldout_typed, qa_heldout_spoken and qa_paired."""
+    """qa_typed, qa_spoken (question set's wording, test scenes), qa_heldout_typed, qa_heldout_spoken, qa_absent
+    (held-out wording about objects the held-out scenes do not hold) and qa_paired."""
     keys = (*QA_SETS, "qa_paired")
     if not getattr(processor, "can_ask", False):
         return dict.fromkeys(keys, _unavailable("this checkpoint cannot take questions (no <|ask|> token: "
@@ -205,6 +225,8 @@ def question_scores(model, processor, test_scenes, heldout_scenes, sizes: EvalSi
     lowercase = [replace(a, question=a.question.lower()) for a in heldout_wording_questions(heldout_scenes,
                                                                                              sizes.questions, seed)]
     results["qa_heldout_typed_lowercase"] = answer_scores(model, processor, lowercase, sizes.batch, answer_is_right)
+    results["qa_absent"] = answer_scores(model, processor, absent_object_questions(heldout_scenes, sizes.questions,
+                                                                                   seed), sizes.batch, said_absent)
     results["qa_paired"] = paired_scores(model, processor, paired_questions(test_scenes, sizes.questions, seed),
                                          sizes.batch, answer_is_right)
     return results

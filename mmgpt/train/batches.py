@@ -251,7 +251,7 @@ class TaskBatches:
         raise RuntimeError("1000 training scenes in a row allowed no pair of questions: do they hold one object?")
 
     def ask(self) -> dict:
-        from ..data.questions import conversation, unrecognised_questions
+        from ..data.questions import absent_object_question, conversation, unrecognised_questions
 
         rows, images = [], []
         pairs = round(self.cfg.ask_batch * self.cfg.paired_share) // 2
@@ -263,6 +263,9 @@ class TaskBatches:
             image, scene = self.ask_picture()
             turns = self.py_rng.randint(1, self.cfg.max_turns)
             talk = conversation(scene, self.py_rng, turns) if scene else unrecognised_questions(self.py_rng, turns)
+            share = self.cfg.absent_object_share
+            if scene and share and self.py_rng.random() < share:  # no draw at 0: runs without it draw as before
+                talk[-1] = absent_object_question(scene, self.py_rng)
             rows.append(self.conversation_rows(talk, scene))
             images.append(image)
         batch = pad_segments(rows, self.eos)
