@@ -164,7 +164,9 @@ HEADLINE_ROWS = (
     ("Questions, spoken in held-out voices: accuracy, %", "qa_spoken.accuracy", "qa_heldout_spoken.accuracy"),
     ("Questions, spoken in other synthesizers' held-out voices: accuracy, %", "qa_spoken_other_voices.accuracy",
      None),
-    ("Questions about an object not in the picture: says it is not there, %", None, "qa_absent.accuracy"),
+    ("Questions about an object not in the picture: says an object is not there, %", None, "qa_absent.said_absent"),
+    ("Questions about an object not in the picture: says the one asked about is not there, %", None,
+     "qa_absent.accuracy"),
     ("Questions about objects in the picture: says one is not there, %", "qa_typed.said_absent",
      "qa_heldout_typed.said_absent"),
     ("Text: Tiny Shakespeare validation, nats/char", "text_nats_per_char", None),
@@ -381,8 +383,9 @@ def _data_section(train_cfg: dict) -> str:
             + (f" {paired:.0%} of the typed questions come in pairs: the same question about two objects of one "
                "picture, with different answers, so an answer that ignores the object named is wrong for one."
                if (paired := train_cfg.get("paired_share")) else "")
-            + (f" In {absent:.0%} of the other conversations about a scene, the last question names an object the "
-               "picture does not hold (\"what colour is the star?\" with no star), answered \"there is no star\"."
+            + (f" In {absent:.0%} of the typed conversations about a scene (not the pairs), the last question names "
+               "an object the picture does not hold, a present object's name with one word changed (\"what colour "
+               "is the star?\" beside a circle), answered \"there is no star\"."
                if (absent := train_cfg.get("absent_object_share")) else "")
             + (" After a spoken question the model first writes the words it heard, then answers them as it answers "
                "a typed question, the recording still before them."

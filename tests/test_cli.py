@@ -309,7 +309,7 @@ def test_evaluate_writes_every_figure_and_prints_it_beside_its_target(evaluated)
         objects = results[key]["by_objects"]  # every question counted once, under its picture's number of objects
         assert set(objects) <= {"1", "2", "3"} and sum(o["n"] for o in objects.values()) == results[key]["n"], key
         assert 0 <= results[key]["accuracy"] <= 100 and 0 <= results[key]["said_absent"] <= 100
-    assert results["qa_absent"]["accuracy"] == results["qa_absent"]["said_absent"]  # right when it says so
+    assert results["qa_absent"]["accuracy"] <= results["qa_absent"]["said_absent"]  # right only when it says so
     paired = results["qa_paired"]  # the same question about two objects of a test scene: one row per kind
     assert set(paired["by_kind"]) <= set(OBJECT_KINDS)
     assert sum(kind["n"] for kind in paired["by_kind"].values()) == paired["n"] > 0

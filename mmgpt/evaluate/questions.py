@@ -78,7 +78,7 @@ def answer_scores(model, processor, asked: list[Asked], batch: int, is_right) ->
 
     result = {
         "available": True, "accuracy": _percent(right), "n": len(asked),
-        # About objects that are there, these answers are wrong: saying "there is no star" too readily shows here.
+        # Answers saying "there is no ...": about objects that are there, wrong ones, so saying it too readily shows
         "said_absent": _percent(says_absent(p) for p in predicted),
         "by_kind": {kind: {"accuracy": _percent(oks), "n": len(oks)} for kind, oks in by_kind.items()},
         # About one object a question is answered without finding its object; among several, only by finding it.
@@ -180,13 +180,6 @@ def absent_object_questions(scenes, per_kind: int, seed: int) -> list[Asked]:
             for scene, q in heldout_absent_questions(scenes, per_kind, seed)]
 
 
-def said_absent(predicted: str, truth: str) -> bool:
-    """An answer to a question about an object that is not there is right when it says so, whatever it names."""
-    from ..data.questions import says_absent
-
-    return says_absent(predicted)
-
-
 def spoken_versions(asked: list[Asked], seed: int, cache_dir, held_out_voices: tuple[str, ...] | None = None
                     ) -> list[Asked]:
     """The same questions, spoken in the held-out voices (None: `TEST_VOICES`) in turn."""
@@ -225,8 +218,9 @@ def question_scores(model, processor, test_scenes, heldout_scenes, sizes: EvalSi
     lowercase = [replace(a, question=a.question.lower()) for a in heldout_wording_questions(heldout_scenes,
                                                                                              sizes.questions, seed)]
     results["qa_heldout_typed_lowercase"] = answer_scores(model, processor, lowercase, sizes.batch, answer_is_right)
+    # Right when it says that the object asked about is not there; said_absent counts any "there is no ..."
     results["qa_absent"] = answer_scores(model, processor, absent_object_questions(heldout_scenes, sizes.questions,
-                                                                                   seed), sizes.batch, said_absent)
+                                                                                   seed), sizes.batch, answer_is_right)
     results["qa_paired"] = paired_scores(model, processor, paired_questions(test_scenes, sizes.questions, seed),
                                          sizes.batch, answer_is_right)
     return results
