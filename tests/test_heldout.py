@@ -366,7 +366,7 @@ def test_a_held_out_question_about_an_absent_object_names_none_of_the_picture_an
     """In this set's wording, the object named is not in the picture (no object has every attribute the name says,
     and the name never says what is asked); most names with two or more words fit a present object in one."""
     pairs = heldout.heldout_absent_questions([d.scene for d in drawings], per_kind=15, seed=0)
-    assert [q.kind for _, q in pairs] == [k for k in heldout.ABSENT_KINDS for _ in range(15)]
+    assert [q.kind for _, q in pairs] == [k for k in questions.OBJECT_KINDS for _ in range(15)]
     values = {"colour": set(COLOURS), "shape": set(SHAPES), "size": set(SIZES)}
     near = 0
     for scene, q in pairs:
@@ -376,8 +376,6 @@ def test_a_held_out_question_about_an_absent_object_names_none_of_the_picture_an
         assert said and q.kind not in said, q
         assert not any(all(getattr(o, a) == w for a, w in said.items()) for o in scene.objects), (scene.caption, q)
         near += len(said) > 1 and any(getattr(o, a) == w for o in scene.objects for a, w in said.items())
-        templates = {"colour": heldout.COLOUR_QUESTIONS, "shape": heldout.SHAPE_QUESTIONS,
-                     "size": heldout.SIZE_QUESTIONS, "position": heldout.POSITION_QUESTIONS}[q.kind]
-        worded = {t.format(ref=f"the {name}", Ref=f"The {name}") for t in templates}
+        worded = {t.format(ref=f"the {name}", Ref=f"The {name}") for t in heldout.ONE_OBJECT_QUESTIONS[q.kind]}
         assert q.question in worded | {w[0].upper() + w[1:] for w in worded}, q
     assert near > 15, near

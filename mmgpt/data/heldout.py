@@ -28,7 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from mmgpt.data.questions import COUNT_WORDS, QUESTION_KINDS, absent_answer  # the answers, not the wording
+from mmgpt.data.questions import (  # the kinds and answers, not the wording
+    COUNT_WORDS, OBJECT_KINDS, QUESTION_KINDS, absent_answer,
+)
 from mmgpt.data.scenes import COLOURS, HELD_OUT_PAIRS, IMAGE_SIZE, POSITIONS, SHAPES, SIZES, Scene, SceneObject, \
     cell_of, split_seed
 
@@ -532,18 +534,28 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
+# The attributes an object may be named by, "the large star" or "the red one"
+NAME_FORMS = (("shape",), ("size", "shape"), ("colour", "shape"), ("size", "colour", "shape"), ("colour",),
+              ("size", "colour"))
+# The wording of questions about one object's attribute or place, by kind
+ONE_OBJECT_QUESTIONS = {"colour": COLOUR_QUESTIONS, "shape": SHAPE_QUESTIONS, "size": SIZE_QUESTIONS,
+                        "position": POSITION_QUESTIONS}
+
+
+def _name(values: dict[str, str]) -> str:
+    """{"size": "large", "shape": "star"} -> "large star"; without a shape, "red one"."""
+    return " ".join(list(values.values()) + ([] if "shape" in values else ["one"]))
+
+
 def _references(obj: SceneObject, objects, hide: str | None) -> list[str]:
     """Every phrase that names `obj` alone among `objects` without saying its `hide` attribute."""
-    options = [("shape",), ("size", "shape"), ("colour", "shape"), ("size", "colour", "shape"), ("colour",),
-               ("size", "colour")]
     phrases = []
-    for attributes in options:
+    for attributes in NAME_FORMS:
         if hide in attributes:
             continue
         matching = [o for o in objects if all(getattr(o, a) == getattr(obj, a) for a in attributes)]
         if len(matching) == 1:
-            words = [getattr(obj, a) for a in attributes]
-            phrases.append("the " + " ".join(words if "shape" in attributes else words + ["one"]))
+            phrases.append("the " + _name({a: getattr(obj, a) for a in attributes}))
     return phrases
 
 
@@ -629,8 +641,7 @@ def heldout_question(scene: Scene, rng: random.Random, kind: str) -> HeldOutQues
     """A question of `kind` about `scene` in this set's wording, answered from `scene.objects`; None when no
     question of that kind has a clear answer in this scene (e.g. no object can be named without its colour)."""
     if kind in ("colour", "shape", "size"):
-        templates = {"colour": COLOUR_QUESTIONS, "shape": SHAPE_QUESTIONS, "size": SIZE_QUESTIONS}[kind]
-        return _ask_attribute(rng, scene, kind, templates)
+        return _ask_attribute(rng, scene, kind, ONE_OBJECT_QUESTIONS[kind])
     askers = {"count": _ask_count, "position": _ask_position, "relation": _ask_relation, "exists": _ask_exists}
     if kind not in askers:
         raise ValueError(f"unknown question kind {kind!r}; expected one of {QUESTION_KINDS}")
@@ -655,18 +666,14 @@ def heldout_questions(scenes, per_kind: int, seed: int) -> list[tuple[Scene, Hel
     return pairs
 
 
-ABSENT_KINDS = ("colour", "shape", "size", "position")  # the kinds that name one object
-
-
 def heldout_absent_question(scene: Scene, rng: random.Random, kind: str) -> HeldOutQuestion:
     """A question of `kind` in this set's wording about an object that `scene` does not hold, mostly a near miss
     (one of its words fits a present object): "Name the red star's colour." beside a red circle has no answer but
     `absent_answer`, "there is no red star"."""
-    if kind not in ABSENT_KINDS:
-        raise ValueError(f"{kind!r} questions name no one object; expected one of {ABSENT_KINDS}")
+    if kind not in OBJECT_KINDS:
+        raise ValueError(f"{kind!r} questions name no one object; expected one of {OBJECT_KINDS}")
     values = {"colour": tuple(COLOURS), "shape": SHAPES, "size": tuple(SIZES)}
-    options = [o for o in (("shape",), ("size", "shape"), ("colour", "shape"), ("size", "colour", "shape"),
-                           ("colour",), ("size", "colour")) if kind not in o]
+    options = [form for form in NAME_FORMS if kind not in form]
     near = rng.random() < 0.7
     for _ in range(1000):
         attributes = {a: rng.choice(values[a]) for a in rng.choice(options)}
@@ -675,19 +682,17 @@ def heldout_absent_question(scene: Scene, rng: random.Random, kind: str) -> Held
             continue  # an object is so named, or training never saw the pair
         if near and len(attributes) > 1 and not max(fits):
             continue
-        name = " ".join(list(attributes.values()) + ([] if "shape" in attributes else ["one"]))
-        templates = {"colour": COLOUR_QUESTIONS, "shape": SHAPE_QUESTIONS, "size": SIZE_QUESTIONS,
-                     "position": POSITION_QUESTIONS}[kind]
-        question = rng.choice(templates).format(ref=f"the {name}", Ref=f"The {name}")
+        name = _name(attributes)
+        question = rng.choice(ONE_OBJECT_QUESTIONS[kind]).format(ref=f"the {name}", Ref=f"The {name}")
         return HeldOutQuestion(kind, _capitalized(question), absent_answer(name))
     raise ValueError(f"scene {scene.caption!r} holds every object a {kind} question could name")
 
 
 def heldout_absent_questions(scenes, per_kind: int, seed: int) -> list[tuple[Scene, HeldOutQuestion]]:
-    """`per_kind` questions of each of ABSENT_KINDS about objects not in `scenes`, one scene after another."""
+    """`per_kind` questions of each of OBJECT_KINDS about objects not in `scenes`, one scene after another."""
     rng = random.Random(split_seed("heldout-absent-questions", seed))
     pairs = []
-    for k, kind in enumerate(ABSENT_KINDS):
+    for k, kind in enumerate(OBJECT_KINDS):
         for i in range(per_kind):
             scene = scenes[(k * per_kind + i) % len(scenes)]
             pairs.append((scene, heldout_absent_question(scene, rng, kind)))

@@ -214,9 +214,12 @@ def reference(obj: SceneObject, scene: Scene, without: str | None = None) -> str
     """The shortest name that picks `obj` out of `scene` ("circle", "red one", "small red circle"), never using the
     attribute `without` ("colour", "shape" or "size"), which the question asks for; None if there is none."""
     words = _reference_words(obj, scene, without)
-    if words is None:
-        return None
-    return " ".join([getattr(obj, w) for w in words if w != "one"] + (["one"] if words[-1] == "one" else []))
+    return None if words is None else _name(words, {w: getattr(obj, w) for w in words if w != "one"})
+
+
+def _name(words: tuple[str, ...], values: dict[str, str]) -> str:
+    """An entry of `_REFERENCE_WORDS` said with `values` for its attributes: ("colour", "one") -> "red one"."""
+    return " ".join([values[w] for w in words if w != "one"] + (["one"] if words[-1] == "one" else []))
 
 
 def _reference_words(obj: SceneObject, scene: Scene, without: str | None) -> tuple[str, ...] | None:
@@ -307,14 +310,15 @@ def absent_object_question(scene: Scene, rng: random.Random, kind: str | None = 
         held_out = (attributes.get("colour"), attributes.get("shape")) in HELD_OUT_PAIRS
         if held_out or any(all(getattr(o, a) == v for a, v in attributes.items()) for o in scene.objects):
             continue
-        name = " ".join([attributes[word] for word in words if word != "one"] + (["one"] if "one" in words else []))
-        said = _in_other_words(name, rng)
-        return QA(kind, rng.choice(TEMPLATES[kind]).format(ref=said), absent_answer(name), subject=said)
+        return _about_absent(kind, _name(words, attributes), rng)
     # No present object's name has a word to change ("the large one" among three crosses, one large): a shape or
     # colour the picture lacks
     words = rng.choice([w for w in (("shape",), ("colour", "one")) if ATTRIBUTE_OF_KIND.get(kind) not in w])
     missing = [v for v in values[words[0]] if all(getattr(o, words[0]) != v for o in scene.objects)]
-    name = " ".join([rng.choice(missing), *words[1:]])
+    return _about_absent(kind, _name(words, {words[0]: rng.choice(missing)}), rng)
+
+
+def _about_absent(kind: str, name: str, rng: random.Random) -> QA:
     said = _in_other_words(name, rng)
     return QA(kind, rng.choice(TEMPLATES[kind]).format(ref=said), absent_answer(name), subject=said)
 

@@ -168,16 +168,19 @@ def heldout_wording_questions(scenes, per_kind: int, seed: int) -> list[Asked]:
     """`per_kind` questions of each kind in the held-out wording (`mmgpt.data.heldout`) about `scenes`."""
     from ..data.heldout import heldout_questions
 
-    return [Asked(scene.image, q.kind, q.question, q.answer, objects=len(scene.objects))
-            for scene, q in heldout_questions(scenes, per_kind, seed)]
+    return _asked(heldout_questions(scenes, per_kind, seed))
 
 
 def absent_object_questions(scenes, per_kind: int, seed: int) -> list[Asked]:
     """`per_kind` questions of each one-object kind in the held-out wording about objects not in `scenes`."""
     from ..data.heldout import heldout_absent_questions
 
-    return [Asked(scene.image, q.kind, q.question, q.answer, objects=len(scene.objects))
-            for scene, q in heldout_absent_questions(scenes, per_kind, seed)]
+    return _asked(heldout_absent_questions(scenes, per_kind, seed))
+
+
+def _asked(pairs) -> list[Asked]:
+    """(scene, `HeldOutQuestion`) pairs as typed questions about the scenes' pictures."""
+    return [Asked(scene.image, q.kind, q.question, q.answer, objects=len(scene.objects)) for scene, q in pairs]
 
 
 def spoken_versions(asked: list[Asked], seed: int, cache_dir, held_out_voices: tuple[str, ...] | None = None
