@@ -167,6 +167,8 @@ HEADLINE_ROWS = (
     ("Questions about an object not in the picture: says an object is not there, %", None, "qa_absent.said_absent"),
     ("Questions about an object not in the picture: says the one asked about is not there, %", None,
      "qa_absent.accuracy"),
+    ("Questions about an object not in the picture, spoken in held-out voices: says the one asked about is not "
+     "there, %", None, "qa_absent_spoken.accuracy"),
     ("Questions about objects in the picture: says one is not there, %", "qa_typed.said_absent",
      "qa_heldout_typed.said_absent"),
     ("Text: Tiny Shakespeare validation, nats/char", "text_nats_per_char", None),
@@ -221,7 +223,8 @@ def _evaluation_section(results: dict, why: dict[str, str]) -> str:
                   "qa_heldout_typed_lowercase": "the same in lowercase", "qa_spoken": "spoken",
                   "qa_heldout_spoken": "spoken, held-out wording",
                   "qa_spoken_other_voices": "spoken, other synthesizers",
-                  "qa_absent": "about an absent object, held-out wording"}
+                  "qa_absent": "about an absent object, held-out wording",
+                  "qa_absent_spoken": "the same, spoken"}
     sizes = results.get("sizes", {})
     parts = [
         f"`python -m mmgpt evaluate --model assets/mmgpt-tiny` (seed {results.get('seed', '?')}, "
@@ -387,6 +390,9 @@ def _data_section(train_cfg: dict) -> str:
                "an object the picture does not hold, a present object's name with one word changed (\"what colour "
                "is the star?\" beside a circle), answered \"there is no star\"."
                if (absent := train_cfg.get("absent_object_share")) else "")
+            + (f" In {spoken_absent:.0%} of the spoken conversations, the last question, spoken, names an object "
+               "the picture does not hold."
+               if (spoken_absent := train_cfg.get("spoken_absent_object_share")) else "")
             + (" After a spoken question the model first writes the words it heard, then answers them as it answers "
                "a typed question, the recording still before them."
                if train_cfg.get("transcribe_spoken_questions") else "")

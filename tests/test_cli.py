@@ -305,16 +305,19 @@ def test_evaluate_writes_every_figure_and_prints_it_beside_its_target(evaluated)
     for key in TARGETS:
         assert isinstance(_value(results, key), float), key
     for key in QA_SETS:  # about an absent object, only the kinds that name one object are asked
-        assert set(results[key]["by_kind"]) == set(OBJECT_KINDS if key == "qa_absent" else QUESTION_KINDS), key
+        asked = OBJECT_KINDS if key.startswith("qa_absent") else QUESTION_KINDS
+        assert set(results[key]["by_kind"]) == set(asked), key
         objects = results[key]["by_objects"]  # every question counted once, under its picture's number of objects
         assert set(objects) <= {"1", "2", "3"} and sum(o["n"] for o in objects.values()) == results[key]["n"], key
         assert 0 <= results[key]["accuracy"] <= 100 and 0 <= results[key]["said_absent"] <= 100
-    assert results["qa_absent"]["accuracy"] <= results["qa_absent"]["said_absent"]  # right only when it says so
+    for key in ("qa_absent", "qa_absent_spoken"):
+        assert results[key]["accuracy"] <= results[key]["said_absent"]  # right only when it says so
+    assert results["qa_absent_spoken"]["n"] == results["qa_absent"]["n"]  # the same questions, spoken
     paired = results["qa_paired"]  # the same question about two objects of a test scene: one row per kind
     assert set(paired["by_kind"]) <= set(OBJECT_KINDS)
     assert sum(kind["n"] for kind in paired["by_kind"].values()) == paired["n"] > 0
     assert 0 <= paired["both_right"] <= paired["answers_differ"] <= 100  # two right answers always differ
-    for key in ("speech_captions", "speech_phrases_heldout", "qa_spoken", "qa_heldout_spoken"):
+    for key in ("speech_captions", "speech_phrases_heldout", "qa_spoken", "qa_heldout_spoken", "qa_absent_spoken"):
         assert set(results[key]["by_voice"]) == set(TEST_VOICES), key  # each text in every held-out voice
     for key in ("speech_captions_other_voices", "speech_phrases_other_voices", "speech_phrases_heldout_other_voices"):
         assert set(results[key]["by_voice"]) == set(OTHER_TEST_VOICES), key

@@ -168,6 +168,7 @@ def test_the_card_gives_question_accuracy_by_how_many_objects_the_picture_holds(
 
 def test_the_table_and_card_say_how_often_answers_say_an_object_is_not_there_where_it_is_and_where_it_is_not():
     measured = results(qa_absent={**_questions(55.0, False), "said_absent": 61.0},
+                       qa_absent_spoken={**_questions(35.0, False), "said_absent": 40.0},
                        qa_typed={**_questions(95.0, False), "said_absent": 1.5},
                        qa_heldout_typed={**_questions(92.0, False), "said_absent": 4.0})
     rows = {f.key: f for f in figures(measured)}
@@ -177,6 +178,8 @@ def test_the_table_and_card_say_how_often_answers_say_an_object_is_not_there_whe
     assert "| Questions about an object not in the picture: says an object is not there, % |  | 61.0 |" in card
     assert "| Questions about an object not in the picture: says the one asked about is not there, % |  | 55.0 |" \
         in card
+    assert "| Questions about an object not in the picture, spoken in held-out voices: says the one asked about is " \
+           "not there, % |  | 35.0 |" in card
     assert "| Questions about objects in the picture: says one is not there, % | 1.5 | 4.0 |" in card
     older = _evaluation_section(results(), {})  # an evaluation from before these figures
     assert "| Questions about an object not in the picture: says the one asked about is not there, % |  | " \
@@ -273,7 +276,7 @@ def test_the_card_says_which_questions_came_in_pairs_were_written_down_and_which
                           "speech_text_share": 0.2,
                           "speech_word_share": 0.25, "speech_word_vocabulary": 3000,
                           "transcribe_spoken_questions": True, "swapped_recording_share": 0.3,
-                          "absent_object_share": 0.15})
+                          "absent_object_share": 0.15, "spoken_absent_object_share": 0.2})
     assert "40% of the typed questions come in pairs" in card and "(30% with no noise)" in card
     assert "30% of it said instead by other synthesizers' voices" in card and "flite:rms" in card
     assert "20% of the training utterances are runs of 2 to 8 words of the training text" in card
@@ -282,13 +285,16 @@ def test_the_card_says_which_questions_came_in_pairs_were_written_down_and_which
     assert "first writes the words it heard" in card
     assert "30% of the spoken questions are heard as another question's recording" in card
     assert "In 15% of the typed conversations about a scene (not the pairs), the last question names an object" in card
+    assert "In 20% of the spoken conversations, the last question, spoken, names an object the picture" in card
     settings = ("paired_share", "clean_speech_share", "other_voice_share", "speech_text_share", "speech_word_share",
-                "transcribe_spoken_questions", "swapped_recording_share", "absent_object_share")
+                "transcribe_spoken_questions", "swapped_recording_share", "absent_object_share",
+                "spoken_absent_object_share")
     for before in (plain, {k: v for k, v in plain.items() if k not in settings}):
         card = _data_section(before)
         assert not any(said in card for said in ("in pairs", "no noise", "words of the training text", "instead by",
                                                  "drawn one by one", "first writes the words it heard",
-                                                 "another question's recording", "does not hold"))
+                                                 "another question's recording", "does not hold",
+                                                 "question, spoken"))
 
 
 def test_the_card_says_which_shapes_the_captions_showed_more_often_only_for_a_run_that_did():

@@ -255,9 +255,31 @@ def test_that_share_of_conversations_ends_with_a_question_about_an_object_the_pi
     assert all(absent) if share else not any(absent), last_answers
 
 
+def _spoken_pool(monkeypatch, share: float) -> list:
+    """The spoken question pool of 60 triples, each clip replaced by the text it would say (no synthesis)."""
+    import mmgpt.data.speech
+
+    monkeypatch.setattr(mmgpt.data.speech, "render_specs", lambda specs, *a, **k: [spec.text for spec in specs])
+    return training.spoken_question_pool(TrainConfig(spoken_question_pool=60, spoken_absent_object_share=share), 7)
+
+
+def test_that_share_of_spoken_questions_is_about_an_object_the_picture_does_not_hold_and_the_rest_stay(monkeypatch):
+    from mmgpt.data.speech import spoken_form
+
+    without, every, some = (_spoken_pool(monkeypatch, share) for share in (0.0, 1.0, 0.5))
+    assert not any(talk[-1].answer.startswith("there is no ") for _, talk, _ in without)
+    assert all(talk[-1].answer.startswith("there is no ") for _, talk, _ in every)
+    absent = [talk[-1].answer.startswith("there is no ") for _, talk, _ in some]
+    assert 15 < sum(absent) < 45
+    for (seed, talk, said), (seed_before, talk_before, said_before), replaced in zip(some, without, absent):
+        assert seed == seed_before and talk[:-1] == talk_before[:-1]  # the same scenes and earlier turns
+        assert said == spoken_form(talk[-1].question)  # the recording says the question that is answered
+        assert (talk[-1] != talk_before[-1]) == replaced and (said != said_before) == replaced
+
+
 @pytest.mark.parametrize("setting", ["paired_share", "clean_speech_share", "other_voice_share", "speech_text_share",
                                      "speech_word_share", "swapped_recording_share", "focus_share",
-                                     "absent_object_share"])
+                                     "absent_object_share", "spoken_absent_object_share"])
 def test_a_share_outside_zero_to_one_is_refused_before_training(setting, tmp_path):
     with pytest.raises(ValueError, match=f"{setting} 1.5"):
         train(TrainConfig(out_dir=str(tmp_path), **{setting: 1.5}))

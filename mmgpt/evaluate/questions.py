@@ -195,8 +195,8 @@ def spoken_versions(asked: list[Asked], seed: int, cache_dir, held_out_voices: t
 
 
 def question_scores(model, processor, test_scenes, heldout_scenes, sizes: EvalSizes, seed: int, cache_dir) -> dict:
-    """qa_typed, qa_spoken (question set's wording, test scenes), qa_heldout_typed, qa_heldout_spoken, qa_absent
-    (held-out wording about objects the held-out scenes do not hold) and qa_paired."""
+    """qa_typed, qa_spoken (question set's wording, test scenes), qa_heldout_typed, qa_heldout_spoken, qa_absent and
+    qa_absent_spoken (held-out wording about objects the held-out scenes do not hold) and qa_paired."""
     keys = (*QA_SETS, "qa_paired")
     if not getattr(processor, "can_ask", False):
         return dict.fromkeys(keys, _unavailable("this checkpoint cannot take questions (no <|ask|> token: "
@@ -222,8 +222,10 @@ def question_scores(model, processor, test_scenes, heldout_scenes, sizes: EvalSi
                                                                                              sizes.questions, seed)]
     results["qa_heldout_typed_lowercase"] = answer_scores(model, processor, lowercase, sizes.batch, answer_is_right)
     # Right when it says that the object asked about is not there; said_absent counts any "there is no ..."
-    results["qa_absent"] = answer_scores(model, processor, absent_object_questions(heldout_scenes, sizes.questions,
-                                                                                   seed), sizes.batch, answer_is_right)
+    absent = absent_object_questions(heldout_scenes, sizes.questions, seed)
+    results["qa_absent"] = answer_scores(model, processor, absent, sizes.batch, answer_is_right)
+    results["qa_absent_spoken"] = answer_scores(model, processor, spoken_versions(absent, seed, cache_dir),
+                                                sizes.batch, answer_is_right)
     results["qa_paired"] = paired_scores(model, processor, paired_questions(test_scenes, sizes.questions, seed),
                                          sizes.batch, answer_is_right)
     return results

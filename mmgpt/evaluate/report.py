@@ -50,7 +50,8 @@ QA_SETS = {"qa_typed": "typed, question set's wording", "qa_heldout_typed": "typ
            "qa_spoken_other_voices": "spoken, question set's wording, other synthesizers' voices",
            # Held-out wording about an object the picture does not hold: right when the answer says it is not there
            # and names it as asked ("there is no red star")
-           "qa_absent": "typed, held-out wording, about an object not in the picture"}
+           "qa_absent": "typed, held-out wording, about an object not in the picture",
+           "qa_absent_spoken": "spoken, held-out wording, about an object not in the picture"}  # not before v4.44
 
 
 @dataclass(frozen=True)

@@ -309,16 +309,23 @@ class TaskBatches:
 
 
 def spoken_question_pool(cfg: TrainConfig, pool_seed: int) -> list[tuple[int, list, object]]:
-    """(scene seed, conversation, spoken last question) triples: the scene is redrawn from its seed when used."""
-    from ..data.questions import conversation
+    """(scene seed, conversation, spoken last question) triples: the scene is redrawn from its seed when used.
+
+    A share of the last questions (`spoken_absent_object_share`) are about an object the scene does not hold. They are
+    drawn from a generator of their own, so that the other triples, and their cached clips, stay as without them."""
+    from ..data.questions import absent_object_question, conversation
     from ..data.scenes import make_scene, split_seed
     from ..data.speech import TRAIN_VOICES, render_specs, spoken_form, spoken_spec
 
     rng = random.Random(split_seed("spoken-questions", pool_seed))
+    absent_rng = random.Random(split_seed("spoken-absent-questions", pool_seed))
     entries, specs = [], []
     for _ in range(cfg.spoken_question_pool):
         scene_seed = rng.getrandbits(64)
-        talk = conversation(make_scene(random.Random(scene_seed), "train"), rng, rng.randint(1, cfg.max_turns))
+        scene = make_scene(random.Random(scene_seed), "train")
+        talk = conversation(scene, rng, rng.randint(1, cfg.max_turns))
+        if absent_rng.random() < cfg.spoken_absent_object_share:
+            talk[-1] = absent_object_question(scene, absent_rng)
         entries.append((scene_seed, talk))
         specs.append(spoken_spec(rng, spoken_form(talk[-1].question), "question", TRAIN_VOICES))
     utterances = render_specs(specs, cfg.speech_cache_dir, clean_share=cfg.clean_speech_share,

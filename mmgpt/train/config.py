@@ -18,7 +18,8 @@ MODEL_FIELDS = ("vocab_size", "n_embd", "n_layer", "n_head", "dropout", "image_l
 AT_LEAST_ONE = ("steps", "eval_every", "text_batch", "text_block", "image_batch", "audio_batch", "ask_batch",
                 "spoken_ask_batch", "max_turns", "eval_text_windows", "eval_text_block")
 SHARES = ("paired_share", "clean_speech_share", "other_voice_share", "speech_text_share", "speech_word_share",
-          "swapped_recording_share", "focus_share", "absent_object_share")
+          "swapped_recording_share", "focus_share", "absent_object_share",
+          "spoken_absent_object_share")
 
 
 class ConfigError(ValueError):
@@ -156,6 +157,8 @@ class TrainConfig:
     # does not hold, answered "there is no star" (`questions.absent_object_question`). Without them v4.39 answered
     # "what colour is the circle?" about a picture with no circle with a colour, at confidence 1.00.
     absent_object_share: float = 0.0
+    # The same for the last questions of the spoken question pool (`batches.spoken_question_pool`).
+    spoken_absent_object_share: float = 0.0
     # False: the losses of typed and spoken questions do not reach the image encoder, which only the captions train.
     # In `scripts/ablate_questions.py` (400 colour-question steps from v4.6, with captions mixed in), a frozen image
     # encoder learned to tell two objects apart by name faster (both answers right 57.5% against 47.5%) and kept
