@@ -155,7 +155,9 @@ class TrainConfig:
     paired_share: float = 0.0
     # Share of typed conversations about a scene (not paired ones) whose last question names an object the picture
     # does not hold, answered "there is no star" (`questions.absent_object_question`). Without them v4.39 answered
-    # "what colour is the circle?" about a picture with no circle with a colour, at confidence 1.00.
+    # "what colour is the circle?" about a picture with no circle with a colour, at confidence 1.00. Learned fast, and
+    # at lr 1.5e-4 at a cost to captions and speech (v4.41, v4.43: the repository README); at 5e-5 the cost was
+    # smaller (v4.44).
     absent_object_share: float = 0.0
     # The same for the last questions of the spoken question pool (`batches.spoken_question_pool`).
     spoken_absent_object_share: float = 0.0
