@@ -195,7 +195,7 @@ def spoken_versions(asked: list[Asked], seed: int, cache_dir, held_out_voices: t
 
 
 def question_scores(model, processor, test_scenes, heldout_scenes, sizes: EvalSizes, seed: int, cache_dir) -> dict:
-    """qa_typed, qa_spoken (question set's wording, test scenes), qa_heldout_typed, qa_heldout_spoken, qa_absent and
+    """qa_typed, qa_spoken (question set's wording, test scenes), qa_heldout_typed, qa_heldout_spoken, qa_absent,
     qa_absent_spoken (held-out wording about objects the held-out scenes do not hold) and qa_paired."""
     keys = (*QA_SETS, "qa_paired")
     if not getattr(processor, "can_ask", False):

@@ -18,8 +18,7 @@ MODEL_FIELDS = ("vocab_size", "n_embd", "n_layer", "n_head", "dropout", "image_l
 AT_LEAST_ONE = ("steps", "eval_every", "text_batch", "text_block", "image_batch", "audio_batch", "ask_batch",
                 "spoken_ask_batch", "max_turns", "eval_text_windows", "eval_text_block")
 SHARES = ("paired_share", "clean_speech_share", "other_voice_share", "speech_text_share", "speech_word_share",
-          "swapped_recording_share", "focus_share", "absent_object_share",
-          "spoken_absent_object_share")
+          "swapped_recording_share", "focus_share", "absent_object_share", "spoken_absent_object_share")
 
 
 class ConfigError(ValueError):
