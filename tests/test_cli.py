@@ -411,6 +411,25 @@ def test_average_writes_the_mean_of_the_weights_a_checkpoint_that_ships_and_name
     assert main(["ship", "--checkpoint", str(averaged), "--out", str(tmp_path / "shipped")]) == 0
 
 
+def test_average_takes_a_shipped_model_as_an_earlier_checkpoint_widening_its_fp16_weights(tmp_path):
+    """The weights a run started from may survive only as shipped (fp16, with no trainer state): the mean of them and
+    of the run's checkpoint is the run's own checkpoint pulled half-way back to its start."""
+    import torch
+    from safetensors.torch import load_file
+
+    start, run = (_trained_checkpoint(save_random_checkpoint(tmp_path / f"model{seed}", seed=seed), tmp_path,
+                                      f"checkpoint{seed}") for seed in (1, 2))
+    shipped, averaged = tmp_path / "shipped", tmp_path / "averaged"
+    assert main(["ship", "--checkpoint", str(start), "--out", str(shipped)]) == 0
+    assert main(["average", str(shipped), str(run), "--out", str(averaged)]) == 0
+
+    half, trained = load_file(shipped / "model.safetensors"), load_file(run / "model.safetensors")
+    for name, tensor in load_file(averaged / "model.safetensors").items():
+        assert tensor.dtype == trained[name].dtype
+        torch.testing.assert_close(tensor, (half[name].double() + trained[name].double()).div(2).to(tensor.dtype))
+    assert torch.load(averaged / "trainer_state.pt", weights_only=False)["averaged"] == [str(shipped), str(run)]
+
+
 def _differing_tokenizer(checkpoint):
     tokenizer = json.loads((checkpoint / "tokenizer.json").read_text())
     tokenizer["added_tokens"] = tokenizer["added_tokens"][:-1]

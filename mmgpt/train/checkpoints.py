@@ -69,7 +69,9 @@ class AverageError(ValueError):
 
 def average_checkpoints(sources: list[Path], out: Path) -> Path:
     """Write to `out` the mean of the weights of `sources`, checkpoints of one lineage (each trained on from the one
-    before), with the last one's other files and training state, which records what was averaged.
+    before), with the last one's other files and training state, which records what was averaged. Only the last must
+    be a training run's checkpoint: the earlier ones may be shipped folders, whose fp32 checkpoint may be lost with
+    the machine it was trained on (v4.29's was), or the very weights a run started from.
 
     Weights along one run's continuations lie in one basin, where their mean is often better than each: the
     Transformer paper averaged its last checkpoints, and "model soups" (Wortsman et al., 2022) fine-tuned ones.
@@ -88,7 +90,7 @@ def average_checkpoints(sources: list[Path], out: Path) -> Path:
     if out.exists() and not _is_mean(out):  # only an earlier mean is replaced
         raise AverageError(f"--out {out}: already there, and not an earlier mean; give a new folder")
     for source in sources:
-        if problem := checkpoint_problem(source, training_run=True):
+        if problem := checkpoint_problem(source, training_run=source is sources[-1]):
             raise AverageError(f"{source}: {problem}")
         missing = [name for name in (WEIGHTS, *AVERAGED_FILES) if not (source / name).is_file()]
         if missing:
