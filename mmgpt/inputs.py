@@ -31,7 +31,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .audio import SAMPLE_RATE, to_mono_16k
-from .i18n import Message, translate  # noqa: F401  (Message is part of this module's API)
+from .i18n import Message  # noqa: F401  (Message is part of this module's API)
 from .requests import Turn
 
 logger = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from mmgpt.data.questions import (  # the kinds and answers, not the wording
     COUNT_WORDS, OBJECT_KINDS, QUESTION_KINDS, absent_answer,
 )
-from mmgpt.data.scenes import COLOURS, HELD_OUT_PAIRS, IMAGE_SIZE, POSITIONS, SHAPES, SIZES, Scene, SceneObject, \
+from mmgpt.data.scenes import COLOURS, HELD_OUT_PAIRS, IMAGE_SIZE, SHAPES, SIZES, Scene, SceneObject, \
     cell_of, split_seed
 
 # --- the pictures ---------------------------------------------------------------------------------------------
