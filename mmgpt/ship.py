@@ -389,6 +389,8 @@ def _data_section(train_cfg: dict) -> str:
             + (f" In {absent:.0%} of the typed conversations about a scene (not the pairs), the last question names "
                "an object the picture does not hold, a present object's name with one word changed (\"what colour "
                "is the star?\" beside a circle), answered \"there is no star\"."
+               + (f" {relation:.0%} of them are relation questions (\"is the star left of the circle?\")."
+                  if (relation := train_cfg.get("absent_relation_share")) else "")
                if (absent := train_cfg.get("absent_object_share")) else "")
             + (f" In {spoken_absent:.0%} of the spoken conversations, the last question, spoken, names an object "
                "the picture does not hold."

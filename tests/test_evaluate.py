@@ -276,7 +276,8 @@ def test_the_card_says_which_questions_came_in_pairs_were_written_down_and_which
                           "speech_text_share": 0.2,
                           "speech_word_share": 0.25, "speech_word_vocabulary": 3000,
                           "transcribe_spoken_questions": True, "swapped_recording_share": 0.3,
-                          "absent_object_share": 0.15, "spoken_absent_object_share": 0.2})
+                          "absent_object_share": 0.15, "absent_relation_share": 0.25,
+                          "spoken_absent_object_share": 0.2})
     assert "40% of the typed questions come in pairs" in card and "(30% with no noise)" in card
     assert "30% of it said instead by other synthesizers' voices" in card and "flite:rms" in card
     assert "20% of the training utterances are runs of 2 to 8 words of the training text" in card
@@ -286,15 +287,16 @@ def test_the_card_says_which_questions_came_in_pairs_were_written_down_and_which
     assert "30% of the spoken questions are heard as another question's recording" in card
     assert "In 15% of the typed conversations about a scene (not the pairs), the last question names an object" in card
     assert "In 20% of the spoken conversations, the last question, spoken, names an object the picture" in card
+    assert "25% of them are relation questions" in card
     settings = ("paired_share", "clean_speech_share", "other_voice_share", "speech_text_share", "speech_word_share",
                 "transcribe_spoken_questions", "swapped_recording_share", "absent_object_share",
-                "spoken_absent_object_share")
+                "absent_relation_share", "spoken_absent_object_share")
     for before in (plain, {k: v for k, v in plain.items() if k not in settings}):
         card = _data_section(before)
         assert not any(said in card for said in ("in pairs", "no noise", "words of the training text", "instead by",
                                                  "drawn one by one", "first writes the words it heard",
                                                  "another question's recording", "does not hold",
-                                                 "question, spoken"))
+                                                 "question, spoken", "relation questions"))
 
 
 def test_the_card_says_which_shapes_the_captions_showed_more_often_only_for_a_run_that_did():

@@ -218,6 +218,30 @@ def test_a_question_about_an_object_the_picture_does_not_hold_is_answered_that_i
         questions.absent_object_question(test_scenes[0], rng, "count")
 
 
+def test_a_relation_question_about_an_object_the_picture_does_not_hold_is_answered_that_it_is_not_there(test_scenes):
+    """One of the two objects named is in the picture, the other matches none of its objects, and the answer names the
+    missing one; a scene of one object allows no such question."""
+    rng = random.Random(6)
+    values = {"shape": set(scenes.SHAPES), "colour": set(scenes.COLOURS), "size": set(scenes.SIZES)}
+    asked = 0
+    for scene in test_scenes:
+        qa = questions.absent_relation_question(scene, rng)
+        if len(scene.objects) == 1:
+            assert qa is None
+        if qa is None:
+            continue
+        asked += 1
+        name = qa.answer.removeprefix("there is no ")
+        assert qa.kind == "relation" and qa.answer == f"there is no {name}", qa
+        said = {attribute: word for word in name.split() for attribute, words in values.items() if word in words}
+        assert said and not any(all(getattr(o, a) == w for a, w in said.items()) for o in scene.objects), qa
+        canonical = " ".join({said: word for word, saids in questions.SYNONYMS.items() for said in saids}.get(w, w)
+                             for w in qa.question.replace("?", "").split())  # "big" back to "large"
+        present = [ref for o in scene.objects if (ref := questions.reference(o, scene))]
+        assert any(re.search(rf"\b{re.escape(ref)}\b", canonical) for ref in present), (scene.caption, qa)
+    assert asked > 0.4 * len(test_scenes), asked
+
+
 @pytest.mark.parametrize("predicted, absent", [("there is no star", True), ("There is no red one.", True),
                                                ("a red circle, so there is no star", True), ("red", False),
                                                ("There's no star.", True), ("no", False),

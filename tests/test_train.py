@@ -255,6 +255,25 @@ def test_that_share_of_conversations_ends_with_a_question_about_an_object_the_pi
     assert all(absent) if share else not any(absent), last_answers
 
 
+def test_a_share_of_the_absent_object_questions_are_relation_questions():
+    """At 0 none is a relation question; at 1 each is where the scene allows one (two objects, told apart)."""
+    import random
+
+    from mmgpt.data.scenes import make_scene
+
+    scenes = [make_scene(random.Random(seed), "train") for seed in range(60)]
+    kinds = {}
+    for share in (0.0, 1.0):
+        batches = paired_batches(ask_batch=12, paired_share=0.0, absent_object_share=1.0, absent_relation_share=share)
+        asked = [batches.absent_question(scene) for scene in scenes]
+        assert all(qa.answer.startswith("there is no ") for qa in asked), asked
+        kinds[share] = [(len(scene.objects), qa.kind) for scene, qa in zip(scenes, asked)]
+    assert not any(kind == "relation" for _, kind in kinds[0.0])
+    assert not any(kind == "relation" for objects, kind in kinds[1.0] if objects == 1)
+    several = [kind for objects, kind in kinds[1.0] if objects > 1]
+    assert several.count("relation") > 0.6 * len(several), several
+
+
 def _spoken_pool(monkeypatch, share: float) -> list:
     """The spoken question pool of 60 triples, each clip replaced by the text it would say (no synthesis)."""
     import mmgpt.data.speech
@@ -279,7 +298,7 @@ def test_that_share_of_spoken_questions_is_about_an_object_the_picture_does_not_
 
 @pytest.mark.parametrize("setting", ["paired_share", "clean_speech_share", "other_voice_share", "speech_text_share",
                                      "speech_word_share", "swapped_recording_share", "focus_share",
-                                     "absent_object_share", "spoken_absent_object_share"])
+                                     "absent_object_share", "absent_relation_share", "spoken_absent_object_share"])
 def test_a_share_outside_zero_to_one_is_refused_before_training(setting, tmp_path):
     with pytest.raises(ValueError, match=f"{setting} 1.5"):
         train(TrainConfig(out_dir=str(tmp_path), **{setting: 1.5}))

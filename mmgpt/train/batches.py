@@ -251,7 +251,7 @@ class TaskBatches:
         raise RuntimeError("1000 training scenes in a row allowed no pair of questions: do they hold one object?")
 
     def ask(self) -> dict:
-        from ..data.questions import absent_object_question, conversation, unrecognised_questions
+        from ..data.questions import conversation, unrecognised_questions
 
         rows, images = [], []
         pairs = round(self.cfg.ask_batch * self.cfg.paired_share) // 2
@@ -265,12 +265,23 @@ class TaskBatches:
             talk = conversation(scene, self.py_rng, turns) if scene else unrecognised_questions(self.py_rng, turns)
             share = self.cfg.absent_object_share
             if scene and share and self.py_rng.random() < share:  # no draw at 0: runs without it draw as before
-                talk[-1] = absent_object_question(scene, self.py_rng)
+                talk[-1] = self.absent_question(scene)
             rows.append(self.conversation_rows(talk, scene))
             images.append(image)
         batch = pad_segments(rows, self.eos)
         batch["pixel_values"] = self.pixels(images)
         return batch
+
+    def absent_question(self, scene):
+        """A question about an object `scene` does not hold: a relation question (`absent_relation_share`) where the
+        scene allows one, else one about that object alone."""
+        from ..data.questions import absent_object_question, absent_relation_question
+
+        share = self.cfg.absent_relation_share
+        if share and self.py_rng.random() < share:  # no draw at 0: runs without it draw as before
+            if (question := absent_relation_question(scene, self.py_rng)) is not None:
+                return question
+        return absent_object_question(scene, self.py_rng)
 
     def spoken_ask(self) -> dict:
         from ..data.scenes import make_scene
