@@ -95,7 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     average_parser = commands.add_parser("average", help="the mean of the weights of checkpoints of one run's "
                                                          "continuations, as a checkpoint to evaluate and ship")
     average_parser.add_argument("checkpoints", nargs="+", help="checkpoint folders, oldest first: the last a "
-                                "training run's, the earlier ones that or a shipped model folder")
+                                "training run's, each earlier one a training run's or a shipped model folder")
     average_parser.add_argument("--out", required=True, help="the new checkpoint folder")
 
     caption = commands.add_parser("caption", help="describe a picture, streaming")

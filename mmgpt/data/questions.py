@@ -312,9 +312,7 @@ def absent_relation_question(scene: Scene, rng: random.Random) -> QA | None:
     ref_a, ref_b, relation, _ = drawn
     missing = _absent_name(scene, rng, without=None)
     ref_a, ref_b = (missing, ref_b) if rng.random() < 0.5 else (ref_a, missing)
-    question = rng.choice(TEMPLATES["relation"]).format(
-        a=_in_other_words(ref_a, rng), relation=rng.choice(relation.wordings), b=_in_other_words(ref_b, rng))
-    return QA("relation", question, absent_answer(missing))
+    return QA("relation", _relation_question(ref_a, ref_b, relation, rng), absent_answer(missing))
 
 
 def _absent_name(scene: Scene, rng: random.Random, without: str | None) -> str:
@@ -415,9 +413,14 @@ def _relation(scene: Scene, rng: random.Random) -> QA | None:
     if drawn is None:
         return None
     ref_a, ref_b, relation, answer = drawn
-    question = rng.choice(TEMPLATES["relation"]).format(
+    return QA("relation", _relation_question(ref_a, ref_b, relation, rng), answer,
+              reasoning=relation_reasoning(ref_a, ref_b, relation, answer))
+
+
+def _relation_question(ref_a: str, ref_b: str, relation: Relation, rng: random.Random) -> str:
+    """A relation question ("is the <a> <relation> the <b>?") in one of its templates, names in other words."""
+    return rng.choice(TEMPLATES["relation"]).format(
         a=_in_other_words(ref_a, rng), relation=rng.choice(relation.wordings), b=_in_other_words(ref_b, rng))
-    return QA("relation", question, answer, reasoning=relation_reasoning(ref_a, ref_b, relation, answer))
 
 
 OBJECT_KINDS = ("colour", "shape", "size", "position")  # questions about one object, which a follow-up can repeat
